@@ -1,0 +1,31 @@
+"""The Celery app every wxtasks process shares."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+import beat_schedule
+from wxtasks.celeryconf import DEFAULT_QUEUE, SEND_QUEUE, configure
+from wxtasks.config import Settings
+from wxtasks.logs import configure_logging
+
+settings = Settings.from_env()
+app = configure(Celery("wxtasks"), settings)
+app.conf.beat_schedule = beat_schedule.beat_schedule
+app.conf.include = ["wxtasks.tasks"]
+import wxtasks.tasks  # noqa: E402,F401  - registers the tasks with this app
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    configure_logging(settings)
+
+
+@signals.celeryd_after_setup.connect
+def _default_queue(sender: str, instance: Any, **_: Any) -> None:
+    """A send worker also serves the default queue, where producers without routes land."""
+    queues = instance.app.amqp.queues
+    if SEND_QUEUE in queues.consume_from and DEFAULT_QUEUE not in queues.consume_from:
+        queues.select_add(DEFAULT_QUEUE)

@@ -1,0 +1,3 @@
+from wxtasks.cli import main
+
+main()

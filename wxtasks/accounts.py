@@ -1,0 +1,317 @@
+"""The account registry in Redis, and atomic state transitions.
+
+Any process can register, read, update and remove accounts; all of them see the same
+records. A transition reads the account, asks :func:`wxtasks.machine.decide` for the next
+state, and writes it with one compare-and-set on the record's version (``transition.lua``),
+which also appends the change to the events stream. When two processes race on the same
+edge, exactly one write lands; the loser re-reads and finds the edge already taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import redis
+
+from wxtasks.config import Settings
+from wxtasks.errors import BadInputError, TransitionRefused, UnknownAccountError
+from wxtasks.keys import Keys
+from wxtasks.machine import Decision, Event, Policy, Snapshot, State, decide
+from wxtasks.scripts import Scripts
+
+logger = logging.getLogger(__name__)
+
+_CAS_ATTEMPTS = 16
+
+
+@dataclass(frozen=True)
+class Account:
+    app_id: str
+    state: State
+    version: int
+    retry_count: int = 0
+    rate: float | None = None
+    burst: int | None = None
+    note: str = ""
+    tags: tuple[str, ...] = ()
+    created_at: float = 0.0
+    state_since: float = 0.0
+    last_heartbeat_at: float | None = None
+    next_attempt_at: float | None = None
+    login_started_at: float | None = None
+    last_error: str = ""
+    wxid: str = ""
+    nick_name: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_hash(cls, app_id: str, h: dict[str, str]) -> Account:
+        return cls(
+            app_id=app_id,
+            state=State(h.get("state", "IDLE")),
+            version=int(h.get("version", "0")),
+            retry_count=int(h.get("retry_count") or 0),
+            rate=_float(h.get("rate")),
+            burst=_int(h.get("burst")),
+            note=h.get("note", ""),
+            tags=tuple(json.loads(h["tags"])) if h.get("tags") else (),
+            created_at=_float(h.get("created_at")) or 0.0,
+            state_since=_float(h.get("state_since")) or 0.0,
+            last_heartbeat_at=_float(h.get("last_heartbeat_at")),
+            next_attempt_at=_float(h.get("next_attempt_at")),
+            login_started_at=_float(h.get("login_started_at")),
+            last_error=h.get("last_error", ""),
+            wxid=h.get("wxid", ""),
+            nick_name=h.get("nick_name", ""),
+        )
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.app_id, self.state, self.version, self.retry_count,
+                        self.state_since, self.next_attempt_at or 0.0,
+                        self.login_started_at or 0.0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "app_id": self.app_id,
+            "state": self.state.value,
+            "version": self.version,
+            "retry_count": self.retry_count,
+            "rate": self.rate,
+            "burst": self.burst,
+            "note": self.note,
+            "tags": list(self.tags),
+            "created_at": self.created_at,
+            "state_since": self.state_since,
+            "last_heartbeat_at": self.last_heartbeat_at,
+            "next_attempt_at": self.next_attempt_at,
+            "last_error": self.last_error,
+            "wxid": self.wxid,
+            "nick_name": self.nick_name,
+        }
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        max_retry=settings.max_retry,
+        backoff_base_s=settings.backoff_base_s,
+        backoff_max_s=settings.backoff_max_s,
+        error_retry_interval_s=settings.error_retry_interval_s,
+        login_qr_ttl_s=settings.login_qr_ttl_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s,
+    )
+
+
+class AccountStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        scripts: Scripts | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.scripts = scripts or Scripts(client)
+        self.policy = policy_from(settings)
+        self.clock = clock
+
+    # -- registry ------------------------------------------------------------------------
+
+    def register(
+        self,
+        app_id: str,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+        note: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> tuple[Account, bool]:
+        """Register ``app_id`` (IDLE, heartbeat scheduled); an existing one gets the options.
+
+        Returns the account and whether it was new.
+        """
+        _check_app_id(app_id)
+        options = _options(rate, burst, note, tags)
+        now = self.clock()
+        key = self.keys.account(app_id)
+        fresh = {"state": State.IDLE.value, "version": "1", "retry_count": "0",
+                 "created_at": f"{now:.3f}", "state_since": f"{now:.3f}"}
+        created = bool(self.redis.hsetnx(key, "version", "1"))
+        pipe = self.redis.pipeline(transaction=True)
+        if created:
+            pipe.hset(key, mapping={**fresh, **options})
+            # first heartbeat spread over one interval, so thousands of accounts never align
+            first_due = now + random.uniform(0, self.settings.heartbeat_interval_s)
+            pipe.zadd(self.keys.heartbeat_schedule, {app_id: first_due})
+        elif options:
+            pipe.hset(key, mapping=options)
+        pipe.sadd(self.keys.accounts, app_id)
+        pipe.execute()
+        return self.get(app_id), created
+
+    def update(
+        self,
+        app_id: str,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+        note: str | None = None,
+        tags: Iterable[str] | None = None,
+    ) -> Account:
+        options = _options(rate, burst, note, tags)
+        if options:
+            flat = [x for kv in options.items() for x in kv]
+            if not self.scripts.hset_existing(keys=[self.keys.account(app_id)], args=flat):
+                raise UnknownAccountError(app_id)
+        return self.get(app_id)
+
+    def remove(self, app_id: str) -> bool:
+        """Forget the account: record, schedule entry, bucket. Its timers stop."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.account(app_id), self.keys.account_bucket(app_id))
+        pipe.zrem(self.keys.heartbeat_schedule, app_id)
+        pipe.srem(self.keys.accounts, app_id)
+        removed = pipe.execute()[0]
+        return bool(removed)
+
+    def get(self, app_id: str) -> Account:
+        h = self.redis.hgetall(self.keys.account(app_id))
+        if not h:
+            raise UnknownAccountError(app_id)
+        return Account.from_hash(app_id, _decode(h))
+
+    def get_many(self, app_ids: Iterable[str]) -> Iterator[Account]:
+        """Accounts for ``app_ids`` in one pipelined round trip per 500; missing ones skipped."""
+        ids = list(app_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for app_id in chunk:
+                pipe.hgetall(self.keys.account(app_id))
+            for app_id, h in zip(chunk, pipe.execute(), strict=True):
+                if h:
+                    yield Account.from_hash(app_id, _decode(h))
+
+    def app_ids(self) -> list[str]:
+        return sorted(_s(x) for x in self.redis.smembers(self.keys.accounts))
+
+    def list(self, state: State | str | None = None) -> list[Account]:
+        wanted = State(state) if state else None
+        return [a for a in self.get_many(self.app_ids()) if wanted is None or a.state is wanted]
+
+    def count_by_state(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in State}
+        for account in self.get_many(self.app_ids()):
+            counts[account.state.value] += 1
+        return counts
+
+    # -- transitions ---------------------------------------------------------------------
+
+    def transition(
+        self,
+        app_id: str,
+        event: Event,
+        *,
+        reason: str = "",
+        expect: Iterable[State] | None = None,
+        version: int | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Decision | None:
+        """Apply ``event`` atomically. Returns the decision that landed (with the new
+        version), or None when the account is not in a state listed in ``expect``, or no
+        longer at ``version``: someone else took the edge.
+
+        Raises TransitionRefused when the rules refuse the event and ``expect`` is not
+        given, UnknownAccountError when the account does not exist.
+        """
+        wanted = frozenset(expect) if expect is not None else None
+        for _ in range(_CAS_ATTEMPTS):
+            account = self.get(app_id)
+            if wanted is not None and account.state not in wanted:
+                return None
+            if version is not None and account.version != version:
+                return None
+            try:
+                decision = decide(account.snapshot(), event, self.clock(), self.policy,
+                                  reason=reason)
+            except TransitionRefused:
+                if wanted is not None:
+                    return None
+                raise
+            fields = {**decision.fields, **(extra or {})}
+            flat = [x for kv in fields.items() for x in kv]
+            landed = self.scripts.transition(
+                keys=[self.keys.account(app_id), self.keys.events],
+                args=[account.version, decision.state.value, event.value, reason,
+                      f"{self.clock():.3f}", self.settings.events_maxlen, app_id, *flat],
+            )
+            landed = int(landed)
+            if landed == 0:
+                raise UnknownAccountError(app_id)
+            if landed > 0:
+                logger.info("account %s appId=%s %s -> %s (%s)", event.value, app_id,
+                            decision.prev.value, decision.state.value, reason or "-")
+                return replace(decision, version=landed)
+            if version is not None:
+                return None
+        raise RuntimeError(f"transition of appId={app_id} kept losing the race")  # pragma: no cover
+
+    def record_heartbeats(self, app_ids: Iterable[str]) -> None:
+        now = f"{self.clock():.3f}"
+        pipe = self.redis.pipeline(transaction=False)
+        for app_id in app_ids:
+            self.scripts.heartbeat_ok(keys=[self.keys.account(app_id)], args=[now], client=pipe)
+        pipe.execute()
+
+    def reschedule_heartbeat(self, app_id: str, delay_s: float | None = None) -> None:
+        due = self.clock() + (self.settings.heartbeat_interval_s if delay_s is None else delay_s)
+        self.redis.zadd(self.keys.heartbeat_schedule, {app_id: due}, xx=True)
+
+
+def _check_app_id(app_id: object) -> None:
+    if not isinstance(app_id, str) or not app_id.strip():
+        raise BadInputError("appId is required")
+    if any(c in app_id for c in "{}") or len(app_id) > 128 or app_id != app_id.strip():
+        raise BadInputError(f"appId {app_id!r} is not valid (no braces or spaces, ≤128 chars)")
+
+
+def _options(rate: float | None, burst: int | None, note: str | None,
+             tags: Iterable[str] | None) -> dict[str, str]:
+    options: dict[str, str] = {}
+    if rate is not None:
+        if not rate > 0:
+            raise BadInputError(f"rate must be > 0, got {rate!r}")
+        options["rate"] = repr(float(rate))
+    if burst is not None:
+        if int(burst) < 1:
+            raise BadInputError(f"burst must be >= 1, got {burst!r}")
+        options["burst"] = str(int(burst))
+    if note is not None:
+        options["note"] = note
+    if tags is not None:
+        options["tags"] = json.dumps(sorted(set(tags)), ensure_ascii=False)
+    return options
+
+
+def _decode(h: dict[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in h.items()}
+
+
+def _s(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def _float(x: str | None) -> float | None:
+    return float(x) if x else None
+
+
+def _int(x: str | None) -> int | None:
+    return int(x) if x else None

@@ -1,0 +1,75 @@
+"""A Celery beat scheduler that runs only while it holds a Redis lock (one active beat).
+
+Start as many beats as you like (``celery -A workers beat``); the one holding
+``wx:beat:lock`` sends the schedule, the others wait and take over within one lock period
+(``WXTASKS_BEAT_LOCK_TTL_S``, default 10 s) of the active one dying. The lock is redis-py's
+``Lock`` (random token, compare-and-extend, compare-and-delete). The heartbeat schedule
+itself lives in Redis (``wx:schedule:heartbeat``) and is taken atomically by the sweep, so
+even two beats running at once could not double a heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import redis
+from celery import beat
+from redis.exceptions import LockError
+
+from wxtasks.keys import Keys
+from wxtasks.runtime import runtime_for
+
+logger = logging.getLogger(__name__)
+
+
+class LockedScheduler(beat.Scheduler):
+    #: how often a standby checks whether the lock is free
+    standby_interval_s = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._lock: Any = None
+        self._active = False
+        super().__init__(*args, **kwargs)
+        self.lock_ttl_s = float(os.environ.get("WXTASKS_BEAT_LOCK_TTL_S", "10"))
+
+    def _hold_lock(self) -> bool:
+        rt = runtime_for(self.app)
+        try:
+            if self._lock is None:
+                self._lock = rt.redis.lock(Keys(rt.settings.key_prefix).beat_lock,
+                                           timeout=self.lock_ttl_s, thread_local=False)
+            if self._active:
+                try:
+                    self._lock.reacquire()
+                    return True
+                except LockError:
+                    logger.warning("beat lost its lock; standing by")
+                    self._active = False
+            if self._lock.acquire(blocking=False):
+                logger.info("beat holds the lock: this beat is active")
+                self._active = True
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            logger.warning("beat cannot reach Redis (%s); standing by", exc)
+            self._active = False
+        return self._active
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if not self._hold_lock():
+            return self.standby_interval_s
+        next_in: float = super().tick(*args, **kwargs)
+        return min(next_in, self.lock_ttl_s / 3)
+
+    def close(self) -> None:
+        if self._active and self._lock is not None:
+            try:
+                self._lock.release()
+            except (LockError, redis.RedisError):
+                pass
+            self._active = False
+        super().close()
+
+    @property
+    def info(self) -> str:
+        return f"    . lock -> {self.lock_ttl_s:.0f}s redis lock (one active beat)"

@@ -1,0 +1,60 @@
+"""Configure a Celery app for wxtasks from Settings (queues, routes, crash safety)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from wxtasks.config import Settings
+
+SEND_QUEUE = "send"
+CONTROL_QUEUE = "control"
+#: where a producer's task lands when it names no queue; send workers consume it too
+DEFAULT_QUEUE = "celery"
+
+SEND_TASKS = ("wxtasks.send_text", "wxtasks.send_image", "wxtasks.send_file",
+              "wxtasks.send_link", "wxtasks.broadcast", "wxtasks.bulk_send",
+              "wxtasks.send_report")
+CONTROL_TASKS = ("wxtasks.login", "wxtasks.heartbeat", "wxtasks.reconnect", "wxtasks.alert",
+                 "wxtasks.sweep_heartbeats")
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    """Longer than any wait a task can be parked for (send deadline, reconnect backoff),
+    so the Redis broker never redelivers a task that is merely waiting for its ETA."""
+    return int(max(settings.send_deadline_s, settings.backoff_max_s) * 1.5 + 60)
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    app.wxtasks_settings = settings  # type: ignore[attr-defined]
+    routes: dict[str, Any] = {name: {"queue": SEND_QUEUE} for name in SEND_TASKS}
+    routes.update({name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS})
+    transport: dict[str, Any] = {"visibility_timeout": visibility_timeout_s(settings)}
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend_url,
+        broker_transport_options=transport,
+        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_routes=routes,
+        task_queues=[Queue(SEND_QUEUE), Queue(CONTROL_QUEUE), Queue(DEFAULT_QUEUE)],
+        task_default_queue=DEFAULT_QUEUE,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_expires=86_400,
+        result_extended=True,
+        task_ignore_result=False,
+        beat_scheduler="wxtasks.beat:LockedScheduler",
+        beat_max_loop_interval=1,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,181 @@
+"""``wxtasks accounts ...``: register, inspect, log in and reset accounts."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import click
+
+from wxtasks.cli import _echo_json, friendly
+from wxtasks.cli.context import dispatch, lifecycle, runtime
+from wxtasks.errors import GatewayError
+from wxtasks.lifecycle import LOGIN_TASK
+from wxtasks.machine import Event, State
+
+_STATES = [s.value for s in State]
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+@click.group()
+def accounts() -> None:
+    """Register, list, inspect, log in and reset accounts."""
+
+
+@accounts.command("add")
+@click.argument("app_ids", nargs=-1, required=True)
+@click.option("--rate", type=float, help="this account's sends per second")
+@click.option("--burst", type=int, help="this account's burst")
+@click.option("--note", help="free text shown in lists")
+@click.option("--tag", "tags", multiple=True, help="a tag (repeatable)")
+@click.option("--no-login", is_flag=True, help="register only; do not start the login")
+@friendly
+def add(app_ids: tuple[str, ...], rate: float | None, burst: int | None, note: str | None,
+        tags: tuple[str, ...], no_login: bool) -> None:
+    """Register APP_IDS (heartbeats scheduled) and start their login."""
+    store = runtime().accounts
+    for app_id in app_ids:
+        account, created = store.register(app_id, rate=rate, burst=burst, note=note,
+                                          tags=tags or None)
+        if not no_login and account.state is State.IDLE:
+            dispatch(LOGIN_TASK, {"app_id": app_id})
+        click.echo(f"{app_id}: {'registered' if created else 'updated'} ({account.state})")
+
+
+@accounts.command("list")
+@click.option("--state", type=click.Choice(_STATES), help="only accounts in this state")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def list_(state: str | None, as_json: bool) -> None:
+    """Every registered account."""
+    items = runtime().accounts.list(state)
+    if as_json:
+        _echo_json([a.as_dict() for a in items])
+        return
+    click.echo(f"{'APP_ID':<28} {'STATE':<13} {'RETRY':>5} {'HEARTBEAT':>9}  NOTE")
+    for a in items:
+        click.echo(f"{a.app_id:<28} {a.state.value:<13} {a.retry_count:>5} "
+                   f"{_fmt_time(a.last_heartbeat_at):>9}  {a.note}")
+    click.echo(f"{len(items)} account(s)")
+
+
+@accounts.command("show")
+@click.argument("app_id")
+@friendly
+def show(app_id: str) -> None:
+    """One account's record and its recent events."""
+    from wxtasks.events import read_events
+
+    rt = runtime()
+    _echo_json({**rt.accounts.get(app_id).as_dict(),
+                "events": read_events(rt.redis, rt.settings, count=10, app_id=app_id)})
+
+
+@accounts.command("update")
+@click.argument("app_id")
+@click.option("--rate", type=float)
+@click.option("--burst", type=int)
+@click.option("--note")
+@click.option("--tag", "tags", multiple=True)
+@friendly
+def update(app_id: str, rate: float | None, burst: int | None, note: str | None,
+           tags: tuple[str, ...]) -> None:
+    """Change an account's options (rate, burst, note, tags)."""
+    account = runtime().accounts.update(app_id, rate=rate, burst=burst, note=note,
+                                        tags=tags or None)
+    _echo_json(account.as_dict())
+
+
+@accounts.command("remove")
+@click.argument("app_ids", nargs=-1, required=True)
+@friendly
+def remove(app_ids: tuple[str, ...]) -> None:
+    """Forget accounts: their heartbeats stop and nothing stays scheduled."""
+    for app_id in app_ids:
+        removed = runtime().accounts.remove(app_id)
+        click.echo(f"{app_id}: {'removed' if removed else 'was not registered'}")
+
+
+@accounts.command("reset")
+@click.argument("app_ids", nargs=-1, required=True)
+@friendly
+def reset(app_ids: tuple[str, ...]) -> None:
+    """Back to IDLE (from ERROR or any state) and log in again."""
+    for app_id in app_ids:
+        decision = lifecycle().reset(app_id)
+        state = decision.state.value if decision else runtime().accounts.get(app_id).state
+        click.echo(f"{app_id}: {state}; login started")
+
+
+@accounts.command("login")
+@click.argument("app_id")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
+              help="also save the QR code to this PNG file")
+@click.option("--poll-s", type=float, default=5.0, show_default=True)
+@friendly
+def login(app_id: str, png: Path | None, poll_s: float) -> None:
+    """QR login: show the code in the terminal, wait for the scan, end ONLINE."""
+    import segno
+
+    rt = runtime()
+    store, gateway = rt.accounts, rt.gateway
+    account = store.get(app_id)
+    if account.state is State.ONLINE:
+        click.echo(f"{app_id} is already ONLINE")
+        return
+    if account.state is not State.IDLE:
+        lifecycle().reset(app_id, "operator QR login")
+    if gateway.check_online(app_id):
+        decision = store.transition(app_id, Event.LOGIN_SUCCEEDED, reason="already online",
+                                    expect=[State.IDLE])
+        if decision:
+            lifecycle().follow_up(app_id, decision)
+        click.echo(f"{app_id}: ONLINE (the gateway already had its session)")
+        return
+    qr = gateway.get_login_qr(app_id)
+    store.transition(app_id, Event.LOGIN_STARTED, reason=f"QR {qr.uuid}",
+                     extra={"login_uuid": qr.uuid})
+    code = segno.make(qr.qr_data or qr.uuid, error="m")
+    code.terminal(compact=True)
+    if png:
+        if qr.qr_img_base64:
+            png.write_bytes(base64.b64decode(qr.qr_img_base64.split(",", 1)[-1]))
+        else:
+            code.save(str(png), kind="png", scale=6)
+        click.echo(f"QR code saved to {png}")
+    click.echo(f"scan with WeChat to log in {app_id} (uuid {qr.uuid})")
+    deadline = time.time() + rt.settings.login_qr_ttl_s
+    while time.time() < deadline:
+        try:
+            status = gateway.check_login(app_id, qr.uuid)
+        except GatewayError as exc:
+            _give_up(app_id, f"login failed: {exc}")
+            return
+        if status.logged_in:
+            decision = store.transition(app_id, Event.LOGIN_SUCCEEDED, reason="QR login",
+                                        expect=[State.LOGGING_IN],
+                                        extra={"wxid": status.wxid,
+                                               "nick_name": status.nick_name})
+            if decision:
+                lifecycle().follow_up(app_id, decision)
+            click.echo(f"{app_id}: ONLINE as {status.nick_name or status.wxid}")
+            return
+        if status.status == 4:
+            _give_up(app_id, "login cancelled on the phone")
+            return
+        click.echo(f"  {'scanned, confirm on the phone' if status.status == 1 else 'waiting'}"
+                   f" ({status.expired_time_s}s left)")
+        time.sleep(poll_s)
+    _give_up(app_id, "QR code expired")
+
+
+def _give_up(app_id: str, reason: str) -> None:
+    decision = runtime().accounts.transition(app_id, Event.LOGIN_FAILED, reason=reason,
+                                             expect=[State.LOGGING_IN])
+    if decision:
+        lifecycle().follow_up(app_id, decision)
+    raise click.ClickException(f"{app_id}: {reason}; still IDLE")

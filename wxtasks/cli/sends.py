@@ -1,0 +1,116 @@
+"""``wxtasks send | broadcast | deadletters``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from wxtasks.cli import _echo_json, friendly
+from wxtasks.cli.context import celery_app, runtime
+from wxtasks.client import WxTasksClient
+
+
+def _client() -> WxTasksClient:
+    return WxTasksClient(app=celery_app())
+
+
+def _wait(result: Any, timeout_s: float) -> None:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    try:
+        _echo_json(result.get(timeout=timeout_s))
+    except CeleryTimeout:
+        raise click.ClickException(
+            f"no result within {timeout_s:.0f}s (task {result.id} is still queued or "
+            "waiting; are workers running? `wxtasks check`)") from None
+
+
+@click.command()
+@click.argument("app_id")
+@click.argument("to_wxid")
+@click.argument("content")
+@click.option("--ats", help="comma-separated wxids to @ in a group")
+@click.option("--dedup-key", help="messages with the same key are sent once")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="wait for the outcome and print it")
+@click.option("--timeout-s", type=float, default=60.0, show_default=True)
+@friendly
+def send(app_id: str, to_wxid: str, content: str, ats: str | None, dedup_key: str | None,
+         wait: bool, timeout_s: float) -> None:
+    """Enqueue one text message (wxtasks.send_text)."""
+    result = _client().send_text(app_id, to_wxid, content, ats=ats, dedup_key=dedup_key)
+    if wait:
+        _wait(result, timeout_s)
+    else:
+        click.echo(result.id)
+
+
+@click.command()
+@click.argument("to_wxid")
+@click.argument("content")
+@click.option("--from", "app_ids", multiple=True, required=True,
+              help="an appId to send from (repeatable)")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--timeout-s", type=float, default=300.0, show_default=True)
+@friendly
+def broadcast(to_wxid: str, content: str, app_ids: tuple[str, ...], wait: bool,
+              timeout_s: float) -> None:
+    """One message from many accounts, with a per-account report (wxtasks.broadcast)."""
+    result = _client().broadcast(list(app_ids), to_wxid, content)
+    if wait:
+        _wait(result, timeout_s)
+    else:
+        click.echo(result.id)
+
+
+@click.group()
+def deadletters() -> None:
+    """Messages that ended failed or unknown: list, requeue, purge."""
+
+
+@deadletters.command("list")
+@click.option("--status", type=click.Choice(["failed", "unknown"]))
+@click.option("--limit", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def dl_list(status: str | None, limit: int | None, as_json: bool) -> None:
+    entries = runtime().deadletters.list(limit=limit, status=status)
+    if as_json:
+        _echo_json(entries)
+        return
+    for e in entries:
+        click.echo(f"{e['task_id']}  {e['status']:<7} {e.get('app_id')} -> {e.get('to_wxid')}: "
+                   f"{e['error']}")
+    click.echo(f"{len(entries)} dead letter(s)")
+
+
+@deadletters.command("requeue")
+@click.argument("task_ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="requeue every dead letter")
+@friendly
+def dl_requeue(task_ids: tuple[str, ...], everything: bool) -> None:
+    """Send dead letters again (under new task ids); `unknown` ones lose their claim."""
+    if not task_ids and not everything:
+        raise click.UsageError("name TASK_IDS or pass --all")
+    client = _client()
+
+    def publish(entry: dict[str, Any]) -> str:
+        kwargs = {k: v for k, v in entry["kwargs"].items() if not k.startswith("_")}
+        return str(client.task(entry["task"], kwargs).id)
+
+    moved = runtime().deadletters.requeue(None if everything else list(task_ids), publish)
+    for old, new in moved:
+        click.echo(f"{old} -> {new}")
+    click.echo(f"{len(moved)} requeued")
+
+
+@deadletters.command("purge")
+@click.option("--yes", is_flag=True, help="do not ask")
+@friendly
+def dl_purge(yes: bool) -> None:
+    """Forget every dead letter."""
+    dl = runtime().deadletters
+    if not yes:
+        click.confirm(f"forget {dl.count()} dead letter(s)?", abort=True)
+    click.echo(f"{dl.purge()} purged")

@@ -1,0 +1,97 @@
+"""The events stream (every transition, every alert) and alert webhooks.
+
+Transitions are appended by ``transition.lua`` itself, atomically with the change.
+Alerts that need a human (``needLogin``, ``maxRetryReached``) are appended here and posted
+to ``WXTASKS_ALERT_WEBHOOK_URL`` in the robot format of DingTalk, Feishu or WeCom (or plain
+JSON) by the ``wxtasks.alert`` task, retried, off the lifecycle's path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+import requests
+
+from wxtasks.config import Settings
+from wxtasks.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+_ALERT_TEXT = {
+    "needLogin": "账号需要扫码登录 (needs a QR login)",
+    "maxRetryReached": "账号重连失败次数已达上限 (reconnect retries exhausted)",
+}
+
+
+def publish_alert(client: redis.Redis, settings: Settings, app_id: str, alert: str,
+                  reason: str = "", state: str = "") -> str:
+    """Append an alert to the events stream; returns its stream id."""
+    entry = {"kind": "alert", "alert": alert, "app_id": app_id, "curr": state,
+             "reason": reason, "at": f"{time.time():.3f}"}
+    stream_id = client.xadd(Keys(settings.key_prefix).events, entry,  # type: ignore[arg-type]
+                            maxlen=settings.events_maxlen, approximate=True)
+    logger.warning("alert %s appId=%s: %s", alert, app_id, reason or "-")
+    return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+
+
+def read_events(client: redis.Redis, settings: Settings, *, count: int = 50,
+                app_id: str | None = None) -> list[dict[str, str]]:
+    """The newest ``count`` events, oldest first."""
+    raw = client.xrevrange(Keys(settings.key_prefix).events, count=count * (4 if app_id else 1))
+    events = [_entry(i, f) for i, f in raw]
+    if app_id:
+        events = [e for e in events if e.get("app_id") == app_id][:count]
+    return list(reversed(events))
+
+
+def follow_events(client: redis.Redis, settings: Settings, *, since: str = "$",
+                  block_ms: int = 1000) -> Iterator[dict[str, str]]:
+    """Yield events as they arrive (XREAD BLOCK), forever."""
+    key = Keys(settings.key_prefix).events
+    last = since
+    while True:
+        for _stream, entries in client.xread({key: last}, block=block_ms, count=100) or []:
+            for stream_id, fields in entries:
+                event = _entry(stream_id, fields)
+                last = event["id"]
+                yield event
+
+
+def _entry(stream_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
+    def s(x: Any) -> str:
+        return x.decode() if isinstance(x, bytes) else str(x)
+
+    return {"id": s(stream_id), **{s(k): s(v) for k, v in fields.items()}}
+
+
+def alert_payload(fmt: str, alert: str, app_id: str, reason: str, at: float) -> dict[str, Any]:
+    """The webhook body for ``fmt`` (dingtalk | feishu | wecom | json)."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    text = (f"[wxtasks] {alert}: {_ALERT_TEXT.get(alert, alert)}\n"
+            f"appId: {app_id}\nreason: {reason or '-'}\ntime: {stamp}")
+    if fmt == "dingtalk":
+        return {"msgtype": "text", "text": {"content": text}}
+    if fmt == "feishu":
+        return {"msg_type": "text", "content": {"text": text}}
+    if fmt == "wecom":
+        return {"msgtype": "text", "text": {"content": text}}
+    return {"alert": alert, "app_id": app_id, "reason": reason, "at": at, "text": text}
+
+
+def post_alert(settings: Settings, alert: str, app_id: str, reason: str, at: float,
+               session: requests.Session | None = None) -> int:
+    """POST one alert to the webhook; returns the HTTP status. Raises on network errors."""
+    body = alert_payload(settings.alert_format, alert, app_id, reason, at)
+    http = session or requests
+    try:
+        response = http.post(settings.alert_webhook_url, json=body, timeout=5)
+    except requests.RequestException as exc:
+        # the URL itself stays out: robot URLs carry their access token in the query
+        raise ConnectionError(f"alert webhook unreachable: {type(exc).__name__}") from exc
+    if response.status_code >= 500:
+        raise ConnectionError(f"alert webhook answered HTTP {response.status_code}")
+    return response.status_code

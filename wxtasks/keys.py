@@ -1,0 +1,83 @@
+"""Every Redis key wxtasks uses, in one place.
+
+Names are ``<prefix>:<kind>:<id>[:<sub>]``; the prefix (``WXTASKS_KEY_PREFIX``, default
+``wx``) lets several deployments or test runs share one Redis. Keys that one script uses
+together for one account share the ``{appId}`` hash tag.
+
+=====================================  ======  =============================================
+key                                    type    content / TTL
+=====================================  ======  =============================================
+``wx:accounts``                        set     every registered appId; no TTL
+``wx:acct:{appId}``                    hash    the account record: state, version,
+                                               retry_count, rate, burst, note, tags,
+                                               last_heartbeat_at, ...; no TTL
+``wx:bucket:{appId}``                  string  per-account token bucket (GCRA theoretical
+                                               arrival time, ms); expires when full again
+``wx:bucket:global``                   string  the global token bucket; same shape
+``wx:claim:{appId}:<digest>``          hash    a send claim (dedup): owner task id, status
+                                               inflight|sent|unknown, gateway ids;
+                                               TTL ``WXTASKS_DEDUP_TTL_S``
+``wx:schedule:heartbeat``              zset    appId -> next heartbeat due (unix seconds)
+``wx:beat:lock``                       string  token of the active beat; PX lock period
+``wx:events``                          stream  account transitions and alerts; capped
+                                               at ``WXTASKS_EVENTS_MAXLEN`` (approximate)
+``wx:deadletters``                     hash    task id -> JSON of a failed/unknown message
+``wx:deadletters:order``               zset    task id -> time it was dead-lettered
+``wx:stats:sends``                     hash    outcome -> count (sent, duplicate, ...)
+``wx:stats:heartbeat_lateness``        list    newest heartbeat lateness samples (s); capped
+=====================================  ======  =============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "wx"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.prefix}:accounts"
+
+    def account(self, app_id: str) -> str:
+        return f"{self.prefix}:acct:{{{app_id}}}"
+
+    def account_bucket(self, app_id: str) -> str:
+        return f"{self.prefix}:bucket:{{{app_id}}}"
+
+    @property
+    def global_bucket(self) -> str:
+        return f"{self.prefix}:bucket:global"
+
+    def claim(self, app_id: str, digest: str) -> str:
+        return f"{self.prefix}:claim:{{{app_id}}}:{digest}"
+
+    @property
+    def heartbeat_schedule(self) -> str:
+        return f"{self.prefix}:schedule:heartbeat"
+
+    @property
+    def beat_lock(self) -> str:
+        return f"{self.prefix}:beat:lock"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def deadletters(self) -> str:
+        return f"{self.prefix}:deadletters"
+
+    @property
+    def deadletters_order(self) -> str:
+        return f"{self.prefix}:deadletters:order"
+
+    @property
+    def send_stats(self) -> str:
+        return f"{self.prefix}:stats:sends"
+
+    @property
+    def heartbeat_lateness(self) -> str:
+        return f"{self.prefix}:stats:heartbeat_lateness"

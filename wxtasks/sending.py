@@ -1,0 +1,195 @@
+"""The send path: validate → admit (one Lua round trip) → gateway → record (one round trip).
+
+``Message`` is one outgoing message; ``SendPipeline`` runs its three steps. The decision of
+what to do with each admission answer (wait, retry, fail) belongs to the ``send`` tasks,
+which call these plain methods; tests call them directly too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from wxtasks.config import Settings
+from wxtasks.errors import BadInputError
+from wxtasks.gateway.client import GatewayClient, SendReceipt
+from wxtasks.keys import Keys
+from wxtasks.scripts import Scripts
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 20_000
+MAX_FIELD_CHARS = 2_048
+
+#: message kind -> (required fields, optional fields); field names are the task kwargs
+KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "text": (("content",), ("ats",)),
+    "image": (("img_url",), ()),
+    "file": (("file_url", "file_name"), ()),
+    "link": (("title", "desc", "link_url", "thumb_url"), ()),
+}
+
+
+class Status(StrEnum):
+    SENT = "sent"
+    DUPLICATE = "duplicate"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str
+    app_id: str
+    to_wxid: str
+    fields: dict[str, str]
+    dedup_key: str | None = None
+
+    @classmethod
+    def parse(cls, kind: str, kwargs: Mapping[str, Any]) -> Message:
+        """Validate task arguments into a Message; BadInputError says what is wrong."""
+        required, optional = KINDS[kind]
+        unknown = set(kwargs) - {"app_id", "to_wxid", "dedup_key", *required, *optional}
+        if unknown:
+            raise BadInputError(f"unexpected argument(s): {', '.join(sorted(unknown))}")
+        app_id = _text(kwargs, "app_id", MAX_FIELD_CHARS)
+        to_wxid = _text(kwargs, "to_wxid", MAX_FIELD_CHARS)
+        if any(c in app_id for c in "{} "):
+            raise BadInputError(f"app_id {app_id!r} is not a valid appId")
+        fields = {}
+        for name in required:
+            fields[name] = _text(kwargs, name, MAX_TEXT_CHARS if name == "content"
+                                 else MAX_FIELD_CHARS)
+        for name in optional:
+            if kwargs.get(name) not in (None, ""):
+                fields[name] = _text(kwargs, name, MAX_FIELD_CHARS)
+        dedup_key = kwargs.get("dedup_key")
+        if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
+            raise BadInputError("dedup_key must be a non-empty string when given")
+        return cls(kind, app_id, to_wxid, fields, dedup_key)
+
+    @property
+    def digest(self) -> str:
+        """What makes two messages "the same": the caller's dedup_key, or the content."""
+        if self.dedup_key:
+            basis = "key\0" + self.dedup_key
+        else:
+            basis = json.dumps([self.kind, self.to_wxid, self.fields], sort_keys=True,
+                               ensure_ascii=False)
+        return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+    def summary(self) -> dict[str, Any]:
+        return {"app_id": self.app_id, "to_wxid": self.to_wxid, "kind": self.kind,
+                "content": self.fields.get("content") or self.fields.get("img_url")
+                or self.fields.get("file_url") or self.fields.get("link_url", "")}
+
+
+def _text(kwargs: Mapping[str, Any], name: str, limit: int) -> str:
+    value = kwargs.get(name)
+    if value is None or value == "":
+        raise BadInputError(f"{name} is required")
+    if not isinstance(value, str):
+        raise BadInputError(f"{name} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise BadInputError(f"{name} is too long: {len(value)} characters (limit {limit})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInputError(f"{name} is not valid UTF-8 text") from None
+    return value
+
+
+class Admit(StrEnum):
+    ADMITTED = "admitted"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    DUPLICATE = "duplicate"
+    REDELIVERED = "redelivered"
+    NOT_ONLINE = "not_online"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True)
+class Admission:
+    outcome: Admit
+    state: str = ""
+    wait_s: float = 0.0
+    claim: dict[str, str] = field(default_factory=dict)
+
+
+class SendPipeline:
+    def __init__(self, client: redis.Redis, settings: Settings, gateway: GatewayClient,
+                 scripts: Scripts | None = None) -> None:
+        self.redis = client
+        self.settings = settings
+        self.gateway = gateway
+        self.keys = Keys(settings.key_prefix)
+        self.scripts = scripts or Scripts(client)
+
+    def claim_key(self, message: Message) -> str:
+        return self.keys.claim(message.app_id, message.digest)
+
+    def admit(self, message: Message, owner: str, *, now_ms: float | None = None) -> Admission:
+        s = self.settings
+        reply = self.scripts.admit(
+            keys=[self.keys.account(message.app_id), self.keys.account_bucket(message.app_id),
+                  self.keys.global_bucket, self.claim_key(message)],
+            args=[owner, s.dedup_ttl_s, s.rate_per_second, s.burst,
+                  s.account_rate_per_second, s.account_burst,
+                  "" if now_ms is None else repr(now_ms)],
+        )
+        outcome = Admit(_s(reply[0]))
+        if outcome is Admit.WAIT:
+            return Admission(outcome, wait_s=int(reply[1]) / 1000.0)
+        if outcome is Admit.NOT_ONLINE:
+            return Admission(outcome, state=_s(reply[1]))
+        if outcome is Admit.DUPLICATE:
+            names = ("owner", "status", "msgId", "newMsgId", "createTime")
+            return Admission(outcome, claim=dict(zip(names, map(_s, reply[1:]), strict=True)))
+        if outcome is Admit.REDELIVERED:
+            names = ("status", "msgId", "newMsgId", "createTime")
+            return Admission(outcome, claim=dict(zip(names, map(_s, reply[1:]), strict=True)))
+        return Admission(outcome)
+
+    def deliver(self, message: Message) -> SendReceipt:
+        f = message.fields
+        g = self.gateway
+        if message.kind == "text":
+            return g.send_text(message.app_id, message.to_wxid, f["content"], f.get("ats"))
+        if message.kind == "image":
+            return g.send_image(message.app_id, message.to_wxid, f["img_url"])
+        if message.kind == "file":
+            return g.send_file(message.app_id, message.to_wxid, f["file_url"], f["file_name"])
+        return g.send_link(message.app_id, message.to_wxid, f["title"], f["desc"],
+                           f["link_url"], f["thumb_url"])
+
+    def record(self, message: Message, owner: str, status: Status,
+               receipt: SendReceipt | None = None) -> None:
+        """Write the outcome on the claim and count it, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        if status in (Status.SENT, Status.UNKNOWN):
+            r = receipt
+            self.scripts.claim_record(
+                keys=[self.claim_key(message)],
+                args=[owner, status.value, r.msg_id if r else "", r.new_msg_id if r else "",
+                      r.create_time if r and r.create_time is not None else ""],
+                client=pipe)
+        pipe.hincrby(self.keys.send_stats, status.value, 1)
+        pipe.execute()
+
+    def release(self, message: Message, owner: str) -> None:
+        """The message did not go out: free its claim so a retry (or a repeat) may send."""
+        self.scripts.claim_release(keys=[self.claim_key(message)], args=[owner])
+
+    def send_stats(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.redis.hgetall(self.keys.send_stats).items()}
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)

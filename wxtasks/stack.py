@@ -1,0 +1,246 @@
+"""Run the whole stack as child processes: ``wxtasks dev``, tests and benchmarks.
+
+``Supervisor`` starts each child in its own process group (so a terminal's Ctrl-C reaches
+only the supervisor), asks the kernel to SIGTERM it if the supervisor dies, and on stop
+terminates every group it started, then kills what is left: no process stays behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import requests
+
+from wxtasks.config import Settings
+from wxtasks.redis_server import RedisServer, redis_answers
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child_setup() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    process: subprocess.Popen[bytes]
+    log_path: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Supervisor:
+    log_dir: str | None = None
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None,
+              *, stdout: IO[Any] | int | None = None) -> Child:
+        log_path = None
+        out: IO[Any] | int | None = stdout
+        if out is None and self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+            log_path = os.path.join(self.log_dir, f"{name}.log")
+            out = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+        process = subprocess.Popen(list(args), env={**os.environ, **(env or {})},
+                                   stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, preexec_fn=_child_setup)
+        if log_path and hasattr(out, "close"):
+            out.close()  # type: ignore[union-attr]
+        child = Child(name, list(args), process, log_path)
+        self.children.append(child)
+        return child
+
+    def stop(self, child: Child, *, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
+        if child.alive:
+            _signal_group(child.process.pid, sig)
+            try:
+                child.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(child.process.pid, signal.SIGKILL)  # anything the group left behind
+        if child.process.poll() is None:
+            child.process.wait(5)
+
+    def kill(self, child: Child) -> None:
+        """SIGKILL the child's main process only (a crash, not a shutdown)."""
+        child.process.kill()
+        child.process.wait(10)
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        for child in reversed(self.children):
+            if child.alive:
+                _signal_group(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in reversed(self.children):
+            try:
+                child.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(child.process.pid, signal.SIGKILL)
+            if child.process.poll() is None:
+                child.process.wait(5)
+        self.children.clear()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def celery_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "workers", *args]
+
+
+def worker_args(queues: str, name: str, concurrency: int, *extra: str) -> list[str]:
+    return celery_cmd("worker", "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency),
+                      "--without-mingle", "--without-gossip", "-l", "INFO", *extra)
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.1,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class DevStack:
+    """``wxtasks dev``: everything on one machine, on an embedded default."""
+
+    def __init__(self, *, n_accounts: int = 20, flower_port: int = 5555,
+                 send_concurrency: int = 2, control_concurrency: int = 2,
+                 simulator_port: int = 2531) -> None:
+        self.n_accounts = n_accounts
+        self.flower_port = flower_port
+        self.send_concurrency = send_concurrency
+        self.control_concurrency = control_concurrency
+        self.simulator_port = simulator_port
+        self.supervisor = Supervisor(log_dir=os.path.join(os.getcwd(), ".wxtasks", "logs"))
+        self.redis_server: RedisServer | None = None
+
+    def say(self, text: str) -> None:
+        print(f"[wxtasks dev] {text}", flush=True)
+
+    def run(self) -> None:
+        stopping = False
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            nonlocal stopping
+            if not stopping:
+                stopping = True
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            self.start()
+            while True:
+                for child in self.supervisor.children:
+                    if not child.alive:
+                        self.say(f"{child.name} exited with {child.process.returncode}; "
+                                 f"see {child.log_path}")
+                        raise KeyboardInterrupt
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.say("stopping ...")
+            self.supervisor.stop_all()
+            if self.redis_server is not None:
+                self.redis_server.cleanup()
+            self.say("stopped")
+
+    def start(self) -> None:
+        env: dict[str, str] = {}
+        redis_url = os.environ.get("WXTASKS_REDIS_URL") or Settings.redis_url
+        if redis_answers(redis_url):
+            self.say(f"Redis: using {redis_url}")
+        else:
+            parts = urlsplit(redis_url)
+            data_dir = os.path.join(os.getcwd(), ".wxtasks", "redis")
+            os.makedirs(data_dir, exist_ok=True)
+            self.redis_server = RedisServer(parts.port or 6379, host=parts.hostname or
+                                            "127.0.0.1", appendonly=True,
+                                            password=parts.password, data_dir=data_dir).start()
+            self.say(f"Redis: started the embedded redis-server on {parts.hostname}:"
+                     f"{self.redis_server.port} (data in {data_dir})")
+        env["WXTASKS_REDIS_URL"] = redis_url
+        if not os.environ.get("WECHATAPI_BASE_URL"):
+            base_url = f"http://127.0.0.1:{self.simulator_port}"
+            env["WECHATAPI_BASE_URL"] = base_url
+            env.setdefault("WECHATAPI_PROFILE", os.environ.get("WECHATAPI_PROFILE", "videosapi"))
+            self.supervisor.start("simulator", [sys.executable, "-m", "wxtasks",
+                                                "simulator", "--port",
+                                                str(self.simulator_port)], env)
+            wait_until(lambda: _http_answers(base_url + "/admin/stats"), 15, what="simulator")
+            self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
+        else:
+            self.say(f"gateway: {os.environ['WECHATAPI_BASE_URL']}")
+        os.environ.update(env)
+        settings = Settings.from_env()
+        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+        sup = self.supervisor
+        sup.start("worker-send", worker_args("send", "send", self.send_concurrency), env)
+        sup.start("worker-control", worker_args("control", "control",
+                                                self.control_concurrency), env)
+        sup.start("beat", celery_cmd("beat", "-l", "INFO"), env)
+        sup.start("flower", celery_cmd("flower", f"--port={self.flower_port}",
+                                       "--address=127.0.0.1"), env)
+        self._demo_accounts(settings)
+        self.say(f"Flower: http://127.0.0.1:{self.flower_port}  "
+                 f"(REST: POST /api/task/send-task/wxtasks.send_text)")
+        self.say(f"logs: {sup.log_dir}")
+        self.say("try, in another terminal:  wxtasks status   wxtasks accounts list   "
+                 "wxtasks send demo-01 wxid_friend hello")
+        self.say("Ctrl-C stops everything")
+
+    def _demo_accounts(self, settings: Settings) -> None:
+        from wxtasks.cli.context import dispatch, runtime
+        from wxtasks.lifecycle import LOGIN_TASK
+        from wxtasks.machine import State
+
+        store = runtime().accounts
+        ids = [f"demo-{i:02d}" for i in range(1, self.n_accounts + 1)]
+        for app_id in ids:
+            account, _ = store.register(app_id, note="demo account")
+            if account.state is State.IDLE:
+                dispatch(LOGIN_TASK, {"app_id": app_id})
+        try:
+            wait_until(lambda: all(a.state is State.ONLINE for a in store.get_many(ids)),
+                       60, 0.5, "demo accounts to come ONLINE")
+            self.say(f"{len(ids)} demo accounts ONLINE ({ids[0]} .. {ids[-1]})")
+        except TimeoutError:
+            counts = store.count_by_state()
+            self.say(f"demo accounts not all ONLINE yet: {counts}")
+
+
+def _http_answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=0.5).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,8 @@
+"""Thin Celery tasks; the logic lives in plain modules (lifecycle, sending).
+
+Importing this package registers every ``wxtasks.*`` task with the current Celery app.
+"""
+
+from wxtasks.tasks import lifecycle, send
+
+__all__ = ["lifecycle", "send"]

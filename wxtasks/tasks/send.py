@@ -1,0 +1,316 @@
+"""Send tasks on queue ``send`` — the public contract other apps call by name.
+
+Each message ends as ``sent``, ``duplicate``, ``failed`` or ``unknown``; ``failed`` and
+``unknown`` ones also land in the dead-letter list. The order of work per attempt:
+
+    validate → deadline → admit (Lua) → gateway → record
+
+and what each admission or gateway answer leads to is the table in shared/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from celery import Task, chord, shared_task
+
+from wxtasks.errors import (
+    AccountOfflineError,
+    BadInputError,
+    GatewayAuthError,
+    GatewayBusinessError,
+    GatewayOutcomeUnknownError,
+    GatewayUnavailableError,
+)
+from wxtasks.sending import Admit, Message, Status
+from wxtasks.tasks.common import lifecycle, pipeline, runtime
+
+logger = logging.getLogger(__name__)
+
+#: a token wait up to this long sleeps in the task; a longer one requeues it
+SHORT_WAIT_S = 1.0
+#: generic gateway errors (ret != 200, not offline) are retried this many times
+BUSINESS_RETRIES = 3
+DEADLINE_HEADER = "wx_deadline"
+
+#: positional parameter order per kind, as in the public signatures
+_POSITIONAL = {
+    "text": ("app_id", "to_wxid", "content", "ats", "dedup_key"),
+    "image": ("app_id", "to_wxid", "img_url", "dedup_key"),
+    "file": ("app_id", "to_wxid", "file_url", "file_name", "dedup_key"),
+    "link": ("app_id", "to_wxid", "title", "desc", "link_url", "thumb_url", "dedup_key"),
+}
+_TASK_NAMES = {kind: f"wxtasks.send_{kind}" for kind in _POSITIONAL}
+
+_SEND_OPTIONS: dict[str, Any] = {"bind": True, "acks_late": True,
+                                 "reject_on_worker_lost": True, "max_retries": None}
+
+
+class _Retry(Exception):
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(reason)
+        self.countdown = countdown
+
+
+def run_send(task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+             ) -> dict[str, Any]:
+    """One attempt at one message; returns the result dict or raises Celery's Retry."""
+    task_id = str(task.request.id)
+    raw = _merge(kind, args, kwargs)
+    try:
+        message = Message.parse(kind, raw)
+    except BadInputError as exc:
+        return _dead(task, kind, raw, Status.FAILED, f"bad input: {exc}")
+    deadline = _deadline(task)
+    try:
+        return _attempt(task, message, task_id, deadline)
+    except _Retry as retry:
+        left = deadline - time.time()
+        if retry.countdown >= left:
+            return _dead(task, kind, raw, Status.FAILED,
+                         f"deadline passed: {retry} (message waited "
+                         f"{runtime(task.app).settings.send_deadline_s}s)")
+        headers = {**(task.request.headers or {}), DEADLINE_HEADER: deadline}
+        logger.info("send %s appId=%s retry in %.1fs: %s", task_id, message.app_id,
+                    retry.countdown, retry)
+        raise task.retry(countdown=retry.countdown, headers=headers, max_retries=None) from None
+
+
+def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dict[str, Any]:
+    pipe = pipeline(task.app)
+    kind, raw = message.kind, _kwargs_of(message)
+    while True:
+        if time.time() > deadline:
+            return _dead(task, kind, raw, Status.FAILED, "deadline passed before a send slot")
+        admission = pipe.admit(message, task_id)
+        outcome = admission.outcome
+        if outcome is Admit.ADMITTED:
+            break
+        if outcome is Admit.WAIT:
+            if admission.wait_s <= SHORT_WAIT_S:
+                time.sleep(admission.wait_s)
+                continue
+            raise _Retry(admission.wait_s, "waiting for a send token")
+        if outcome is Admit.DUPLICATE:
+            pipe.record(message, task_id, Status.DUPLICATE)
+            claim = admission.claim
+            return _result(message, task_id, Status.DUPLICATE, claim=claim,
+                           first_task_id=claim.get("owner"))
+        if outcome is Admit.REDELIVERED:
+            claim = admission.claim
+            if claim.get("status") == Status.SENT:
+                return _result(message, task_id, Status.SENT, claim=claim)
+            pipe.record(message, task_id, Status.UNKNOWN)
+            return _dead(task, kind, raw, Status.UNKNOWN,
+                         "redelivered after a worker stopped mid-send: the gateway may have "
+                         "sent it, so it was not sent again", claim_key=pipe.claim_key(message))
+        if outcome is Admit.UNKNOWN_ACCOUNT:
+            return _dead(task, kind, raw, Status.FAILED,
+                         f"unknown account: appId {message.app_id} is not registered")
+        # NOT_ONLINE
+        if admission.state in ("RECONNECTING", "LOGGING_IN"):
+            raise _Retry(_backoff(task.request.retries),
+                         f"account is {admission.state}")
+        return _dead(task, kind, raw, Status.FAILED,
+                     f"account is {admission.state}: it cannot send until it logs in")
+
+    try:
+        receipt = pipe.deliver(message)
+    except AccountOfflineError as exc:
+        pipe.release(message, task_id)
+        lifecycle(task.app).liveness_failed(message.app_id, f"send failed: {exc.msg}")
+        raise _Retry(_backoff(task.request.retries), f"account offline: {exc.msg}") from None
+    except GatewayAuthError as exc:
+        pipe.release(message, task_id)
+        return _dead(task, kind, raw, Status.FAILED, str(exc))
+    except GatewayBusinessError as exc:
+        pipe.release(message, task_id)
+        if task.request.retries < BUSINESS_RETRIES:
+            raise _Retry(_backoff(task.request.retries), str(exc)) from None
+        return _dead(task, kind, raw, Status.FAILED, str(exc))
+    except GatewayUnavailableError as exc:
+        pipe.release(message, task_id)
+        raise _Retry(_backoff(task.request.retries), str(exc)) from None
+    except GatewayOutcomeUnknownError as exc:
+        pipe.record(message, task_id, Status.UNKNOWN)
+        return _dead(task, kind, raw, Status.UNKNOWN, f"{exc}; not resent",
+                     claim_key=pipe.claim_key(message))
+    except BadInputError as exc:
+        pipe.release(message, task_id)
+        return _dead(task, kind, raw, Status.FAILED, f"bad input: {exc}")
+    pipe.record(message, task_id, Status.SENT, receipt)
+    return _result(message, task_id, Status.SENT, receipt=receipt.as_dict())
+
+
+def _result(message: Message, task_id: str, status: Status, *,
+            receipt: dict[str, Any] | None = None, claim: dict[str, str] | None = None,
+            error: str | None = None, first_task_id: str | None = None) -> dict[str, Any]:
+    ids = receipt or {}
+    if claim:
+        ids = {"msgId": claim.get("msgId", ""), "newMsgId": claim.get("newMsgId", ""),
+               "createTime": int(claim["createTime"]) if claim.get("createTime") else None}
+    result: dict[str, Any] = {
+        "status": status.value,
+        "app_id": message.app_id,
+        "to_wxid": message.to_wxid,
+        "msgId": ids.get("msgId", ""),
+        "newMsgId": ids.get("newMsgId", ""),
+        "createTime": ids.get("createTime"),
+        "task_id": task_id,
+    }
+    if error:
+        result["error"] = error
+    if first_task_id:
+        result["first_task_id"] = first_task_id
+    return result
+
+
+def _dead(task: Task, kind: str, raw: dict[str, Any], status: Status, error: str, *,
+          claim_key: str = "") -> dict[str, Any]:
+    """End the message as failed/unknown: keep it in the dead-letter list, return why."""
+    rt = runtime(task.app)
+    task_id = str(task.request.id)
+    entry = {
+        "task_id": task_id,
+        "task": _TASK_NAMES.get(kind, str(task.name)),
+        "kwargs": _jsonable(raw),
+        "status": status.value,
+        "error": error,
+        "app_id": _str_or_none(raw.get("app_id")),
+        "to_wxid": _str_or_none(raw.get("to_wxid")),
+        "content": _str_or_none(raw.get("content") or raw.get("img_url")
+                                or raw.get("file_url") or raw.get("link_url")),
+        "retries": task.request.retries,
+        "claim_key": claim_key,
+    }
+    rt.deadletters.add(entry)
+    if status is Status.FAILED:
+        rt.redis.hincrby(rt.keys.send_stats, status.value, 1)
+    logger.warning("send %s appId=%s %s: %s", task_id, entry["app_id"], status.value, error)
+    return {"status": status.value, "app_id": entry["app_id"], "to_wxid": entry["to_wxid"],
+            "msgId": "", "newMsgId": "", "createTime": None, "error": error,
+            "task_id": task_id}
+
+
+def _merge(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    names = _POSITIONAL[kind]
+    merged = dict(zip(names, args, strict=False))
+    if len(args) > len(names):
+        merged["_extra_positional"] = list(args[len(names):])
+    merged.update(kwargs)
+    return merged
+
+
+def _kwargs_of(message: Message) -> dict[str, Any]:
+    raw: dict[str, Any] = {"app_id": message.app_id, "to_wxid": message.to_wxid,
+                           **message.fields}
+    if message.dedup_key:
+        raw["dedup_key"] = message.dedup_key
+    return raw
+
+
+def _deadline(task: Task) -> float:
+    headers = task.request.headers or {}
+    value = headers.get(DEADLINE_HEADER) or getattr(task.request, DEADLINE_HEADER, None)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return time.time() + runtime(task.app).settings.send_deadline_s
+
+
+def _backoff(retries: int) -> float:
+    return min(30.0, 2.0 ** min(retries, 5)) * (0.75 + 0.5 * random.random())
+
+
+def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, str):
+            out[key] = value.encode("utf-8", "replace").decode("utf-8")
+        elif value is None or isinstance(value, int | float | bool | list | dict):
+            out[key] = value
+        else:
+            out[key] = repr(value)
+    return out
+
+
+def _str_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "replace").decode("utf-8")[:500]
+
+
+# -- the public tasks ----------------------------------------------------------------------
+
+
+@shared_task(name="wxtasks.send_text", **_SEND_OPTIONS)
+def send_text(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """send_text(app_id, to_wxid, content, ats=None, dedup_key=None)"""
+    return run_send(self, "text", args, kwargs)
+
+
+@shared_task(name="wxtasks.send_image", **_SEND_OPTIONS)
+def send_image(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """send_image(app_id, to_wxid, img_url, dedup_key=None)"""
+    return run_send(self, "image", args, kwargs)
+
+
+@shared_task(name="wxtasks.send_file", **_SEND_OPTIONS)
+def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """send_file(app_id, to_wxid, file_url, file_name, dedup_key=None)"""
+    return run_send(self, "file", args, kwargs)
+
+
+@shared_task(name="wxtasks.send_link", **_SEND_OPTIONS)
+def send_link(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """send_link(app_id, to_wxid, title, desc, link_url, thumb_url, dedup_key=None)"""
+    return run_send(self, "link", args, kwargs)
+
+
+@shared_task(name="wxtasks.send_report", bind=True)
+def send_report(self: Task, results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """Sum up the results of a broadcast or bulk send."""
+    counts = {s.value: 0 for s in Status}
+    for r in results:
+        status = r.get("status") if isinstance(r, dict) else None
+        counts[status if status in counts else Status.FAILED.value] += 1
+    return {"status": "done", "kind": kind, "total": len(results), **counts,
+            "results": results}
+
+
+def _fan_out(task: Task, kind: str, messages: list[dict[str, Any]]) -> Any:
+    """Replace ``task`` with one send_text per message plus a report (same task id)."""
+    sends = [send_text.signature(kwargs=m, immutable=True) for m in messages]
+    return task.replace(chord(sends, send_report.s(kind)))
+
+
+@shared_task(name="wxtasks.broadcast", bind=True, acks_late=True)
+def broadcast(self: Task, app_ids: list[str] | None = None, to_wxid: str | None = None,
+              content: str | None = None, dedup_key: str | None = None) -> dict[str, Any]:
+    """One message from many accounts; the result reports each account's outcome."""
+    if not isinstance(app_ids, list) or not app_ids or not all(isinstance(a, str)
+                                                             for a in app_ids):
+        return _dead(self, "broadcast", {"app_ids": app_ids, "to_wxid": to_wxid, "content": content},
+                     Status.FAILED, "bad input: app_ids must be a non-empty list of appIds")
+    messages = [{"app_id": a, "to_wxid": to_wxid, "content": content,
+                 **({"dedup_key": f"{dedup_key}:{a}"} if dedup_key else {})}
+                for a in dict.fromkeys(app_ids)]
+    return _fan_out(self, "broadcast", messages)  # type: ignore[no-any-return]
+
+
+@shared_task(name="wxtasks.bulk_send", bind=True, acks_late=True)
+def bulk_send(self: Task, app_id: str | None = None, to_wxids: list[str] | None = None,
+              content: str | None = None, dedup_key: str | None = None) -> dict[str, Any]:
+    """One account to many recipients (群发), each its own message through the limits."""
+    if not isinstance(to_wxids, list) or not to_wxids or not all(isinstance(t, str)
+                                                               for t in to_wxids):
+        return _dead(self, "bulk_send", {"app_id": app_id, "to_wxids": to_wxids, "content": content},
+                     Status.FAILED, "bad input: to_wxids must be a non-empty list of wxids")
+    messages = [{"app_id": app_id, "to_wxid": t, "content": content,
+                 **({"dedup_key": f"{dedup_key}:{t}"} if dedup_key else {})}
+                for t in dict.fromkeys(to_wxids)]
+    return _fan_out(self, "bulk_send", messages)  # type: ignore[no-any-return]
