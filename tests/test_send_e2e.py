@@ -1,0 +1,237 @@
+"""Send tasks end to end: a plain Celery producer, real worker processes, real Redis, the
+simulator as gateway. Every message ends sent, duplicate, failed or unknown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+from click.testing import CliRunner
+
+from tests.conftest import Simulator, Stack, _simulator, settings_for
+from wxtasks.accounts import AccountStore
+from wxtasks.deadletters import DeadLetters
+from wxtasks.events import read_events
+from wxtasks.keys import Keys
+from wxtasks.machine import Event, State
+from wxtasks.runtime import redis_client
+from wxtasks.stack import Supervisor, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def sim(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
+    return _simulator(simulators, supervisor, "videosapi")
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator[Stack]:
+    settings = settings_for(redis_server, sim, send_deadline_s=8, account_rate_per_second=50,
+                            account_burst=50, rate_per_second=50, burst=50,
+                            heartbeat_interval_s=3600, backoff_max_s=2)
+    stack = Stack(settings, supervisor)
+    stack.worker("send,control", "e2e", 2)
+    stack.wait_workers(1)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def env(stack: Stack, sim: Simulator, redis_url: str) -> Iterator[dict[str, Any]]:
+    sim.reset()
+    r = redis_client(redis_url)
+    store = AccountStore(r, stack.settings)
+    producer = Celery(broker=stack.settings.broker_url, backend=stack.settings.redis_url)
+    yield {"r": r, "store": store, "producer": producer, "settings": stack.settings,
+           "dl": DeadLetters(r, Keys(stack.settings.key_prefix))}
+    producer.close()
+    r.close()
+
+
+def online(store: AccountStore, *app_ids: str) -> None:
+    for app_id in app_ids:
+        store.register(app_id)
+        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+
+
+def send(producer: Celery, queue: str | None = "send", name: str = "wxtasks.send_text",
+         **kwargs: Any) -> Any:
+    options = {"queue": queue} if queue else {}
+    return producer.send_task(name, kwargs=kwargs, **options)
+
+
+def test_a_plain_celery_producer_gets_a_sent_result(env: dict[str, Any], sim: Simulator
+                                                    ) -> None:
+    online(env["store"], "shop-1")
+    result = send(env["producer"], app_id="shop-1", to_wxid="wxid_c", content="订单已发货")
+    out = result.get(timeout=30)
+    assert out["status"] == "sent"
+    assert out["app_id"] == "shop-1" and out["to_wxid"] == "wxid_c"
+    assert isinstance(out["newMsgId"], str) and int(out["newMsgId"]) > 2**53
+    assert out["newMsgId"] == sim.sends()[0]["newMsgId"]
+    assert isinstance(out["createTime"], int)
+
+
+def test_a_message_sent_without_a_queue_is_still_processed(env: dict[str, Any],
+                                                           sim: Simulator) -> None:
+    online(env["store"], "shop-1")
+    out = send(env["producer"], queue=None, app_id="shop-1", to_wxid="w", content="x")
+    assert out.get(timeout=30)["status"] == "sent"
+
+
+def test_a_repeat_is_answered_duplicate_with_the_first_ids(env: dict[str, Any],
+                                                           sim: Simulator) -> None:
+    online(env["store"], "shop-1")
+    first = send(env["producer"], app_id="shop-1", to_wxid="w", content="same").get(timeout=30)
+    again = send(env["producer"], app_id="shop-1", to_wxid="w", content="same").get(timeout=30)
+    assert again["status"] == "duplicate"
+    assert again["newMsgId"] == first["newMsgId"] and again["first_task_id"] == first["task_id"]
+    assert len(sim.sends()) == 1
+
+
+BAD_PAYLOADS = [
+    ({"to_wxid": "w", "content": "x"}, "app_id is required"),
+    ({"app_id": "shop-1", "content": "x"}, "to_wxid is required"),
+    ({"app_id": "shop-1", "to_wxid": "w", "content": ""}, "content is required"),
+    ({"app_id": "shop-1", "to_wxid": "w", "content": 42}, "content must be a string"),
+    ({"app_id": "shop-1", "to_wxid": "w", "content": "x" * 20_001}, "too long"),
+    ({"app_id": "shop-1", "to_wxid": "w", "content": "x", "colour": "red"}, "unexpected"),
+    ({"app_id": "nobody", "to_wxid": "w", "content": "x"}, "unknown account"),
+]
+
+
+def test_bad_input_fails_at_once_with_a_clear_error_and_is_kept(env: dict[str, Any],
+                                                                sim: Simulator) -> None:
+    online(env["store"], "shop-1")
+    results = [send(env["producer"], **payload) for payload, _ in BAD_PAYLOADS]
+    for result, (_, reason) in zip(results, BAD_PAYLOADS, strict=True):
+        out = result.get(timeout=30)
+        assert out["status"] == "failed" and reason in out["error"]
+        entry = env["dl"].get(result.id)
+        assert entry is not None and entry["status"] == "failed" and reason in entry["error"]
+    assert sim.sends() == []
+    # and the queue is not blocked: a good message still goes out
+    assert send(env["producer"], app_id="shop-1", to_wxid="w", content="ok").get(
+        timeout=30)["status"] == "sent"
+
+
+def test_idle_account_fails_and_is_dead_lettered(env: dict[str, Any]) -> None:
+    env["store"].register("sleepy")
+    result = send(env["producer"], app_id="sleepy", to_wxid="w", content="hi")
+    out = result.get(timeout=30)
+    assert out["status"] == "failed" and "IDLE" in out["error"]
+    assert env["dl"].get(result.id)["app_id"] == "sleepy"
+
+
+def test_a_logging_in_account_is_retried_until_the_deadline(env: dict[str, Any],
+                                                            sim: Simulator) -> None:
+    env["store"].register("qr")
+    env["store"].transition("qr", Event.LOGIN_STARTED)
+    out = send(env["producer"], app_id="qr", to_wxid="w", content="hi").get(timeout=30)
+    assert out["status"] == "failed" and "deadline" in out["error"]
+    assert sim.sends() == []
+
+
+def test_a_reconnecting_account_sends_once_it_is_back(env: dict[str, Any],
+                                                      sim: Simulator) -> None:
+    store = env["store"]
+    online(store, "flaky")
+    sim.set_online("flaky", False, recoverable=False)
+    result = send(env["producer"], app_id="flaky", to_wxid="w", content="when back")
+    # the send's offline error is a liveness signal: the account leaves ONLINE
+    wait_until(lambda: store.get("flaky").state is not State.ONLINE, 20, what="RECONNECTING")
+    sim.set_online("flaky", True)
+    out = result.get(timeout=30)
+    assert out["status"] == "sent"
+    assert [s["content"] for s in sim.sends()] == ["when back"]
+    assert store.get("flaky").state is State.ONLINE
+
+
+def test_a_send_with_unknown_outcome_is_kept_and_never_resent(env: dict[str, Any],
+                                                              sim: Simulator) -> None:
+    online(env["store"], "shop-1")
+    sim.faults(hang_sends=True, hang_s=4)
+    result = send(env["producer"], app_id="shop-1", to_wxid="w", content="did it go?")
+    out = result.get(timeout=30)
+    assert out["status"] == "unknown"
+    entry = env["dl"].get(result.id)
+    assert entry["status"] == "unknown" and entry["content"] == "did it go?"
+    sim.faults(hang_sends=False)
+    # the claim is kept: sending the same message again is a duplicate, not a second send
+    again = send(env["producer"], app_id="shop-1", to_wxid="w", content="did it go?")
+    assert again.get(timeout=30)["status"] == "duplicate"
+    assert len(sim.sends()) == 1
+
+
+def test_a_gateway_outage_is_retried_and_sent_once_after(env: dict[str, Any],
+                                                         sim: Simulator) -> None:
+    online(env["store"], "shop-1")
+    sim.faults(outage=True)
+    result = send(env["producer"], app_id="shop-1", to_wxid="w", content="after outage")
+    wait_until(lambda: sim.calls("/message/postText") >= 1, 20, what="a refused attempt")
+    sim.faults(outage=False)
+    assert result.get(timeout=30)["status"] == "sent"
+    assert [s["content"] for s in sim.sends()] == ["after outage"]
+
+
+def test_broadcast_reports_each_account(env: dict[str, Any], sim: Simulator) -> None:
+    online(env["store"], "b1", "b2")
+    env["store"].register("b3")  # IDLE
+    out = send(env["producer"], name="wxtasks.broadcast", app_ids=["b1", "b2", "b3"],
+               to_wxid="group@chatroom", content="新品上架").get(timeout=60)
+    assert out["total"] == 3 and out["sent"] == 2 and out["failed"] == 1
+    by_app = {r["app_id"]: r for r in out["results"]}
+    assert "IDLE" in by_app["b3"]["error"]
+    assert sorted(s["appId"] for s in sim.sends()) == ["b1", "b2"]
+
+
+def test_bulk_send_sends_each_recipient_once(env: dict[str, Any], sim: Simulator) -> None:
+    online(env["store"], "bulk")
+    out = send(env["producer"], name="wxtasks.bulk_send", app_id="bulk",
+               to_wxids=["w1", "w2", "w3", "w2"], content="hello").get(timeout=60)
+    assert out["total"] == 3 and out["sent"] == 3
+    assert sorted(s["toWxid"] for s in sim.sends()) == ["w1", "w2", "w3"]
+
+
+def test_requeued_dead_letters_are_sent(env: dict[str, Any], sim: Simulator,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from wxtasks.cli import main
+    from wxtasks.cli import context
+
+    store = env["store"]
+    store.register("later")
+    failed = send(env["producer"], app_id="later", to_wxid="w", content="please retry")
+    assert failed.get(timeout=30)["status"] == "failed"
+    store.transition("later", Event.LOGIN_SUCCEEDED)
+    for name, value in env["settings"].environ().items():
+        monkeypatch.setenv(name, value)
+    for cached in (context.runtime, context.celery_app, context.lifecycle):
+        cached.cache_clear()
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(main, ["deadletters", "list", "--json"]).output)
+    assert [e["task_id"] for e in listed] == [failed.id]
+    assert {"app_id", "to_wxid", "content", "status", "error", "task_id"} <= set(listed[0])
+    out = runner.invoke(main, ["deadletters", "requeue", failed.id])
+    assert out.exit_code == 0, out.output
+    wait_until(lambda: len(sim.sends()) == 1, 30, what="the requeued send")
+    assert env["dl"].count() == 0
+    for cached in (context.runtime, context.celery_app, context.lifecycle):
+        cached.cache_clear()
+
+
+def test_events_record_the_offline_send_signal(env: dict[str, Any], sim: Simulator) -> None:
+    online(env["store"], "sig")
+    sim.set_online("sig", True, zombie=True)  # checkOnline says true, sends fail
+    result = send(env["producer"], app_id="sig", to_wxid="w", content="x")
+    wait_until(lambda: any(e.get("curr") == "RECONNECTING" and e["app_id"] == "sig"
+                           for e in read_events(env["r"], env["settings"])), 20,
+               what="the RECONNECTING event")
+    reasons = [e["reason"] for e in read_events(env["r"], env["settings"])
+               if e.get("curr") == "RECONNECTING"]
+    assert any("send failed" in reason for reason in reasons)
+    result.revoke()
+
