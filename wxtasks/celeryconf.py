@@ -21,17 +21,23 @@ CONTROL_TASKS = ("wxtasks.login", "wxtasks.heartbeat", "wxtasks.reconnect", "wxt
                  "wxtasks.sweep_heartbeats")
 
 
-def visibility_timeout_s(settings: Settings) -> int:
-    """Longer than any wait a task can be parked for (send deadline, reconnect backoff),
-    so the Redis broker never redelivers a task that is merely waiting for its ETA."""
-    return int(max(settings.send_deadline_s, settings.backoff_max_s) * 1.5 + 60)
-
-
 def configure(app: Celery, settings: Settings) -> Celery:
     app.wxtasks_settings = settings  # type: ignore[attr-defined]
     routes: dict[str, Any] = {name: {"queue": SEND_QUEUE} for name in SEND_TASKS}
     routes.update({name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS})
-    transport: dict[str, Any] = {"visibility_timeout": visibility_timeout_s(settings)}
+    # longer than any wait a task is parked for (its ETA is before its deadline), so the
+    # Redis broker redelivers only tasks whose worker died
+    transport: dict[str, Any] = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        # look for tasks a dead worker held every few seconds, not every ~100 s (kombu's
+        # default interval 10 x throttle 10): the scan is one sorted-set range query
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
+        "unacked_restore_throttle": 1,
+        # a broker that vanishes without closing the socket must not hang a publish
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 25,
+    }
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=settings.result_backend_url,

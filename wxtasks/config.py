@@ -23,6 +23,8 @@ WXTASKS_ACCOUNT_RATE_PER_SECOND    default per-account rate                 1
 WXTASKS_ACCOUNT_BURST              default per-account burst                2
 WXTASKS_DEDUP_TTL_S                how long a send claim blocks repeats     300
 WXTASKS_SEND_DEADLINE_S            how long a message may wait to go out    600
+WXTASKS_VISIBILITY_TIMEOUT_S       Redis broker: redeliver an unacked task  deadline +
+                                   (its worker died) after this long        backoff + 60
 WXTASKS_HEARTBEAT_INTERVAL_S       heartbeat period per account             30
 WXTASKS_MAX_RETRY                  reconnect attempts before ERROR          5
 WXTASKS_BACKOFF_MAX_S              reconnect backoff cap                    60
@@ -70,6 +72,7 @@ class Settings:
     account_burst: int = 2
     dedup_ttl_s: int = 300
     send_deadline_s: int = 600
+    visibility_timeout_s: int = 0
     heartbeat_interval_s: float = 30.0
     max_retry: int = 5
     backoff_base_s: float = 1.0
@@ -88,6 +91,9 @@ class Settings:
             object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
         if not self.result_backend_url:
             object.__setattr__(self, "result_backend_url", self.redis_url)
+        if not self.visibility_timeout_s:
+            object.__setattr__(self, "visibility_timeout_s",
+                               int(self.send_deadline_s + self.backoff_max_s + 60))
         self.validate()
 
     def validate(self) -> None:
@@ -104,6 +110,11 @@ class Settings:
                 raise ConfigError(f"{env} must be > 0, got {getattr(self, name)!r}")
         if self.max_retry < 0:
             raise ConfigError(f"WXTASKS_MAX_RETRY must be >= 0, got {self.max_retry!r}")
+        if self.visibility_timeout_s <= self.send_deadline_s:
+            # a task parked for its ETA (waiting for a token or an account) must never be
+            # handed to a second worker while the first still holds it
+            raise ConfigError("WXTASKS_VISIBILITY_TIMEOUT_S must be longer than "
+                              "WXTASKS_SEND_DEADLINE_S")
         if self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= the first backoff (1 s)")
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
@@ -153,6 +164,7 @@ _ENV_NAMES: dict[str, str] = {
     "account_burst": "WXTASKS_ACCOUNT_BURST",
     "dedup_ttl_s": "WXTASKS_DEDUP_TTL_S",
     "send_deadline_s": "WXTASKS_SEND_DEADLINE_S",
+    "visibility_timeout_s": "WXTASKS_VISIBILITY_TIMEOUT_S",
     "heartbeat_interval_s": "WXTASKS_HEARTBEAT_INTERVAL_S",
     "max_retry": "WXTASKS_MAX_RETRY",
     "backoff_base_s": "WXTASKS_BACKOFF_BASE_S",
