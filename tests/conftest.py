@@ -57,8 +57,9 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 class Simulator:
     """A simulator process plus its admin API."""
 
-    def __init__(self, supervisor: Supervisor, profile: str, token: str = TOKEN,
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, supervisor: Supervisor, profile: str, token: str = TOKEN, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.profile = profile
         self.token = token
@@ -66,9 +67,19 @@ class Simulator:
         self.supervisor = supervisor
         self.child: Child = supervisor.start(
             f"simulator-{profile}-{self.port}",
-            [sys.executable, "-m", "wxtasks", "simulator", "--port", str(self.port),
-             "--profile", profile, *extra],
-            {"VIDEOS_API_TOKEN": token})
+            [
+                sys.executable,
+                "-m",
+                "wxtasks",
+                "simulator",
+                "--port",
+                str(self.port),
+                "--profile",
+                profile,
+                *extra,
+            ],
+            {"VIDEOS_API_TOKEN": token},
+        )
         wait_until(self._answers, 20, 0.05, "the simulator to listen")
 
     def _answers(self) -> bool:
@@ -112,8 +123,7 @@ def simulators(supervisor: Supervisor) -> dict[str, Simulator]:
     return {}
 
 
-def _simulator(simulators: dict[str, Simulator], supervisor: Supervisor,
-               profile: str) -> Simulator:
+def _simulator(simulators: dict[str, Simulator], supervisor: Supervisor, profile: str) -> Simulator:
     sim = simulators.get(profile)
     if sim is None or not sim.child.alive:
         sim = simulators[profile] = Simulator(supervisor, profile)
@@ -128,8 +138,9 @@ def simulator(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simul
 
 
 @pytest.fixture(params=["videosapi", "gewe", "v1"])
-def any_simulator(request: pytest.FixtureRequest, simulators: dict[str, Simulator],
-                  supervisor: Supervisor) -> Simulator:
+def any_simulator(
+    request: pytest.FixtureRequest, simulators: dict[str, Simulator], supervisor: Supervisor
+) -> Simulator:
     return _simulator(simulators, supervisor, request.param)
 
 
@@ -157,20 +168,27 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**self.settings.environ(), "WXTASKS_LOG_FORMAT": "text",
-                "WXTASKS_BEAT_LOCK_TTL_S": "3"}
+        return {
+            **self.settings.environ(),
+            "WXTASKS_LOG_FORMAT": "text",
+            "WXTASKS_BEAT_LOCK_TTL_S": "3",
+        }
 
-    def worker(self, queues: str = "send,control", name: str = "w", concurrency: int = 2,
-               *extra: str) -> Child:
-        child = self.supervisor.start(f"{name}-{len(self.children)}",
-                                      worker_args(queues, f"{name}{len(self.children)}",
-                                                  concurrency, *extra), self.env)
+    def worker(
+        self, queues: str = "send,control", name: str = "w", concurrency: int = 2, *extra: str
+    ) -> Child:
+        child = self.supervisor.start(
+            f"{name}-{len(self.children)}",
+            worker_args(queues, f"{name}{len(self.children)}", concurrency, *extra),
+            self.env,
+        )
         self.children.append(child)
         return child
 
     def beat(self) -> Child:
-        child = self.supervisor.start(f"beat-{len(self.children)}",
-                                      celery_cmd("beat", "-l", "INFO"), self.env)
+        child = self.supervisor.start(
+            f"beat-{len(self.children)}", celery_cmd("beat", "-l", "INFO"), self.env
+        )
         self.children.append(child)
         return child
 
@@ -178,8 +196,12 @@ class Stack:
         from wxtasks.client import WxTasksClient
 
         app = WxTasksClient.from_settings(self.settings).app
-        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= n, timeout_s, 0.2,
-                   f"{n} worker(s) to answer")
+        wait_until(
+            lambda: len(app.control.ping(timeout=0.5) or []) >= n,
+            timeout_s,
+            0.2,
+            f"{n} worker(s) to answer",
+        )
 
     def stop(self) -> None:
         for child in self.children:

@@ -23,8 +23,7 @@ def test_register_get_list_update_remove(redis_url: str, r: redis.Redis) -> None
     store = store_for(redis_url, r)
     account, created = store.register("a1", rate=2, burst=3, note="客服 1", tags=["vip"])
     assert created and account.state is State.IDLE and account.version == 1
-    assert (account.rate, account.burst, account.note, account.tags) == (2, 3, "客服 1",
-                                                                         ("vip",))
+    assert (account.rate, account.burst, account.note, account.tags) == (2, 3, "客服 1", ("vip",))
     _, created_again = store.register("a1")
     assert not created_again
     store.register("a2")
@@ -84,14 +83,15 @@ def _race(redis_url: str, start: mp.synchronize.Event, results: mp.Queue) -> Non
     start.wait()
     won = 0
     for _ in range(5):
-        if store.transition("hot", Event.LIVENESS_FAILED, reason="race",
-                            expect=[State.ONLINE]) is not None:
+        if (
+            store.transition("hot", Event.LIVENESS_FAILED, reason="race", expect=[State.ONLINE])
+            is not None
+        ):
             won += 1
     results.put(won)
 
 
-def test_racing_processes_start_exactly_one_reconnect_chain(redis_url: str,
-                                                             r: redis.Redis) -> None:
+def test_racing_processes_start_exactly_one_reconnect_chain(redis_url: str, r: redis.Redis) -> None:
     settings = Settings.from_env({}, redis_url=redis_url)
     store = AccountStore(r, settings)
     store.register("hot")

@@ -13,8 +13,7 @@ from wxtasks.machine import Event
 from wxtasks.sending import Admit, Message, SendPipeline, Status
 
 
-def setup(redis_url: str, r: redis.Redis, **overrides: object
-          ) -> tuple[AccountStore, SendPipeline]:
+def setup(redis_url: str, r: redis.Redis, **overrides: object) -> tuple[AccountStore, SendPipeline]:
     settings = Settings.from_env({}, redis_url=redis_url, **overrides)
     store = AccountStore(r, settings)
     pipe = SendPipeline(r, settings, GatewayClient("http://127.0.0.1:1", TOKEN))
@@ -31,8 +30,9 @@ def msg(app_id: str = "a1", to: str = "wxid_1", content: str = "hi", **kw: str) 
 
 
 def test_global_bucket_gives_burst_then_rate(redis_url: str, r: redis.Redis) -> None:
-    store, pipe = setup(redis_url, r, rate_per_second=20, burst=5,
-                        account_rate_per_second=1000, account_burst=1000)
+    store, pipe = setup(
+        redis_url, r, rate_per_second=20, burst=5, account_rate_per_second=1000, account_burst=1000
+    )
     online(store, "a1")
     t0 = 1_700_000_000_000.0
     admitted = [pipe.admit(msg(content=f"m{i}"), f"t{i}", now_ms=t0).outcome for i in range(8)]
@@ -44,15 +44,15 @@ def test_global_bucket_gives_burst_then_rate(redis_url: str, r: redis.Redis) -> 
 
 
 def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.Redis) -> None:
-    store, pipe = setup(redis_url, r, rate_per_second=20, burst=5,
-                        account_rate_per_second=1000, account_burst=1000)
+    store, pipe = setup(
+        redis_url, r, rate_per_second=20, burst=5, account_rate_per_second=1000, account_burst=1000
+    )
     online(store, "a1")
     t0 = 1_700_000_000_000.0
     times = []
     i = 0
     for step in range(0, 3000, 7):  # a client hammering every 7 ms for 3 s
-        while pipe.admit(msg(content=f"m{i}"), f"t{i}",
-                         now_ms=t0 + step).outcome is Admit.ADMITTED:
+        while pipe.admit(msg(content=f"m{i}"), f"t{i}", now_ms=t0 + step).outcome is Admit.ADMITTED:
             times.append(step)
             i += 1
     for start in times:
@@ -63,19 +63,20 @@ def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.R
 
 
 def test_account_bucket_and_all_or_nothing(redis_url: str, r: redis.Redis) -> None:
-    store, pipe = setup(redis_url, r, rate_per_second=100, burst=3,
-                        account_rate_per_second=1, account_burst=2)
+    store, pipe = setup(
+        redis_url, r, rate_per_second=100, burst=3, account_rate_per_second=1, account_burst=2
+    )
     online(store, "slow")
     online(store, "fast", rate=50, burst=50)
     t0 = 1_700_000_000_000.0
-    assert [pipe.admit(msg("slow", content=f"s{i}"), f"s{i}", now_ms=t0).outcome
-            for i in range(3)] == [Admit.ADMITTED, Admit.ADMITTED, Admit.WAIT]
+    assert [
+        pipe.admit(msg("slow", content=f"s{i}"), f"s{i}", now_ms=t0).outcome for i in range(3)
+    ] == [Admit.ADMITTED, Admit.ADMITTED, Admit.WAIT]
     # the refused send took no global token: "fast" still has the one left in the burst
     assert pipe.admit(msg("fast", content="f0"), "f0", now_ms=t0).outcome is Admit.ADMITTED
     assert pipe.admit(msg("fast", content="f1"), "f1", now_ms=t0).outcome is Admit.WAIT
     # and a refused send claims nothing: the same message is admitted once tokens return
-    assert pipe.admit(msg("slow", content="s2"), "s2", now_ms=t0 + 1000).outcome \
-        is Admit.ADMITTED
+    assert pipe.admit(msg("slow", content="s2"), "s2", now_ms=t0 + 1000).outcome is Admit.ADMITTED
 
 
 def test_duplicates_and_redelivery(redis_url: str, r: redis.Redis) -> None:

@@ -15,8 +15,7 @@ from wxtasks.redis_server import free_port
 
 
 @pytest.fixture
-def cli(redis_url: str, simulator: Simulator, monkeypatch: pytest.MonkeyPatch
-        ) -> Iterator[Any]:
+def cli(redis_url: str, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     settings = settings_for(redis_url, simulator)
     for name, value in settings.environ().items():
         monkeypatch.setenv(name, value)
@@ -122,7 +121,6 @@ def test_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     for cached in (context.runtime, context.celery_app, context.lifecycle):
         cached.cache_clear()
     out = CliRunner().invoke(main, ["accounts", "list"])
-    assert out.exit_code == 1 and out.output.strip() == (
-        "error: WXTASKS_BURST must be > 0, got -3")
+    assert out.exit_code == 1 and out.output.strip() == ("error: WXTASKS_BURST must be > 0, got -3")
     for cached in (context.runtime, context.celery_app, context.lifecycle):
         cached.cache_clear()

@@ -29,12 +29,20 @@ def services() -> dict[str, Any]:
 
 
 def test_the_services_users_expect_exist() -> None:
-    assert set(services()) == {"redis", "simulator", "worker-send", "worker-control", "beat",
-                               "flower"}
+    assert set(services()) == {
+        "redis",
+        "simulator",
+        "worker-send",
+        "worker-control",
+        "beat",
+        "flower",
+        "metrics",
+    }
 
 
-@pytest.mark.parametrize("name", ["simulator", "worker-send", "worker-control", "beat",
-                                  "flower"])
+@pytest.mark.parametrize(
+    "name", ["simulator", "worker-send", "worker-control", "beat", "flower", "metrics"]
+)
 def test_each_command_exists_in_the_code(name: str) -> None:
     command = services()[name]["command"]
     if command[0] == "wxtasks":
@@ -62,8 +70,11 @@ def test_environment_names_are_ones_the_code_reads() -> None:
         env = service.get("environment") or {}
         unknown = set(env) - ENV_NAMES - EXTERNAL
         assert not unknown, f"{name}: {unknown}"
-    example = [line.split("=", 1)[0] for line in (ROOT / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#")]
+    example = [
+        line.split("=", 1)[0]
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert set(example) - ENV_NAMES - EXTERNAL == set()
 
 

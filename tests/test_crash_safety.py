@@ -14,6 +14,7 @@ from wxtasks.accounts import AccountStore
 from wxtasks.deadletters import DeadLetters
 from wxtasks.keys import Keys
 from wxtasks.machine import Event
+from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
 from wxtasks.stack import Supervisor, wait_until
 
@@ -22,23 +23,24 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 RATE, BURST = 20, 5
 
 
-def max_in_window(times: list[float], width: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] < t - width + 1e-9:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
 
 def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
-        simulators: dict[str, Simulator], supervisor: Supervisor,
-        make_stack: Callable[..., Stack], redis_url: str) -> None:
+    simulators: dict[str, Simulator],
+    supervisor: Supervisor,
+    make_stack: Callable[..., Stack],
+    redis_url: str,
+) -> None:
     sim = _simulator(simulators, supervisor, "videosapi")
-    stack = make_stack(sim, rate_per_second=RATE, burst=BURST, account_rate_per_second=100,
-                       account_burst=100, send_deadline_s=10, visibility_timeout_s=12,
-                       heartbeat_interval_s=3600)
+    stack = make_stack(
+        sim,
+        rate_per_second=RATE,
+        burst=BURST,
+        account_rate_per_second=100,
+        account_burst=100,
+        send_deadline_s=10,
+        visibility_timeout_s=12,
+        heartbeat_interval_s=3600,
+    )
     r = redis_client(redis_url)
     store = AccountStore(r, stack.settings)
     accounts = [f"acct-{i:02d}" for i in range(50)]
@@ -52,9 +54,12 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     distinct = [(accounts[i % 50], f"wxid_{i % 7}", f"message {i}") for i in range(270)]
     repeats = [distinct[i * 9] for i in range(30)]
     producer = Celery(broker=stack.settings.broker_url, backend=stack.settings.redis_url)
-    results = [producer.send_task("wxtasks.send_text", queue="send",
-                                  kwargs={"app_id": a, "to_wxid": t, "content": c})
-               for a, t, c in distinct + repeats]
+    results = [
+        producer.send_task(
+            "wxtasks.send_text", queue="send", kwargs={"app_id": a, "to_wxid": t, "content": c}
+        )
+        for a, t, c in distinct + repeats
+    ]
 
     wait_until(lambda: len(sim.sends()) >= 60, 60, what="the run to be under way")
     supervisor.kill(victim)  # SIGKILL the worker instance's main process
@@ -66,9 +71,11 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     dead_keys = {(e["app_id"], e["to_wxid"], e["content"]) for e in dead}
     missing = [m for m in distinct if m not in at_gateway and m not in dead_keys]
     twice = [m for m, n in at_gateway.items() if n > 1]
-    print(f"\nenqueued {len(results)} ({len(distinct)} distinct), outcomes {dict(outcomes)}, "
-          f"at gateway {len(at_gateway)} distinct / {len(sends)} sends, "
-          f"sent twice {len(twice)}, dead-lettered {len(dead)}, lost {len(missing)}")
+    print(
+        f"\nenqueued {len(results)} ({len(distinct)} distinct), outcomes {dict(outcomes)}, "
+        f"at gateway {len(at_gateway)} distinct / {len(sends)} sends, "
+        f"sent twice {len(twice)}, dead-lettered {len(dead)}, lost {len(missing)}"
+    )
     assert missing == []
     assert twice == []
     assert sum(outcomes.values()) == 300

@@ -12,10 +12,16 @@ import pytest
 
 from wxtasks.gateway import GatewayClient
 
-GEWE = {"/login/checkOnline": "online", "/message/postText": "text",
-        "/login/reconnection": "reconnect"}
-V1 = {"/v1/account/checkOnline": "online", "/v1/account/heartbeat": "heartbeat",
-      "/v1/message/sendText": "text"}
+GEWE = {
+    "/login/checkOnline": "online",
+    "/message/postText": "text",
+    "/login/reconnection": "reconnect",
+}
+V1 = {
+    "/v1/account/checkOnline": "online",
+    "/v1/account/heartbeat": "heartbeat",
+    "/v1/message/sendText": "text",
+}
 
 
 class Foreign(BaseHTTPRequestHandler):
@@ -27,7 +33,7 @@ class Foreign(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append({"path": self.path, **body})
         if self.headers.get(self.header) != "T0K":
@@ -59,10 +65,16 @@ class Foreign(BaseHTTPRequestHandler):
 @pytest.fixture(params=["videosapi", "gewe", "v1"])
 def foreign(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, type[Foreign]]]:
     profile = request.param
-    handler = type("H", (Foreign,), {
-        "routes": V1 if profile == "v1" else GEWE,
-        "header": "X-GEWE-TOKEN" if profile == "gewe" else "VideosApi-token",
-        "layout": "v1" if profile == "v1" else "gewe", "received": []})
+    handler = type(
+        "H",
+        (Foreign,),
+        {
+            "routes": V1 if profile == "v1" else GEWE,
+            "header": "X-GEWE-TOKEN" if profile == "gewe" else "VideosApi-token",
+            "layout": "v1" if profile == "v1" else "gewe",
+            "received": [],
+        },
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -72,7 +84,8 @@ def foreign(request: pytest.FixtureRequest) -> Iterator[tuple[str, str, type[For
 
 
 def test_client_works_unchanged_against_a_foreign_gateway(
-        foreign: tuple[str, str, type[Foreign]]) -> None:
+    foreign: tuple[str, str, type[Foreign]],
+) -> None:
     profile, url, handler = foreign
     gw = GatewayClient(url, "T0K", profile)
     assert gw.check_online("acct") is True

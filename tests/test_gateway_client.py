@@ -39,7 +39,8 @@ def test_check_online_and_send_text(any_simulator: Simulator) -> None:
         assert receipt.new_msg_id.isdigit() and int(receipt.new_msg_id) > 2**53
     sent = any_simulator.sends()
     assert [(s["appId"], s["toWxid"], s["content"]) for s in sent] == [
-        ("app-1", "wxid_friend", "你好")]
+        ("app-1", "wxid_friend", "你好")
+    ]
     if any_simulator.profile != "v1":
         assert sent[0]["newMsgId"] == receipt.new_msg_id
 
@@ -55,7 +56,8 @@ def test_offline_account(any_simulator: Simulator) -> None:
 
 
 def test_a_wrong_token_is_an_auth_error_that_does_not_echo_the_token(
-        any_simulator: Simulator) -> None:
+    any_simulator: Simulator,
+) -> None:
     gw = client_for(any_simulator, token="wrong-token-xyz")
     with pytest.raises(GatewayAuthError) as err:
         gw.check_online("app-1")
@@ -90,8 +92,7 @@ def test_gateway_outage_503_is_unavailable(simulator: Simulator) -> None:
     assert simulator.sends() == []
 
 
-def test_a_send_that_hangs_after_being_accepted_is_outcome_unknown(
-        simulator: Simulator) -> None:
+def test_a_send_that_hangs_after_being_accepted_is_outcome_unknown(simulator: Simulator) -> None:
     simulator.faults(hang_sends=True, hang_s=5)
     gw = client_for(simulator, timeout_s=0.5)
     with pytest.raises(GatewayOutcomeUnknownError) as err:
@@ -111,9 +112,11 @@ def test_a_reset_after_the_request_left_is_outcome_unknown() -> None:
         "import socket,sys\n"
         "s=socket.socket(fileno=int(sys.argv[1]))\n"
         "c,_=s.accept(); c.recv(65536); c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,"
-        " b'\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00'); c.close()\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, str(server.fileno())],
-                            pass_fds=[server.fileno()])
+        " b'\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00'); c.close()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(server.fileno())], pass_fds=[server.fileno()]
+    )
     try:
         gw = GatewayClient(f"http://127.0.0.1:{port}", TOKEN, timeout_s=5)
         with pytest.raises(GatewayOutcomeUnknownError):
@@ -168,7 +171,8 @@ def test_all_send_kinds(simulator: Simulator) -> None:
 
 
 def test_v1_profile_has_no_reconnect_call_and_probes_instead(
-        simulators: dict[str, Simulator], supervisor: object) -> None:
+    simulators: dict[str, Simulator], supervisor: object
+) -> None:
     from tests.conftest import _simulator
 
     sim = _simulator(simulators, supervisor, "v1")  # type: ignore[arg-type]
@@ -181,8 +185,9 @@ def test_v1_profile_has_no_reconnect_call_and_probes_instead(
         gw.get_login_qr("app-1")
 
 
-def test_the_token_never_reaches_logs(simulator: Simulator,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_the_token_never_reaches_logs(
+    simulator: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     gw = client_for(simulator)
     gw.send_text("app-1", "wxid", "x")

@@ -28,8 +28,11 @@ def heartbeat_rate(sim: Simulator, window_s: float) -> float:
 
 
 def test_accounts_come_online_fail_over_to_error_and_recover(
-        simulators: dict[str, Simulator], supervisor: Supervisor,
-        make_stack: Callable[..., Stack], redis_url: str) -> None:
+    simulators: dict[str, Simulator],
+    supervisor: Supervisor,
+    make_stack: Callable[..., Stack],
+    redis_url: str,
+) -> None:
     sim = _simulator(simulators, supervisor, "v1")
     stack = make_stack(sim, heartbeat_interval_s=2, max_retry=3, backoff_max_s=8)
     r: redis.Redis = redis_client(redis_url)
@@ -44,20 +47,25 @@ def test_accounts_come_online_fail_over_to_error_and_recover(
     for app_id in ids:
         store.register(app_id)
         client.login(app_id)
-    wait_until(lambda: all(a.state is State.ONLINE for a in store.get_many(ids)), 30,
-               what="20 accounts ONLINE")
+    wait_until(
+        lambda: all(a.state is State.ONLINE for a in store.get_many(ids)),
+        30,
+        what="20 accounts ONLINE",
+    )
 
     down, back = ids[:3], ids[2]
     for app_id in down:
         sim.set_online(app_id, False)
-    wait_until(lambda: store.get(back).state is State.RECONNECTING, 15,
-               what=f"{back} RECONNECTING")
+    wait_until(lambda: store.get(back).state is State.RECONNECTING, 15, what=f"{back} RECONNECTING")
     sim.set_online(back, True)  # brought back during its backoff
 
     def settled() -> bool:
         states = {a.app_id: a.state for a in store.get_many(down)}
-        return (states[down[0]] is State.ERROR and states[down[1]] is State.ERROR
-                and states[back] is State.ONLINE)
+        return (
+            states[down[0]] is State.ERROR
+            and states[down[1]] is State.ERROR
+            and states[back] is State.ONLINE
+        )
 
     wait_until(settled, 40, 0.2, "two accounts in ERROR and one back ONLINE")
     assert store.get(back).retry_count == 0
@@ -84,16 +92,22 @@ def test_accounts_come_online_fail_over_to_error_and_recover(
     supervisor.kill(first)
     assert second.alive
     # the standby takes the lock within one lock period (3 s in tests)
-    wait_until(lambda: r.get(store.keys.beat_lock) not in (None, holder), 6,
-               what="the standby beat to take the lock")
+    wait_until(
+        lambda: r.get(store.keys.beat_lock) not in (None, holder),
+        6,
+        what="the standby beat to take the lock",
+    )
     after = heartbeat_rate(sim, 6)
     assert expected * 0.75 <= after <= expected * 1.25, after
     r.close()
 
 
 def test_removed_accounts_stop_their_heartbeats(
-        simulators: dict[str, Simulator], supervisor: Supervisor,
-        make_stack: Callable[..., Stack], redis_url: str) -> None:
+    simulators: dict[str, Simulator],
+    supervisor: Supervisor,
+    make_stack: Callable[..., Stack],
+    redis_url: str,
+) -> None:
     sim = _simulator(simulators, supervisor, "v1")
     stack = make_stack(sim, heartbeat_interval_s=1)
     r = redis_client(redis_url)
@@ -111,5 +125,3 @@ def test_removed_accounts_stop_their_heartbeats(
     assert sim.calls(HB_PATH) == before
     assert not r.exists(store.keys.account("gone"))  # and nothing recreated it
     r.close()
-
-

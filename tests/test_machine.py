@@ -17,8 +17,14 @@ from wxtasks.machine import (
     heartbeat_chore,
 )
 
-POLICY = Policy(max_retry=3, backoff_base_s=1, backoff_max_s=60,
-                error_retry_interval_s=1800, login_qr_ttl_s=120, heartbeat_interval_s=30)
+POLICY = Policy(
+    max_retry=3,
+    backoff_base_s=1,
+    backoff_max_s=60,
+    error_retry_interval_s=1800,
+    login_qr_ttl_s=120,
+    heartbeat_interval_s=30,
+)
 NOW = 1_000_000.0
 
 
@@ -28,27 +34,32 @@ def acct(state: State, **kw: float) -> Snapshot:
 
 def test_the_five_states_and_their_legal_edges() -> None:
     assert decide(acct(State.IDLE), Event.LOGIN_STARTED, NOW, POLICY).state is State.LOGGING_IN
-    assert decide(acct(State.LOGGING_IN), Event.LOGIN_SUCCEEDED, NOW,
-                  POLICY).state is State.ONLINE
+    assert decide(acct(State.LOGGING_IN), Event.LOGIN_SUCCEEDED, NOW, POLICY).state is State.ONLINE
     assert decide(acct(State.LOGGING_IN), Event.LOGIN_EXPIRED, NOW, POLICY).state is State.IDLE
-    assert decide(acct(State.ONLINE), Event.LIVENESS_FAILED, NOW,
-                  POLICY).state is State.RECONNECTING
-    assert decide(acct(State.RECONNECTING), Event.RECONNECT_SUCCEEDED, NOW,
-                  POLICY).state is State.ONLINE
+    assert (
+        decide(acct(State.ONLINE), Event.LIVENESS_FAILED, NOW, POLICY).state is State.RECONNECTING
+    )
+    assert (
+        decide(acct(State.RECONNECTING), Event.RECONNECT_SUCCEEDED, NOW, POLICY).state
+        is State.ONLINE
+    )
     assert decide(acct(State.ERROR), Event.RETRY_PLAN, NOW, POLICY).state is State.IDLE
     for state in State:
         assert decide(acct(state), Event.RESET, NOW, POLICY).state is State.IDLE
 
 
-@pytest.mark.parametrize(("state", "event"), [
-    (State.IDLE, Event.LIVENESS_FAILED),
-    (State.IDLE, Event.RECONNECT_SUCCEEDED),
-    (State.ERROR, Event.LOGIN_SUCCEEDED),
-    (State.ERROR, Event.LIVENESS_FAILED),
-    (State.ONLINE, Event.LOGIN_STARTED),
-    (State.RECONNECTING, Event.LIVENESS_FAILED),
-    (State.ONLINE, Event.RETRY_PLAN),
-])
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (State.IDLE, Event.LIVENESS_FAILED),
+        (State.IDLE, Event.RECONNECT_SUCCEEDED),
+        (State.ERROR, Event.LOGIN_SUCCEEDED),
+        (State.ERROR, Event.LIVENESS_FAILED),
+        (State.ONLINE, Event.LOGIN_STARTED),
+        (State.RECONNECTING, Event.LIVENESS_FAILED),
+        (State.ONLINE, Event.RETRY_PLAN),
+    ],
+)
 def test_illegal_transitions_are_refused(state: State, event: Event) -> None:
     with pytest.raises(TransitionRefused, match=event.value):
         decide(acct(state), event, NOW, POLICY)
@@ -93,17 +104,25 @@ def test_heartbeat_chores_follow_each_states_timer() -> None:
     assert heartbeat_chore(acct(State.ONLINE), NOW, POLICY) is Chore.PROBE
     assert heartbeat_chore(acct(State.IDLE), NOW, POLICY) is Chore.NOTHING
     # a reconnect chain on time is left alone; one long overdue (its worker died) resumes
-    assert heartbeat_chore(acct(State.RECONNECTING, next_attempt_at=NOW - 5), NOW,
-                           POLICY) is Chore.NOTHING
-    assert heartbeat_chore(acct(State.RECONNECTING, next_attempt_at=NOW - 1000), NOW,
-                           POLICY) is Chore.RESUME_RECONNECT
+    assert (
+        heartbeat_chore(acct(State.RECONNECTING, next_attempt_at=NOW - 5), NOW, POLICY)
+        is Chore.NOTHING
+    )
+    assert (
+        heartbeat_chore(acct(State.RECONNECTING, next_attempt_at=NOW - 1000), NOW, POLICY)
+        is Chore.RESUME_RECONNECT
+    )
     # ERROR waits for the automatic retry plan
-    assert heartbeat_chore(acct(State.ERROR, next_attempt_at=NOW + 1), NOW,
-                           POLICY) is Chore.NOTHING
-    assert heartbeat_chore(acct(State.ERROR, next_attempt_at=NOW - 1), NOW,
-                           POLICY) is Chore.RETRY_PLAN
+    assert heartbeat_chore(acct(State.ERROR, next_attempt_at=NOW + 1), NOW, POLICY) is Chore.NOTHING
+    assert (
+        heartbeat_chore(acct(State.ERROR, next_attempt_at=NOW - 1), NOW, POLICY) is Chore.RETRY_PLAN
+    )
     # a QR login outliving its code gives up
-    assert heartbeat_chore(acct(State.LOGGING_IN, login_started_at=NOW - 60), NOW,
-                           POLICY) is Chore.NOTHING
-    assert heartbeat_chore(acct(State.LOGGING_IN, login_started_at=NOW - 121), NOW,
-                           POLICY) is Chore.EXPIRE_LOGIN
+    assert (
+        heartbeat_chore(acct(State.LOGGING_IN, login_started_at=NOW - 60), NOW, POLICY)
+        is Chore.NOTHING
+    )
+    assert (
+        heartbeat_chore(acct(State.LOGGING_IN, login_started_at=NOW - 121), NOW, POLICY)
+        is Chore.EXPIRE_LOGIN
+    )

@@ -30,9 +30,17 @@ def sim(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
 
 @pytest.fixture(scope="module")
 def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator[Stack]:
-    settings = settings_for(redis_server, sim, send_deadline_s=8, account_rate_per_second=50,
-                            account_burst=50, rate_per_second=50, burst=50,
-                            heartbeat_interval_s=3600, backoff_max_s=2)
+    settings = settings_for(
+        redis_server,
+        sim,
+        send_deadline_s=8,
+        account_rate_per_second=50,
+        account_burst=50,
+        rate_per_second=50,
+        burst=50,
+        heartbeat_interval_s=3600,
+        backoff_max_s=2,
+    )
     stack = Stack(settings, supervisor)
     stack.worker("send,control", "e2e", 2)
     stack.wait_workers(1)
@@ -46,8 +54,13 @@ def env(stack: Stack, sim: Simulator, redis_url: str) -> Iterator[dict[str, Any]
     r = redis_client(redis_url)
     store = AccountStore(r, stack.settings)
     producer = Celery(broker=stack.settings.broker_url, backend=stack.settings.redis_url)
-    yield {"r": r, "store": store, "producer": producer, "settings": stack.settings,
-           "dl": DeadLetters(r, Keys(stack.settings.key_prefix))}
+    yield {
+        "r": r,
+        "store": store,
+        "producer": producer,
+        "settings": stack.settings,
+        "dl": DeadLetters(r, Keys(stack.settings.key_prefix)),
+    }
     producer.close()
     r.close()
 
@@ -58,14 +71,14 @@ def online(store: AccountStore, *app_ids: str) -> None:
         store.transition(app_id, Event.LOGIN_SUCCEEDED)
 
 
-def send(producer: Celery, queue: str | None = "send", name: str = "wxtasks.send_text",
-         **kwargs: Any) -> Any:
+def send(
+    producer: Celery, queue: str | None = "send", name: str = "wxtasks.send_text", **kwargs: Any
+) -> Any:
     options = {"queue": queue} if queue else {}
     return producer.send_task(name, kwargs=kwargs, **options)
 
 
-def test_a_plain_celery_producer_gets_a_sent_result(env: dict[str, Any], sim: Simulator
-                                                    ) -> None:
+def test_a_plain_celery_producer_gets_a_sent_result(env: dict[str, Any], sim: Simulator) -> None:
     online(env["store"], "shop-1")
     result = send(env["producer"], app_id="shop-1", to_wxid="wxid_c", content="订单已发货")
     out = result.get(timeout=30)
@@ -76,15 +89,17 @@ def test_a_plain_celery_producer_gets_a_sent_result(env: dict[str, Any], sim: Si
     assert isinstance(out["createTime"], int)
 
 
-def test_a_message_sent_without_a_queue_is_still_processed(env: dict[str, Any],
-                                                           sim: Simulator) -> None:
+def test_a_message_sent_without_a_queue_is_still_processed(
+    env: dict[str, Any], sim: Simulator
+) -> None:
     online(env["store"], "shop-1")
     out = send(env["producer"], queue=None, app_id="shop-1", to_wxid="w", content="x")
     assert out.get(timeout=30)["status"] == "sent"
 
 
-def test_a_repeat_is_answered_duplicate_with_the_first_ids(env: dict[str, Any],
-                                                           sim: Simulator) -> None:
+def test_a_repeat_is_answered_duplicate_with_the_first_ids(
+    env: dict[str, Any], sim: Simulator
+) -> None:
     online(env["store"], "shop-1")
     first = send(env["producer"], app_id="shop-1", to_wxid="w", content="same").get(timeout=30)
     again = send(env["producer"], app_id="shop-1", to_wxid="w", content="same").get(timeout=30)
@@ -104,8 +119,9 @@ BAD_PAYLOADS = [
 ]
 
 
-def test_bad_input_fails_at_once_with_a_clear_error_and_is_kept(env: dict[str, Any],
-                                                                sim: Simulator) -> None:
+def test_bad_input_fails_at_once_with_a_clear_error_and_is_kept(
+    env: dict[str, Any], sim: Simulator
+) -> None:
     online(env["store"], "shop-1")
     results = [send(env["producer"], **payload) for payload, _ in BAD_PAYLOADS]
     for result, (_, reason) in zip(results, BAD_PAYLOADS, strict=True):
@@ -115,8 +131,10 @@ def test_bad_input_fails_at_once_with_a_clear_error_and_is_kept(env: dict[str, A
         assert entry is not None and entry["status"] == "failed" and reason in entry["error"]
     assert sim.sends() == []
     # and the queue is not blocked: a good message still goes out
-    assert send(env["producer"], app_id="shop-1", to_wxid="w", content="ok").get(
-        timeout=30)["status"] == "sent"
+    assert (
+        send(env["producer"], app_id="shop-1", to_wxid="w", content="ok").get(timeout=30)["status"]
+        == "sent"
+    )
 
 
 def test_idle_account_fails_and_is_dead_lettered(env: dict[str, Any]) -> None:
@@ -127,8 +145,9 @@ def test_idle_account_fails_and_is_dead_lettered(env: dict[str, Any]) -> None:
     assert env["dl"].get(result.id)["app_id"] == "sleepy"
 
 
-def test_a_logging_in_account_is_retried_until_the_deadline(env: dict[str, Any],
-                                                            sim: Simulator) -> None:
+def test_a_logging_in_account_is_retried_until_the_deadline(
+    env: dict[str, Any], sim: Simulator
+) -> None:
     env["store"].register("qr")
     env["store"].transition("qr", Event.LOGIN_STARTED)
     out = send(env["producer"], app_id="qr", to_wxid="w", content="hi").get(timeout=30)
@@ -136,8 +155,7 @@ def test_a_logging_in_account_is_retried_until_the_deadline(env: dict[str, Any],
     assert sim.sends() == []
 
 
-def test_a_reconnecting_account_sends_once_it_is_back(env: dict[str, Any],
-                                                      sim: Simulator) -> None:
+def test_a_reconnecting_account_sends_once_it_is_back(env: dict[str, Any], sim: Simulator) -> None:
     store = env["store"]
     online(store, "flaky")
     sim.set_online("flaky", False, recoverable=False)
@@ -151,8 +169,9 @@ def test_a_reconnecting_account_sends_once_it_is_back(env: dict[str, Any],
     assert store.get("flaky").state is State.ONLINE
 
 
-def test_a_send_with_unknown_outcome_is_kept_and_never_resent(env: dict[str, Any],
-                                                              sim: Simulator) -> None:
+def test_a_send_with_unknown_outcome_is_kept_and_never_resent(
+    env: dict[str, Any], sim: Simulator
+) -> None:
     online(env["store"], "shop-1")
     sim.faults(hang_sends=True, hang_s=4)
     result = send(env["producer"], app_id="shop-1", to_wxid="w", content="did it go?")
@@ -167,8 +186,9 @@ def test_a_send_with_unknown_outcome_is_kept_and_never_resent(env: dict[str, Any
     assert len(sim.sends()) == 1
 
 
-def test_a_gateway_outage_is_retried_and_sent_once_after(env: dict[str, Any],
-                                                         sim: Simulator) -> None:
+def test_a_gateway_outage_is_retried_and_sent_once_after(
+    env: dict[str, Any], sim: Simulator
+) -> None:
     online(env["store"], "shop-1")
     sim.faults(outage=True)
     result = send(env["producer"], app_id="shop-1", to_wxid="w", content="after outage")
@@ -181,8 +201,13 @@ def test_a_gateway_outage_is_retried_and_sent_once_after(env: dict[str, Any],
 def test_broadcast_reports_each_account(env: dict[str, Any], sim: Simulator) -> None:
     online(env["store"], "b1", "b2")
     env["store"].register("b3")  # IDLE
-    out = send(env["producer"], name="wxtasks.broadcast", app_ids=["b1", "b2", "b3"],
-               to_wxid="group@chatroom", content="新品上架").get(timeout=60)
+    out = send(
+        env["producer"],
+        name="wxtasks.broadcast",
+        app_ids=["b1", "b2", "b3"],
+        to_wxid="group@chatroom",
+        content="新品上架",
+    ).get(timeout=60)
     assert out["total"] == 3 and out["sent"] == 2 and out["failed"] == 1
     by_app = {r["app_id"]: r for r in out["results"]}
     assert "IDLE" in by_app["b3"]["error"]
@@ -191,16 +216,21 @@ def test_broadcast_reports_each_account(env: dict[str, Any], sim: Simulator) -> 
 
 def test_bulk_send_sends_each_recipient_once(env: dict[str, Any], sim: Simulator) -> None:
     online(env["store"], "bulk")
-    out = send(env["producer"], name="wxtasks.bulk_send", app_id="bulk",
-               to_wxids=["w1", "w2", "w3", "w2"], content="hello").get(timeout=60)
+    out = send(
+        env["producer"],
+        name="wxtasks.bulk_send",
+        app_id="bulk",
+        to_wxids=["w1", "w2", "w3", "w2"],
+        content="hello",
+    ).get(timeout=60)
     assert out["total"] == 3 and out["sent"] == 3
     assert sorted(s["toWxid"] for s in sim.sends()) == ["w1", "w2", "w3"]
 
 
-def test_requeued_dead_letters_are_sent(env: dict[str, Any], sim: Simulator,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from wxtasks.cli import main
-    from wxtasks.cli import context
+def test_requeued_dead_letters_are_sent(
+    env: dict[str, Any], sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wxtasks.cli import context, main
 
     store = env["store"]
     store.register("later")
@@ -227,11 +257,18 @@ def test_events_record_the_offline_send_signal(env: dict[str, Any], sim: Simulat
     online(env["store"], "sig")
     sim.set_online("sig", True, zombie=True)  # checkOnline says true, sends fail
     result = send(env["producer"], app_id="sig", to_wxid="w", content="x")
-    wait_until(lambda: any(e.get("curr") == "RECONNECTING" and e["app_id"] == "sig"
-                           for e in read_events(env["r"], env["settings"])), 20,
-               what="the RECONNECTING event")
-    reasons = [e["reason"] for e in read_events(env["r"], env["settings"])
-               if e.get("curr") == "RECONNECTING"]
+    wait_until(
+        lambda: any(
+            e.get("curr") == "RECONNECTING" and e["app_id"] == "sig"
+            for e in read_events(env["r"], env["settings"])
+        ),
+        20,
+        what="the RECONNECTING event",
+    )
+    reasons = [
+        e["reason"]
+        for e in read_events(env["r"], env["settings"])
+        if e.get("curr") == "RECONNECTING"
+    ]
     assert any("send failed" in reason for reason in reasons)
     result.revoke()
-

@@ -72,9 +72,15 @@ class Account:
         )
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.app_id, self.state, self.version, self.retry_count,
-                        self.state_since, self.next_attempt_at or 0.0,
-                        self.login_started_at or 0.0)
+        return Snapshot(
+            self.app_id,
+            self.state,
+            self.version,
+            self.retry_count,
+            self.state_since,
+            self.next_attempt_at or 0.0,
+            self.login_started_at or 0.0,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -139,11 +145,16 @@ class AccountStore:
         Returns the account and whether it was new.
         """
         _check_app_id(app_id)
-        options = _options(rate, burst, note, tags)
+        options: dict[Any, Any] = _options(rate, burst, note, tags)
         now = self.clock()
         key = self.keys.account(app_id)
-        fresh = {"state": State.IDLE.value, "version": "1", "retry_count": "0",
-                 "created_at": f"{now:.3f}", "state_since": f"{now:.3f}"}
+        fresh: dict[Any, Any] = {
+            "state": State.IDLE.value,
+            "version": "1",
+            "retry_count": "0",
+            "created_at": f"{now:.3f}",
+            "state_since": f"{now:.3f}",
+        }
         created = bool(self.redis.hsetnx(key, "version", "1"))
         pipe = self.redis.pipeline(transaction=True)
         if created:
@@ -192,7 +203,7 @@ class AccountStore:
         """Accounts for ``app_ids`` in one pipelined round trip per 500; missing ones skipped."""
         ids = list(app_ids)
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             pipe = self.redis.pipeline(transaction=False)
             for app_id in chunk:
                 pipe.hgetall(self.keys.account(app_id))
@@ -240,8 +251,9 @@ class AccountStore:
             if version is not None and account.version != version:
                 return None
             try:
-                decision = decide(account.snapshot(), event, self.clock(), self.policy,
-                                  reason=reason)
+                decision = decide(
+                    account.snapshot(), event, self.clock(), self.policy, reason=reason
+                )
             except TransitionRefused:
                 if wanted is not None:
                     return None
@@ -250,15 +262,29 @@ class AccountStore:
             flat = [x for kv in fields.items() for x in kv]
             landed = self.scripts.transition(
                 keys=[self.keys.account(app_id), self.keys.events],
-                args=[account.version, decision.state.value, event.value, reason,
-                      f"{self.clock():.3f}", self.settings.events_maxlen, app_id, *flat],
+                args=[
+                    account.version,
+                    decision.state.value,
+                    event.value,
+                    reason,
+                    f"{self.clock():.3f}",
+                    self.settings.events_maxlen,
+                    app_id,
+                    *flat,
+                ],
             )
             landed = int(landed)
             if landed == 0:
                 raise UnknownAccountError(app_id)
             if landed > 0:
-                logger.info("account %s appId=%s %s -> %s (%s)", event.value, app_id,
-                            decision.prev.value, decision.state.value, reason or "-")
+                logger.info(
+                    "account %s appId=%s %s -> %s (%s)",
+                    event.value,
+                    app_id,
+                    decision.prev.value,
+                    decision.state.value,
+                    reason or "-",
+                )
                 return replace(decision, version=landed)
             if version is not None:
                 return None
@@ -283,8 +309,9 @@ def _check_app_id(app_id: object) -> None:
         raise BadInputError(f"appId {app_id!r} is not valid (no braces or spaces, ≤128 chars)")
 
 
-def _options(rate: float | None, burst: int | None, note: str | None,
-             tags: Iterable[str] | None) -> dict[str, str]:
+def _options(
+    rate: float | None, burst: int | None, note: str | None, tags: Iterable[str] | None
+) -> dict[str, str]:
     options: dict[str, str] = {}
     if rate is not None:
         if not rate > 0:

@@ -38,8 +38,11 @@ class LockedScheduler(beat.Scheduler):
         rt = runtime_for(self.app)
         try:
             if self._lock is None:
-                self._lock = rt.redis.lock(Keys(rt.settings.key_prefix).beat_lock,
-                                           timeout=self.lock_ttl_s, thread_local=False)
+                self._lock = rt.redis.lock(
+                    Keys(rt.settings.key_prefix).beat_lock,
+                    timeout=self.lock_ttl_s,
+                    thread_local=False,
+                )
             if self._active:
                 try:
                     self._lock.reacquire()

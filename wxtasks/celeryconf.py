@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from wxtasks.config import Settings
 
@@ -14,15 +14,26 @@ CONTROL_QUEUE = "control"
 #: where a producer's task lands when it names no queue; send workers consume it too
 DEFAULT_QUEUE = "celery"
 
-SEND_TASKS = ("wxtasks.send_text", "wxtasks.send_image", "wxtasks.send_file",
-              "wxtasks.send_link", "wxtasks.broadcast", "wxtasks.bulk_send",
-              "wxtasks.send_report")
-CONTROL_TASKS = ("wxtasks.login", "wxtasks.heartbeat", "wxtasks.reconnect", "wxtasks.alert",
-                 "wxtasks.sweep_heartbeats")
+SEND_TASKS = (
+    "wxtasks.send_text",
+    "wxtasks.send_image",
+    "wxtasks.send_file",
+    "wxtasks.send_link",
+    "wxtasks.broadcast",
+    "wxtasks.bulk_send",
+    "wxtasks.send_report",
+)
+CONTROL_TASKS = (
+    "wxtasks.login",
+    "wxtasks.heartbeat",
+    "wxtasks.reconnect",
+    "wxtasks.alert",
+    "wxtasks.sweep_heartbeats",
+)
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
-    app.wxtasks_settings = settings  # type: ignore[attr-defined]
+    app.wxtasks_settings = settings
     routes: dict[str, Any] = {name: {"queue": SEND_QUEUE} for name in SEND_TASKS}
     routes.update({name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS})
     # longer than any wait a task is parked for (its ETA is before its deadline), so the

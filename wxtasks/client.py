@@ -25,59 +25,141 @@ from wxtasks.celeryconf import CONTROL_QUEUE, SEND_QUEUE
 
 
 class WxTasksClient:
-    def __init__(self, broker_url: str | None = None, backend_url: str | None = None, *,
-                 app: Celery | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str | None = None,
+        backend_url: str | None = None,
+        *,
+        app: Celery | None = None,
+    ) -> None:
         if app is None:
             app = Celery("wxtasks-client", broker=broker_url, backend=backend_url)
-            app.conf.update(task_serializer="json", result_serializer="json",
-                            accept_content=["json"], broker_connection_retry_on_startup=True)
+            app.conf.update(
+                task_serializer="json",
+                result_serializer="json",
+                accept_content=["json"],
+                broker_connection_retry_on_startup=True,
+            )
         self.app = app
 
     @classmethod
     def from_settings(cls, settings: Any) -> WxTasksClient:
         return cls(settings.broker_url, settings.result_backend_url)
 
-    def _send(self, name: str, kwargs: dict[str, Any], queue: str = SEND_QUEUE,
-              **options: Any) -> AsyncResult:
-        return self.app.send_task(name, kwargs={k: v for k, v in kwargs.items()
-                                                if v is not None}, queue=queue, **options)
+    def _send(
+        self, name: str, kwargs: dict[str, Any], queue: str = SEND_QUEUE, **options: Any
+    ) -> AsyncResult:
+        return self.app.send_task(
+            name, kwargs={k: v for k, v in kwargs.items() if v is not None}, queue=queue, **options
+        )
 
-    def send_text(self, app_id: str, to_wxid: str, content: str, *, ats: str | None = None,
-                  dedup_key: str | None = None, **options: Any) -> AsyncResult:
-        return self._send("wxtasks.send_text", {"app_id": app_id, "to_wxid": to_wxid,
-                          "content": content, "ats": ats, "dedup_key": dedup_key}, **options)
+    def send_text(
+        self,
+        app_id: str,
+        to_wxid: str,
+        content: str,
+        *,
+        ats: str | None = None,
+        dedup_key: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        return self._send(
+            "wxtasks.send_text",
+            {
+                "app_id": app_id,
+                "to_wxid": to_wxid,
+                "content": content,
+                "ats": ats,
+                "dedup_key": dedup_key,
+            },
+            **options,
+        )
 
-    def send_image(self, app_id: str, to_wxid: str, img_url: str, *,
-                   dedup_key: str | None = None, **options: Any) -> AsyncResult:
-        return self._send("wxtasks.send_image", {"app_id": app_id, "to_wxid": to_wxid,
-                          "img_url": img_url, "dedup_key": dedup_key}, **options)
+    def send_image(
+        self,
+        app_id: str,
+        to_wxid: str,
+        img_url: str,
+        *,
+        dedup_key: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        return self._send(
+            "wxtasks.send_image",
+            {"app_id": app_id, "to_wxid": to_wxid, "img_url": img_url, "dedup_key": dedup_key},
+            **options,
+        )
 
-    def send_file(self, app_id: str, to_wxid: str, file_url: str, file_name: str, *,
-                  dedup_key: str | None = None, **options: Any) -> AsyncResult:
-        return self._send("wxtasks.send_file", {"app_id": app_id, "to_wxid": to_wxid,
-                          "file_url": file_url, "file_name": file_name,
-                          "dedup_key": dedup_key}, **options)
+    def send_file(
+        self,
+        app_id: str,
+        to_wxid: str,
+        file_url: str,
+        file_name: str,
+        *,
+        dedup_key: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        return self._send(
+            "wxtasks.send_file",
+            {
+                "app_id": app_id,
+                "to_wxid": to_wxid,
+                "file_url": file_url,
+                "file_name": file_name,
+                "dedup_key": dedup_key,
+            },
+            **options,
+        )
 
-    def send_link(self, app_id: str, to_wxid: str, title: str, desc: str, link_url: str,
-                  thumb_url: str, *, dedup_key: str | None = None,
-                  **options: Any) -> AsyncResult:
-        return self._send("wxtasks.send_link", {"app_id": app_id, "to_wxid": to_wxid,
-                          "title": title, "desc": desc, "link_url": link_url,
-                          "thumb_url": thumb_url, "dedup_key": dedup_key}, **options)
+    def send_link(
+        self,
+        app_id: str,
+        to_wxid: str,
+        title: str,
+        desc: str,
+        link_url: str,
+        thumb_url: str,
+        *,
+        dedup_key: str | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        return self._send(
+            "wxtasks.send_link",
+            {
+                "app_id": app_id,
+                "to_wxid": to_wxid,
+                "title": title,
+                "desc": desc,
+                "link_url": link_url,
+                "thumb_url": thumb_url,
+                "dedup_key": dedup_key,
+            },
+            **options,
+        )
 
-    def broadcast(self, app_ids: list[str], to_wxid: str, content: str,
-                  **options: Any) -> AsyncResult:
-        return self._send("wxtasks.broadcast", {"app_ids": app_ids, "to_wxid": to_wxid,
-                          "content": content}, **options)
+    def broadcast(
+        self, app_ids: list[str], to_wxid: str, content: str, **options: Any
+    ) -> AsyncResult:
+        return self._send(
+            "wxtasks.broadcast",
+            {"app_ids": app_ids, "to_wxid": to_wxid, "content": content},
+            **options,
+        )
 
-    def bulk_send(self, app_id: str, to_wxids: list[str], content: str,
-                  **options: Any) -> AsyncResult:
-        return self._send("wxtasks.bulk_send", {"app_id": app_id, "to_wxids": to_wxids,
-                          "content": content}, **options)
+    def bulk_send(
+        self, app_id: str, to_wxids: list[str], content: str, **options: Any
+    ) -> AsyncResult:
+        return self._send(
+            "wxtasks.bulk_send",
+            {"app_id": app_id, "to_wxids": to_wxids, "content": content},
+            **options,
+        )
 
     def login(self, app_id: str) -> AsyncResult:
         return self._send("wxtasks.login", {"app_id": app_id}, queue=CONTROL_QUEUE)
 
-    def task(self, name: str, kwargs: dict[str, Any], queue: str = SEND_QUEUE,
-             **options: Any) -> AsyncResult:
+    def task(
+        self, name: str, kwargs: dict[str, Any], queue: str = SEND_QUEUE, **options: Any
+    ) -> AsyncResult:
         return self._send(name, kwargs, queue=queue, **options)

@@ -26,6 +26,7 @@ WXTASKS_SEND_DEADLINE_S            how long a message may wait to go out    600
 WXTASKS_VISIBILITY_TIMEOUT_S       Redis broker: redeliver an unacked task  deadline +
                                    (its worker died) after this long        backoff + 60
 WXTASKS_HEARTBEAT_INTERVAL_S       heartbeat period per account             30
+WXTASKS_HEARTBEAT_BATCH            accounts probed per heartbeat task       50
 WXTASKS_MAX_RETRY                  reconnect attempts before ERROR          5
 WXTASKS_BACKOFF_MAX_S              reconnect backoff cap                    60
 WXTASKS_ERROR_RETRY_INTERVAL_S     ERROR accounts retried this often        1800
@@ -74,6 +75,7 @@ class Settings:
     send_deadline_s: int = 600
     visibility_timeout_s: int = 0
     heartbeat_interval_s: float = 30.0
+    heartbeat_batch: int = 50
     max_retry: int = 5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
@@ -92,8 +94,9 @@ class Settings:
         if not self.result_backend_url:
             object.__setattr__(self, "result_backend_url", self.redis_url)
         if not self.visibility_timeout_s:
-            object.__setattr__(self, "visibility_timeout_s",
-                               int(self.send_deadline_s + self.backoff_max_s + 60))
+            object.__setattr__(
+                self, "visibility_timeout_s", int(self.send_deadline_s + self.backoff_max_s + 60)
+            )
         self.validate()
 
     def validate(self) -> None:
@@ -113,13 +116,16 @@ class Settings:
         if self.visibility_timeout_s <= self.send_deadline_s:
             # a task parked for its ETA (waiting for a token or an account) must never be
             # handed to a second worker while the first still holds it
-            raise ConfigError("WXTASKS_VISIBILITY_TIMEOUT_S must be longer than "
-                              "WXTASKS_SEND_DEADLINE_S")
+            raise ConfigError(
+                "WXTASKS_VISIBILITY_TIMEOUT_S must be longer than WXTASKS_SEND_DEADLINE_S"
+            )
         if self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= the first backoff (1 s)")
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
-            raise ConfigError(f"WXTASKS_KEY_PREFIX must be non-empty without spaces or braces, "
-                              f"got {self.key_prefix!r}")
+            raise ConfigError(
+                f"WXTASKS_KEY_PREFIX must be non-empty without spaces or braces, "
+                f"got {self.key_prefix!r}"
+            )
 
     @classmethod
     def from_env(
@@ -166,6 +172,7 @@ _ENV_NAMES: dict[str, str] = {
     "send_deadline_s": "WXTASKS_SEND_DEADLINE_S",
     "visibility_timeout_s": "WXTASKS_VISIBILITY_TIMEOUT_S",
     "heartbeat_interval_s": "WXTASKS_HEARTBEAT_INTERVAL_S",
+    "heartbeat_batch": "WXTASKS_HEARTBEAT_BATCH",
     "max_retry": "WXTASKS_MAX_RETRY",
     "backoff_base_s": "WXTASKS_BACKOFF_BASE_S",
     "backoff_max_s": "WXTASKS_BACKOFF_MAX_S",
@@ -194,6 +201,7 @@ _POSITIVE = {
     "dedup_ttl_s": "WXTASKS_DEDUP_TTL_S",
     "send_deadline_s": "WXTASKS_SEND_DEADLINE_S",
     "heartbeat_interval_s": "WXTASKS_HEARTBEAT_INTERVAL_S",
+    "heartbeat_batch": "WXTASKS_HEARTBEAT_BATCH",
     "backoff_base_s": "WXTASKS_BACKOFF_BASE_S",
     "backoff_max_s": "WXTASKS_BACKOFF_MAX_S",
     "error_retry_interval_s": "WXTASKS_ERROR_RETRY_INTERVAL_S",

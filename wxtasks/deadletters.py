@@ -7,6 +7,7 @@ so a crash between the two can duplicate an entry but never lose one.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections.abc import Callable
@@ -33,9 +34,11 @@ class DeadLetters:
     def count(self) -> int:
         return int(self.redis.zcard(self.keys.deadletters_order))
 
-    def list(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, limit: int | None = None, status: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Oldest first."""
-        ids = self.redis.zrange(self.keys.deadletters_order, 0, -1)
+        ids: Any = self.redis.zrange(self.keys.deadletters_order, 0, -1)
         if not ids:
             return []
         raw = self.redis.hmget(self.keys.deadletters, ids)
@@ -59,15 +62,19 @@ class DeadLetters:
         self.redis.delete(self.keys.deadletters, self.keys.deadletters_order)
         return n
 
-    def requeue(self, task_ids: list[str] | None,
-                publish: Callable[[dict[str, Any]], str]) -> list[tuple[str, str]]:
+    def requeue(
+        self, task_ids: builtins.list[str] | None, publish: Callable[[dict[str, Any]], str]
+    ) -> builtins.list[tuple[str, str]]:
         """Publish the listed entries (all when None) again; returns (old, new) task ids.
 
         ``publish(entry)`` sends the task and returns the new id. An ``unknown`` entry's
         send claim is dropped first, since requeueing it is the operator saying "send it".
         """
-        entries = self.list() if task_ids is None else [
-            e for e in (self.get(t) for t in task_ids) if e is not None]
+        entries = (
+            self.list()
+            if task_ids is None
+            else [e for e in (self.get(t) for t in task_ids) if e is not None]
+        )
         moved = []
         for entry in entries:
             if entry.get("claim_key"):

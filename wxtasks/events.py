@@ -27,34 +27,55 @@ _ALERT_TEXT = {
 }
 
 
-def publish_alert(client: redis.Redis, settings: Settings, app_id: str, alert: str,
-                  reason: str = "", state: str = "") -> str:
+def publish_alert(
+    client: redis.Redis,
+    settings: Settings,
+    app_id: str,
+    alert: str,
+    reason: str = "",
+    state: str = "",
+) -> str:
     """Append an alert to the events stream; returns its stream id."""
-    entry = {"kind": "alert", "alert": alert, "app_id": app_id, "curr": state,
-             "reason": reason, "at": f"{time.time():.3f}"}
-    stream_id = client.xadd(Keys(settings.key_prefix).events, entry,  # type: ignore[arg-type]
-                            maxlen=settings.events_maxlen, approximate=True)
+    entry = {
+        "kind": "alert",
+        "alert": alert,
+        "app_id": app_id,
+        "curr": state,
+        "reason": reason,
+        "at": f"{time.time():.3f}",
+    }
+    stream_id = client.xadd(
+        Keys(settings.key_prefix).events,
+        entry,  # type: ignore[arg-type]
+        maxlen=settings.events_maxlen,
+        approximate=True,
+    )
     logger.warning("alert %s appId=%s: %s", alert, app_id, reason or "-")
     return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
 
-def read_events(client: redis.Redis, settings: Settings, *, count: int = 50,
-                app_id: str | None = None) -> list[dict[str, str]]:
+def read_events(
+    client: redis.Redis, settings: Settings, *, count: int = 50, app_id: str | None = None
+) -> list[dict[str, str]]:
     """The newest ``count`` events, oldest first."""
-    raw = client.xrevrange(Keys(settings.key_prefix).events, count=count * (4 if app_id else 1))
-    events = [_entry(i, f) for i, f in raw]
+    raw: Any = client.xrevrange(
+        Keys(settings.key_prefix).events, count=count * (4 if app_id else 1)
+    )
+    events = [_entry(i, f) for i, f in raw or []]
     if app_id:
         events = [e for e in events if e.get("app_id") == app_id][:count]
     return list(reversed(events))
 
 
-def follow_events(client: redis.Redis, settings: Settings, *, since: str = "$",
-                  block_ms: int = 1000) -> Iterator[dict[str, str]]:
+def follow_events(
+    client: redis.Redis, settings: Settings, *, since: str = "$", block_ms: int = 1000
+) -> Iterator[dict[str, str]]:
     """Yield events as they arrive (XREAD BLOCK), forever."""
     key = Keys(settings.key_prefix).events
     last = since
     while True:
-        for _stream, entries in client.xread({key: last}, block=block_ms, count=100) or []:
+        reply: Any = client.xread({key: last}, block=block_ms, count=100)
+        for _stream, entries in reply or []:
             for stream_id, fields in entries:
                 event = _entry(stream_id, fields)
                 last = event["id"]
@@ -71,8 +92,10 @@ def _entry(stream_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
 def alert_payload(fmt: str, alert: str, app_id: str, reason: str, at: float) -> dict[str, Any]:
     """The webhook body for ``fmt`` (dingtalk | feishu | wecom | json)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
-    text = (f"[wxtasks] {alert}: {_ALERT_TEXT.get(alert, alert)}\n"
-            f"appId: {app_id}\nreason: {reason or '-'}\ntime: {stamp}")
+    text = (
+        f"[wxtasks] {alert}: {_ALERT_TEXT.get(alert, alert)}\n"
+        f"appId: {app_id}\nreason: {reason or '-'}\ntime: {stamp}"
+    )
     if fmt == "dingtalk":
         return {"msgtype": "text", "text": {"content": text}}
     if fmt == "feishu":
@@ -82,8 +105,14 @@ def alert_payload(fmt: str, alert: str, app_id: str, reason: str, at: float) -> 
     return {"alert": alert, "app_id": app_id, "reason": reason, "at": at, "text": text}
 
 
-def post_alert(settings: Settings, alert: str, app_id: str, reason: str, at: float,
-               session: requests.Session | None = None) -> int:
+def post_alert(
+    settings: Settings,
+    alert: str,
+    app_id: str,
+    reason: str,
+    at: float,
+    session: requests.Session | None = None,
+) -> int:
     """POST one alert to the webhook; returns the HTTP status. Raises on network errors."""
     body = alert_payload(settings.alert_format, alert, app_id, reason, at)
     http = session or requests

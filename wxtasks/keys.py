@@ -23,7 +23,8 @@ key                                    type    content / TTL
                                                at ``WXTASKS_EVENTS_MAXLEN`` (approximate)
 ``wx:deadletters``                     hash    task id -> JSON of a failed/unknown message
 ``wx:deadletters:order``               zset    task id -> time it was dead-lettered
-``wx:stats:sends``                     hash    outcome -> count (sent, duplicate, ...)
+``wx:stats:sends``                     hash    outcome -> count (sent, duplicate, failed,
+                                               unknown), token_waits, token_wait_seconds
 ``wx:stats:heartbeat_lateness``        list    newest heartbeat lateness samples (s); capped
 =====================================  ======  =============================================
 """

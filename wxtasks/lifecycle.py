@@ -40,8 +40,13 @@ LATENESS_SAMPLES = 10_000
 
 
 class Dispatch(Protocol):
-    def __call__(self, task: str, kwargs: dict[str, Any], countdown: float | None = None,
-                 expires: float | None = None) -> None: ...
+    def __call__(
+        self,
+        task: str,
+        kwargs: dict[str, Any],
+        countdown: float | None = None,
+        expires: float | None = None,
+    ) -> None: ...
 
 
 @dataclass
@@ -53,9 +58,13 @@ class HeartbeatReport:
     lateness_s: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"probed": self.probed, "alive": self.alive, "failed": self.failed,
-                "chores": self.chores,
-                "max_lateness_s": max(self.lateness_s, default=0.0)}
+        return {
+            "probed": self.probed,
+            "alive": self.alive,
+            "failed": self.failed,
+            "chores": self.chores,
+            "max_lateness_s": max(self.lateness_s, default=0.0),
+        }
 
 
 class Lifecycle:
@@ -84,8 +93,11 @@ class Lifecycle:
 
     def follow_up(self, app_id: str, decision: Decision) -> None:
         if decision.reconnect_in_s is not None:
-            self.dispatch(RECONNECT_TASK, {"app_id": app_id, "version": decision.version},
-                          countdown=decision.reconnect_in_s)
+            self.dispatch(
+                RECONNECT_TASK,
+                {"app_id": app_id, "version": decision.version},
+                countdown=decision.reconnect_in_s,
+            )
         if decision.alert:
             self.alert(app_id, decision.alert, decision.reason, decision.state.value)
         if decision.state is State.ONLINE:
@@ -94,14 +106,16 @@ class Lifecycle:
     def alert(self, app_id: str, alert: str, reason: str, state: str = "") -> None:
         publish_alert(self.redis, self.settings, app_id, alert, reason, state)
         if self.settings.alert_webhook_url:
-            self.dispatch(ALERT_TASK, {"alert": alert, "app_id": app_id, "reason": reason,
-                                       "at": self.clock()})
+            self.dispatch(
+                ALERT_TASK, {"alert": alert, "app_id": app_id, "reason": reason, "at": self.clock()}
+            )
 
     def liveness_failed(self, app_id: str, reason: str) -> Decision | None:
         """ONLINE -> RECONNECTING, once, however many signals arrive together."""
         try:
-            decision = self.accounts.transition(app_id, Event.LIVENESS_FAILED, reason=reason,
-                                                expect=[State.ONLINE])
+            decision = self.accounts.transition(
+                app_id, Event.LIVENESS_FAILED, reason=reason, expect=[State.ONLINE]
+            )
         except UnknownAccountError:
             return None
         if decision is not None:
@@ -110,8 +124,9 @@ class Lifecycle:
 
     # -- heartbeat ---------------------------------------------------------------------------
 
-    def heartbeat(self, app_ids: Sequence[str], due: Sequence[float] | None = None
-                  ) -> HeartbeatReport:
+    def heartbeat(
+        self, app_ids: Sequence[str], due: Sequence[float] | None = None
+    ) -> HeartbeatReport:
         """One tick for each account: probe ONLINE ones, and watch the other states' timers."""
         now = self.clock()
         report = HeartbeatReport()
@@ -160,8 +175,9 @@ class Lifecycle:
         now = f"{self.clock():.3f}"
         pipe = self.redis.pipeline(transaction=False)
         for app_id in alive:
-            self.accounts.scripts.heartbeat_ok(keys=[self.keys.account(app_id)], args=[now],
-                                               client=pipe)
+            self.accounts.scripts.heartbeat_ok(
+                keys=[self.keys.account(app_id)], args=[now], client=pipe
+            )
         if lateness:
             pipe.lpush(self.keys.heartbeat_lateness, *[f"{x:.4f}" for x in lateness])
             pipe.ltrim(self.keys.heartbeat_lateness, 0, LATENESS_SAMPLES - 1)
@@ -174,9 +190,11 @@ class Lifecycle:
             Chore.RETRY_PLAN: (Event.RETRY_PLAN, LOGIN_TASK),
             Chore.EXPIRE_LOGIN: (Event.LOGIN_EXPIRED, None),
         }[chore]
-        reason = {Chore.RESUME_RECONNECT: "reconnect chain overdue; resumed",
-                  Chore.RETRY_PLAN: "automatic retry plan",
-                  Chore.EXPIRE_LOGIN: "QR code expired before the login finished"}[chore]
+        reason = {
+            Chore.RESUME_RECONNECT: "reconnect chain overdue; resumed",
+            Chore.RETRY_PLAN: "automatic retry plan",
+            Chore.EXPIRE_LOGIN: "QR code expired before the login finished",
+        }[chore]
         try:
             decision = self.accounts.transition(app_id, event, reason=reason, version=version)
         except UnknownAccountError:
@@ -203,8 +221,9 @@ class Lifecycle:
         except GatewayError as exc:
             ok, reason = False, f"reconnect: {exc}"
         event = Event.RECONNECT_SUCCEEDED if ok else Event.RECONNECT_FAILED
-        decision = self.accounts.transition(app_id, event, reason=reason or "reconnected",
-                                            version=version)
+        decision = self.accounts.transition(
+            app_id, event, reason=reason or "reconnected", version=version
+        )
         if decision is None:
             return "stale"
         self.follow_up(app_id, decision)
@@ -220,15 +239,19 @@ class Lifecycle:
             return account.state.value
         online = self.gateway.check_online(app_id)
         if online:
-            decision = self.accounts.transition(app_id, Event.LOGIN_SUCCEEDED,
-                                                reason="gateway session is online",
-                                                version=account.version)
+            decision = self.accounts.transition(
+                app_id,
+                Event.LOGIN_SUCCEEDED,
+                reason="gateway session is online",
+                version=account.version,
+            )
             if decision is not None:
                 self.follow_up(app_id, decision)
                 return decision.state.value
             return self.accounts.get(app_id).state.value
-        self.alert(app_id, ALERT_NEED_LOGIN, "gateway has no session: scan a QR code",
-                   State.IDLE.value)
+        self.alert(
+            app_id, ALERT_NEED_LOGIN, "gateway has no session: scan a QR code", State.IDLE.value
+        )
         return State.IDLE.value
 
     def reset(self, app_id: str, reason: str = "operator reset") -> Decision | None:
@@ -240,21 +263,25 @@ class Lifecycle:
 
     # -- schedule --------------------------------------------------------------------------------
 
-    def sweep(self, batch_size: int = 50, limit: int = 20_000) -> int:
+    def sweep(self, limit: int = 20_000) -> int:
         """Take the due heartbeats and dispatch them in batches; returns how many."""
+        batch_size = self.settings.heartbeat_batch
         taken = 0
         while taken < limit:
             raw = self.accounts.scripts.sweep_schedule(
                 keys=[self.keys.heartbeat_schedule],
-                args=[f"{self.clock():.3f}", self.settings.heartbeat_interval_s, 2000])
+                args=[f"{self.clock():.3f}", self.settings.heartbeat_interval_s, 2000],
+            )
             if not raw:
                 break
             pairs = [(str(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
             for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start:start + batch_size]
-                self.dispatch(HEARTBEAT_TASK, {"app_ids": [a for a, _ in chunk],
-                                               "due": [d for _, d in chunk]},
-                              expires=self.settings.heartbeat_interval_s)
+                chunk = pairs[start : start + batch_size]
+                self.dispatch(
+                    HEARTBEAT_TASK,
+                    {"app_ids": [a for a, _ in chunk], "due": [d for _, d in chunk]},
+                    expires=self.settings.heartbeat_interval_s,
+                )
             taken += len(pairs)
             if len(pairs) < 2000:
                 break

@@ -77,7 +77,7 @@ class Policy:
 
     def backoff_s(self, retry_count: int, rand: Callable[[], float] = random.random) -> float:
         """Delay before reconnect attempt ``retry_count + 1``: 1, 2, 4 ... capped, ±25 %."""
-        raw = min(self.backoff_max_s, self.backoff_base_s * (2 ** min(retry_count, 30)))
+        raw = min(self.backoff_max_s, self.backoff_base_s * (2.0 ** min(retry_count, 30)))
         return min(self.backoff_max_s, raw * (0.75 + 0.5 * rand()))
 
 

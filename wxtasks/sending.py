@@ -65,8 +65,9 @@ class Message:
             raise BadInputError(f"app_id {app_id!r} is not a valid appId")
         fields = {}
         for name in required:
-            fields[name] = _text(kwargs, name, MAX_TEXT_CHARS if name == "content"
-                                 else MAX_FIELD_CHARS)
+            fields[name] = _text(
+                kwargs, name, MAX_TEXT_CHARS if name == "content" else MAX_FIELD_CHARS
+            )
         for name in optional:
             if kwargs.get(name) not in (None, ""):
                 fields[name] = _text(kwargs, name, MAX_FIELD_CHARS)
@@ -81,14 +82,21 @@ class Message:
         if self.dedup_key:
             basis = "key\0" + self.dedup_key
         else:
-            basis = json.dumps([self.kind, self.to_wxid, self.fields], sort_keys=True,
-                               ensure_ascii=False)
+            basis = json.dumps(
+                [self.kind, self.to_wxid, self.fields], sort_keys=True, ensure_ascii=False
+            )
         return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     def summary(self) -> dict[str, Any]:
-        return {"app_id": self.app_id, "to_wxid": self.to_wxid, "kind": self.kind,
-                "content": self.fields.get("content") or self.fields.get("img_url")
-                or self.fields.get("file_url") or self.fields.get("link_url", "")}
+        return {
+            "app_id": self.app_id,
+            "to_wxid": self.to_wxid,
+            "kind": self.kind,
+            "content": self.fields.get("content")
+            or self.fields.get("img_url")
+            or self.fields.get("file_url")
+            or self.fields.get("link_url", ""),
+        }
 
 
 def _text(kwargs: Mapping[str, Any], name: str, limit: int) -> str:
@@ -123,9 +131,18 @@ class Admission:
     claim: dict[str, str] = field(default_factory=dict)
 
 
+_DUPLICATE_FIELDS = ("owner", "status", "msgId", "newMsgId", "createTime")
+_REDELIVERED_FIELDS = ("status", "msgId", "newMsgId", "createTime")
+
+
 class SendPipeline:
-    def __init__(self, client: redis.Redis, settings: Settings, gateway: GatewayClient,
-                 scripts: Scripts | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        gateway: GatewayClient,
+        scripts: Scripts | None = None,
+    ) -> None:
         self.redis = client
         self.settings = settings
         self.gateway = gateway
@@ -138,11 +155,21 @@ class SendPipeline:
     def admit(self, message: Message, owner: str, *, now_ms: float | None = None) -> Admission:
         s = self.settings
         reply = self.scripts.admit(
-            keys=[self.keys.account(message.app_id), self.keys.account_bucket(message.app_id),
-                  self.keys.global_bucket, self.claim_key(message)],
-            args=[owner, s.dedup_ttl_s, s.rate_per_second, s.burst,
-                  s.account_rate_per_second, s.account_burst,
-                  "" if now_ms is None else repr(now_ms)],
+            keys=[
+                self.keys.account(message.app_id),
+                self.keys.account_bucket(message.app_id),
+                self.keys.global_bucket,
+                self.claim_key(message),
+            ],
+            args=[
+                owner,
+                s.dedup_ttl_s,
+                s.rate_per_second,
+                s.burst,
+                s.account_rate_per_second,
+                s.account_burst,
+                "" if now_ms is None else repr(now_ms),
+            ],
         )
         outcome = Admit(_s(reply[0]))
         if outcome is Admit.WAIT:
@@ -150,11 +177,13 @@ class SendPipeline:
         if outcome is Admit.NOT_ONLINE:
             return Admission(outcome, state=_s(reply[1]))
         if outcome is Admit.DUPLICATE:
-            names = ("owner", "status", "msgId", "newMsgId", "createTime")
-            return Admission(outcome, claim=dict(zip(names, map(_s, reply[1:]), strict=True)))
+            return Admission(
+                outcome, claim=dict(zip(_DUPLICATE_FIELDS, map(_s, reply[1:]), strict=True))
+            )
         if outcome is Admit.REDELIVERED:
-            names = ("status", "msgId", "newMsgId", "createTime")
-            return Admission(outcome, claim=dict(zip(names, map(_s, reply[1:]), strict=True)))
+            return Admission(
+                outcome, claim=dict(zip(_REDELIVERED_FIELDS, map(_s, reply[1:]), strict=True))
+            )
         return Admission(outcome)
 
     def deliver(self, message: Message) -> SendReceipt:
@@ -166,20 +195,28 @@ class SendPipeline:
             return g.send_image(message.app_id, message.to_wxid, f["img_url"])
         if message.kind == "file":
             return g.send_file(message.app_id, message.to_wxid, f["file_url"], f["file_name"])
-        return g.send_link(message.app_id, message.to_wxid, f["title"], f["desc"],
-                           f["link_url"], f["thumb_url"])
+        return g.send_link(
+            message.app_id, message.to_wxid, f["title"], f["desc"], f["link_url"], f["thumb_url"]
+        )
 
-    def record(self, message: Message, owner: str, status: Status,
-               receipt: SendReceipt | None = None) -> None:
+    def record(
+        self, message: Message, owner: str, status: Status, receipt: SendReceipt | None = None
+    ) -> None:
         """Write the outcome on the claim and count it, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         if status in (Status.SENT, Status.UNKNOWN):
             r = receipt
             self.scripts.claim_record(
                 keys=[self.claim_key(message)],
-                args=[owner, status.value, r.msg_id if r else "", r.new_msg_id if r else "",
-                      r.create_time if r and r.create_time is not None else ""],
-                client=pipe)
+                args=[
+                    owner,
+                    status.value,
+                    r.msg_id if r else "",
+                    r.new_msg_id if r else "",
+                    r.create_time if r and r.create_time is not None else "",
+                ],
+                client=pipe,
+            )
         pipe.hincrby(self.keys.send_stats, status.value, 1)
         pipe.execute()
 
@@ -187,8 +224,11 @@ class SendPipeline:
         """The message did not go out: free its claim so a retry (or a repeat) may send."""
         self.scripts.claim_release(keys=[self.claim_key(message)], args=[owner])
 
-    def send_stats(self) -> dict[str, int]:
-        return {k: int(v) for k, v in self.redis.hgetall(self.keys.send_stats).items()}
+    def count_wait(self, wait_s: float) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.send_stats, "token_waits", 1)
+        pipe.hincrbyfloat(self.keys.send_stats, "token_wait_seconds", wait_s)
+        pipe.execute()
 
 
 def _s(x: Any) -> str:

@@ -52,17 +52,28 @@ class Supervisor:
     log_dir: str | None = None
     children: list[Child] = field(default_factory=list)
 
-    def start(self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None,
-              *, stdout: IO[Any] | int | None = None) -> Child:
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        stdout: IO[Any] | int | None = None,
+    ) -> Child:
         log_path = None
         out: IO[Any] | int | None = stdout
         if out is None and self.log_dir:
             os.makedirs(self.log_dir, exist_ok=True)
             log_path = os.path.join(self.log_dir, f"{name}.log")
             out = open(log_path, "ab")  # noqa: SIM115 - the child owns it
-        process = subprocess.Popen(list(args), env={**os.environ, **(env or {})},
-                                   stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, preexec_fn=_child_setup)
+        process = subprocess.Popen(
+            list(args),
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_child_setup,
+        )
         if log_path and hasattr(out, "close"):
             out.close()  # type: ignore[union-attr]
         child = Child(name, list(args), process, log_path)
@@ -113,12 +124,25 @@ def celery_cmd(*args: str) -> list[str]:
 
 
 def worker_args(queues: str, name: str, concurrency: int, *extra: str) -> list[str]:
-    return celery_cmd("worker", "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency),
-                      "--without-mingle", "--without-gossip", "-l", "INFO", *extra)
+    return celery_cmd(
+        "worker",
+        "-Q",
+        queues,
+        "-n",
+        f"{name}@%h",
+        "-c",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+        "-l",
+        "INFO",
+        *extra,
+    )
 
 
-def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.1,
-               what: str = "condition") -> Any:
+def wait_until(
+    predicate: Any, timeout_s: float, interval_s: float = 0.1, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -133,10 +157,18 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.1,
 class DevStack:
     """``wxtasks dev``: everything on one machine, on an embedded default."""
 
-    def __init__(self, *, n_accounts: int = 20, flower_port: int = 5555,
-                 send_concurrency: int = 2, control_concurrency: int = 2,
-                 simulator_port: int = 2531) -> None:
+    def __init__(
+        self,
+        *,
+        n_accounts: int = 20,
+        flower_port: int = 5555,
+        send_concurrency: int = 2,
+        control_concurrency: int = 2,
+        simulator_port: int = 2531,
+        metrics_port: int = 9808,
+    ) -> None:
         self.n_accounts = n_accounts
+        self.metrics_port = metrics_port
         self.flower_port = flower_port
         self.send_concurrency = send_concurrency
         self.control_concurrency = control_concurrency
@@ -162,8 +194,10 @@ class DevStack:
             while True:
                 for child in self.supervisor.children:
                     if not child.alive:
-                        self.say(f"{child.name} exited with {child.process.returncode}; "
-                                 f"see {child.log_path}")
+                        self.say(
+                            f"{child.name} exited with {child.process.returncode}; "
+                            f"see {child.log_path}"
+                        )
                         raise KeyboardInterrupt
                 time.sleep(1)
         except KeyboardInterrupt:
@@ -184,19 +218,27 @@ class DevStack:
             parts = urlsplit(redis_url)
             data_dir = os.path.join(os.getcwd(), ".wxtasks", "redis")
             os.makedirs(data_dir, exist_ok=True)
-            self.redis_server = RedisServer(parts.port or 6379, host=parts.hostname or
-                                            "127.0.0.1", appendonly=True,
-                                            password=parts.password, data_dir=data_dir).start()
-            self.say(f"Redis: started the embedded redis-server on {parts.hostname}:"
-                     f"{self.redis_server.port} (data in {data_dir})")
+            self.redis_server = RedisServer(
+                parts.port or 6379,
+                host=parts.hostname or "127.0.0.1",
+                appendonly=True,
+                password=parts.password,
+                data_dir=data_dir,
+            ).start()
+            self.say(
+                f"Redis: started the embedded redis-server on {parts.hostname}:"
+                f"{self.redis_server.port} (data in {data_dir})"
+            )
         env["WXTASKS_REDIS_URL"] = redis_url
         if not os.environ.get("WECHATAPI_BASE_URL"):
             base_url = f"http://127.0.0.1:{self.simulator_port}"
             env["WECHATAPI_BASE_URL"] = base_url
             env.setdefault("WECHATAPI_PROFILE", os.environ.get("WECHATAPI_PROFILE", "videosapi"))
-            self.supervisor.start("simulator", [sys.executable, "-m", "wxtasks",
-                                                "simulator", "--port",
-                                                str(self.simulator_port)], env)
+            self.supervisor.start(
+                "simulator",
+                [sys.executable, "-m", "wxtasks", "simulator", "--port", str(self.simulator_port)],
+                env,
+            )
             wait_until(lambda: _http_answers(base_url + "/admin/stats"), 15, what="simulator")
             self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
         else:
@@ -206,17 +248,29 @@ class DevStack:
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
         sup = self.supervisor
         sup.start("worker-send", worker_args("send", "send", self.send_concurrency), env)
-        sup.start("worker-control", worker_args("control", "control",
-                                                self.control_concurrency), env)
+        sup.start(
+            "worker-control", worker_args("control", "control", self.control_concurrency), env
+        )
         sup.start("beat", celery_cmd("beat", "-l", "INFO"), env)
-        sup.start("flower", celery_cmd("flower", f"--port={self.flower_port}",
-                                       "--address=127.0.0.1"), env)
+        sup.start(
+            "flower", celery_cmd("flower", f"--port={self.flower_port}", "--address=127.0.0.1"), env
+        )
+        sup.start(
+            "metrics",
+            [sys.executable, "-m", "wxtasks", "metrics", "--port", str(self.metrics_port)],
+            env,
+        )
         self._demo_accounts(settings)
-        self.say(f"Flower: http://127.0.0.1:{self.flower_port}  "
-                 f"(REST: POST /api/task/send-task/wxtasks.send_text)")
+        self.say(f"metrics: http://127.0.0.1:{self.metrics_port}/metrics")
+        self.say(
+            f"Flower: http://127.0.0.1:{self.flower_port}  "
+            f"(REST: POST /api/task/send-task/wxtasks.send_text)"
+        )
         self.say(f"logs: {sup.log_dir}")
-        self.say("try, in another terminal:  wxtasks status   wxtasks accounts list   "
-                 "wxtasks send demo-01 wxid_friend hello")
+        self.say(
+            "try, in another terminal:  wxtasks status   wxtasks accounts list   "
+            "wxtasks send demo-01 wxid_friend hello"
+        )
         self.say("Ctrl-C stops everything")
 
     def _demo_accounts(self, settings: Settings) -> None:
@@ -231,8 +285,12 @@ class DevStack:
             if account.state is State.IDLE:
                 dispatch(LOGIN_TASK, {"app_id": app_id})
         try:
-            wait_until(lambda: all(a.state is State.ONLINE for a in store.get_many(ids)),
-                       60, 0.5, "demo accounts to come ONLINE")
+            wait_until(
+                lambda: all(a.state is State.ONLINE for a in store.get_many(ids)),
+                60,
+                0.5,
+                "demo accounts to come ONLINE",
+            )
             self.say(f"{len(ids)} demo accounts ONLINE ({ids[0]} .. {ids[-1]})")
         except TimeoutError:
             counts = store.count_by_state()

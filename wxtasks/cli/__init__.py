@@ -6,49 +6,9 @@ Every command reads Settings from the environment (and ``./.env``); list command
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
-
 import click
 
 from wxtasks import __version__
-from wxtasks.config import Settings
-from wxtasks.errors import WxTasksError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _settings() -> Settings:
-    return Settings.from_env()
-
-
-def friendly(fn: F) -> F:
-    """Turn wxtasks and connection errors into one line on stderr, exit code 1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import redis
-
-        try:
-            return fn(*args, **kwargs)
-        except WxTasksError as exc:
-            click.echo(f"error: {exc}", err=True)
-        except redis.ConnectionError as exc:
-            click.echo(f"error: cannot reach Redis ({exc}); is WXTASKS_REDIS_URL right?",
-                       err=True)
-        except redis.RedisError as exc:
-            click.echo(f"error: Redis: {exc}", err=True)
-        sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,22 +23,53 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=2531, show_default=True, type=int)
-@click.option("--profile", type=click.Choice(["videosapi", "gewe", "v1"]),
-              envvar="WECHATAPI_PROFILE", default="videosapi", show_default=True)
-@click.option("--token", envvar="VIDEOS_API_TOKEN", default="", show_default=False,
-              help="token the simulator accepts (default: $VIDEOS_API_TOKEN)")
-@click.option("--offline-by-default", is_flag=True,
-              help="accounts the simulator has not seen start offline (need a QR login)")
-@click.option("--scan-after-s", type=float, default=None,
-              help="pretend the QR code is scanned this long after it is shown")
+@click.option(
+    "--profile",
+    type=click.Choice(["videosapi", "gewe", "v1"]),
+    envvar="WECHATAPI_PROFILE",
+    default="videosapi",
+    show_default=True,
+)
+@click.option(
+    "--token",
+    envvar="VIDEOS_API_TOKEN",
+    default="",
+    show_default=False,
+    help="token the simulator accepts (default: $VIDEOS_API_TOKEN)",
+)
+@click.option(
+    "--offline-by-default",
+    is_flag=True,
+    help="accounts the simulator has not seen start offline (need a QR login)",
+)
+@click.option(
+    "--scan-after-s",
+    type=float,
+    default=None,
+    help="pretend the QR code is scanned this long after it is shown",
+)
 @click.option("--qr-ttl-s", type=float, default=120.0, show_default=True)
-def simulator(host: str, port: int, profile: str, token: str, offline_by_default: bool,
-              scan_after_s: float | None, qr_ttl_s: float) -> None:
+def simulator(
+    host: str,
+    port: int,
+    profile: str,
+    token: str,
+    offline_by_default: bool,
+    scan_after_s: float | None,
+    qr_ttl_s: float,
+) -> None:
     """Run the gateway simulator (a real HTTP gateway for dev, tests and benchmarks)."""
     from wxtasks.gateway.simulator import serve
 
-    serve(host=host, port=port, profile=profile, token=token,
-          default_online=not offline_by_default, scan_after_s=scan_after_s, qr_ttl_s=qr_ttl_s)
+    serve(
+        host=host,
+        port=port,
+        profile=profile,
+        token=token,
+        default_online=not offline_by_default,
+        scan_after_s=scan_after_s,
+        qr_ttl_s=qr_ttl_s,
+    )
 
 
 from wxtasks.cli import accounts as _accounts  # noqa: E402  - attach the subcommands
@@ -86,8 +77,16 @@ from wxtasks.cli import ops as _ops  # noqa: E402
 from wxtasks.cli import sends as _sends  # noqa: E402
 
 main.add_command(_accounts.accounts)
-for _command in (_sends.send, _sends.broadcast, _sends.deadletters, _ops.status, _ops.events,
-                 _ops.check, _ops.dev):
+for _command in (
+    _sends.send,
+    _sends.broadcast,
+    _sends.deadletters,
+    _ops.status,
+    _ops.events,
+    _ops.check,
+    _ops.metrics,
+    _ops.dev,
+):
     main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from wxtasks.cli import _echo_json, friendly
+from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import dispatch, lifecycle, runtime
 from wxtasks.errors import GatewayError
 from wxtasks.lifecycle import LOGIN_TASK
@@ -34,13 +34,20 @@ def accounts() -> None:
 @click.option("--tag", "tags", multiple=True, help="a tag (repeatable)")
 @click.option("--no-login", is_flag=True, help="register only; do not start the login")
 @friendly
-def add(app_ids: tuple[str, ...], rate: float | None, burst: int | None, note: str | None,
-        tags: tuple[str, ...], no_login: bool) -> None:
+def add(
+    app_ids: tuple[str, ...],
+    rate: float | None,
+    burst: int | None,
+    note: str | None,
+    tags: tuple[str, ...],
+    no_login: bool,
+) -> None:
     """Register APP_IDS (heartbeats scheduled) and start their login."""
     store = runtime().accounts
     for app_id in app_ids:
-        account, created = store.register(app_id, rate=rate, burst=burst, note=note,
-                                          tags=tags or None)
+        account, created = store.register(
+            app_id, rate=rate, burst=burst, note=note, tags=tags or None
+        )
         if not no_login and account.state is State.IDLE:
             dispatch(LOGIN_TASK, {"app_id": app_id})
         click.echo(f"{app_id}: {'registered' if created else 'updated'} ({account.state})")
@@ -54,12 +61,14 @@ def list_(state: str | None, as_json: bool) -> None:
     """Every registered account."""
     items = runtime().accounts.list(state)
     if as_json:
-        _echo_json([a.as_dict() for a in items])
+        echo_json([a.as_dict() for a in items])
         return
     click.echo(f"{'APP_ID':<28} {'STATE':<13} {'RETRY':>5} {'HEARTBEAT':>9}  NOTE")
     for a in items:
-        click.echo(f"{a.app_id:<28} {a.state.value:<13} {a.retry_count:>5} "
-                   f"{_fmt_time(a.last_heartbeat_at):>9}  {a.note}")
+        click.echo(
+            f"{a.app_id:<28} {a.state.value:<13} {a.retry_count:>5} "
+            f"{_fmt_time(a.last_heartbeat_at):>9}  {a.note}"
+        )
     click.echo(f"{len(items)} account(s)")
 
 
@@ -71,8 +80,12 @@ def show(app_id: str) -> None:
     from wxtasks.events import read_events
 
     rt = runtime()
-    _echo_json({**rt.accounts.get(app_id).as_dict(),
-                "events": read_events(rt.redis, rt.settings, count=10, app_id=app_id)})
+    echo_json(
+        {
+            **rt.accounts.get(app_id).as_dict(),
+            "events": read_events(rt.redis, rt.settings, count=10, app_id=app_id),
+        }
+    )
 
 
 @accounts.command("update")
@@ -82,12 +95,14 @@ def show(app_id: str) -> None:
 @click.option("--note")
 @click.option("--tag", "tags", multiple=True)
 @friendly
-def update(app_id: str, rate: float | None, burst: int | None, note: str | None,
-           tags: tuple[str, ...]) -> None:
+def update(
+    app_id: str, rate: float | None, burst: int | None, note: str | None, tags: tuple[str, ...]
+) -> None:
     """Change an account's options (rate, burst, note, tags)."""
-    account = runtime().accounts.update(app_id, rate=rate, burst=burst, note=note,
-                                        tags=tags or None)
-    _echo_json(account.as_dict())
+    account = runtime().accounts.update(
+        app_id, rate=rate, burst=burst, note=note, tags=tags or None
+    )
+    echo_json(account.as_dict())
 
 
 @accounts.command("remove")
@@ -113,8 +128,11 @@ def reset(app_ids: tuple[str, ...]) -> None:
 
 @accounts.command("login")
 @click.argument("app_id")
-@click.option("--png", type=click.Path(dir_okay=False, path_type=Path),
-              help="also save the QR code to this PNG file")
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="also save the QR code to this PNG file",
+)
 @click.option("--poll-s", type=float, default=5.0, show_default=True)
 @friendly
 def login(app_id: str, png: Path | None, poll_s: float) -> None:
@@ -130,15 +148,17 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
     if account.state is not State.IDLE:
         lifecycle().reset(app_id, "operator QR login")
     if gateway.check_online(app_id):
-        decision = store.transition(app_id, Event.LOGIN_SUCCEEDED, reason="already online",
-                                    expect=[State.IDLE])
+        decision = store.transition(
+            app_id, Event.LOGIN_SUCCEEDED, reason="already online", expect=[State.IDLE]
+        )
         if decision:
             lifecycle().follow_up(app_id, decision)
         click.echo(f"{app_id}: ONLINE (the gateway already had its session)")
         return
     qr = gateway.get_login_qr(app_id)
-    store.transition(app_id, Event.LOGIN_STARTED, reason=f"QR {qr.uuid}",
-                     extra={"login_uuid": qr.uuid})
+    store.transition(
+        app_id, Event.LOGIN_STARTED, reason=f"QR {qr.uuid}", extra={"login_uuid": qr.uuid}
+    )
     code = segno.make(qr.qr_data or qr.uuid, error="m")
     code.terminal(compact=True)
     if png:
@@ -156,10 +176,13 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
             _give_up(app_id, f"login failed: {exc}")
             return
         if status.logged_in:
-            decision = store.transition(app_id, Event.LOGIN_SUCCEEDED, reason="QR login",
-                                        expect=[State.LOGGING_IN],
-                                        extra={"wxid": status.wxid,
-                                               "nick_name": status.nick_name})
+            decision = store.transition(
+                app_id,
+                Event.LOGIN_SUCCEEDED,
+                reason="QR login",
+                expect=[State.LOGGING_IN],
+                extra={"wxid": status.wxid, "nick_name": status.nick_name},
+            )
             if decision:
                 lifecycle().follow_up(app_id, decision)
             click.echo(f"{app_id}: ONLINE as {status.nick_name or status.wxid}")
@@ -167,15 +190,18 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
         if status.status == 4:
             _give_up(app_id, "login cancelled on the phone")
             return
-        click.echo(f"  {'scanned, confirm on the phone' if status.status == 1 else 'waiting'}"
-                   f" ({status.expired_time_s}s left)")
+        click.echo(
+            f"  {'scanned, confirm on the phone' if status.status == 1 else 'waiting'}"
+            f" ({status.expired_time_s}s left)"
+        )
         time.sleep(poll_s)
     _give_up(app_id, "QR code expired")
 
 
 def _give_up(app_id: str, reason: str) -> None:
-    decision = runtime().accounts.transition(app_id, Event.LOGIN_FAILED, reason=reason,
-                                             expect=[State.LOGGING_IN])
+    decision = runtime().accounts.transition(
+        app_id, Event.LOGIN_FAILED, reason=reason, expect=[State.LOGGING_IN]
+    )
     if decision:
         lifecycle().follow_up(app_id, decision)
     raise click.ClickException(f"{app_id}: {reason}; still IDLE")

@@ -24,8 +24,9 @@ def celery_app() -> Celery:
     return configure(Celery("wxtasks-cli"), runtime().settings)
 
 
-def dispatch(task: str, kwargs: dict[str, Any], countdown: float | None = None,
-             expires: float | None = None) -> None:
+def dispatch(
+    task: str, kwargs: dict[str, Any], countdown: float | None = None, expires: float | None = None
+) -> None:
     celery_app().send_task(task, kwargs=kwargs, countdown=countdown, expires=expires)
 
 

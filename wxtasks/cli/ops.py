@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
-from wxtasks.cli import _echo_json, friendly
+from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import celery_app, runtime
 from wxtasks.config import redact_url
 from wxtasks.events import follow_events, read_events
+from wxtasks.metrics import bucket_tokens
 
 
 def queue_depths() -> dict[str, int | None]:
@@ -28,20 +29,12 @@ def queue_depths() -> dict[str, int | None]:
             try:
                 # a fresh channel each time: AMQP closes a channel on NOT_FOUND
                 with conn.channel() as channel:
-                    depths[queue] = int(channel.queue_declare(queue=queue, passive=True)
-                                        .message_count)
-            except (NotFound, ChannelError):  # the Redis transport has no empty queues: nothing waits
+                    depths[queue] = int(
+                        channel.queue_declare(queue=queue, passive=True).message_count
+                    )
+            except (NotFound, ChannelError):  # the Redis transport keeps no empty queues
                 depths[queue] = 0
     return depths
-
-
-def bucket_level(tat_ms: str | None, now_ms: float, rate: float, burst: int) -> float:
-    """Tokens a GCRA bucket could hand out right now."""
-    if not tat_ms:
-        return float(burst)
-    interval = 1000.0 / rate
-    used = max(0.0, float(tat_ms) - now_ms) / interval
-    return max(0.0, burst - used)
 
 
 def status_snapshot() -> dict[str, Any]:
@@ -53,21 +46,28 @@ def status_snapshot() -> dict[str, Any]:
     lateness.sort()
     try:
         depths: dict[str, int | None] = queue_depths()
-    except Exception as exc:  # noqa: BLE001 - status still shows the rest
+    except Exception as exc:
         depths = {"error": None}
         click.echo(f"warning: broker unreachable: {exc}", err=True)
     return {
         "accounts": rt.accounts.count_by_state(),
         "queues": depths,
         "global_bucket": {
-            "tokens": round(bucket_level(rt.redis.get(rt.keys.global_bucket), now_ms,
-                                         s.rate_per_second, s.burst), 2),
-            "rate_per_second": s.rate_per_second, "burst": s.burst},
-        "sends": {k: int(v) for k, v in rt.redis.hgetall(rt.keys.send_stats).items()},
+            "tokens": round(
+                bucket_tokens(
+                    rt.redis.get(rt.keys.global_bucket), now_ms, s.rate_per_second, s.burst
+                ),
+                2,
+            ),
+            "rate_per_second": s.rate_per_second,
+            "burst": s.burst,
+        },
+        "sends": {k: round(float(v), 3) for k, v in rt.redis.hgetall(rt.keys.send_stats).items()},
         "heartbeat_lateness_s": {
             "samples": len(lateness),
             "p50": lateness[len(lateness) // 2] if lateness else None,
-            "p99": lateness[int(len(lateness) * 0.99)] if lateness else None},
+            "p99": lateness[int(len(lateness) * 0.99)] if lateness else None,
+        },
         "deadletters": rt.deadletters.count(),
         "recent_events": read_events(rt.redis, s, count=10),
     }
@@ -80,21 +80,29 @@ def status(as_json: bool) -> None:
     """Accounts by state, queue depths, bucket level, sends, recent events, dead letters."""
     snap = status_snapshot()
     if as_json:
-        _echo_json(snap)
+        echo_json(snap)
         return
     accounts = snap["accounts"]
-    click.echo("accounts   " + "  ".join(f"{k} {v}" for k, v in accounts.items())
-               + f"  (total {sum(accounts.values())})")
-    click.echo("queues     " + "  ".join(f"{k} {v if v is not None else '?'}"
-                                         for k, v in snap["queues"].items()))
+    click.echo(
+        "accounts   "
+        + "  ".join(f"{k} {v}" for k, v in accounts.items())
+        + f"  (total {sum(accounts.values())})"
+    )
+    click.echo(
+        "queues     "
+        + "  ".join(f"{k} {v if v is not None else '?'}" for k, v in snap["queues"].items())
+    )
     b = snap["global_bucket"]
     click.echo(f"bucket     {b['tokens']}/{b['burst']} tokens at {b['rate_per_second']}/s")
-    click.echo("sends      " + ("  ".join(f"{k} {v}" for k, v in snap["sends"].items())
-                                or "none yet"))
+    click.echo(
+        "sends      " + ("  ".join(f"{k} {v}" for k, v in snap["sends"].items()) or "none yet")
+    )
     hb = snap["heartbeat_lateness_s"]
     if hb["samples"]:
-        click.echo(f"heartbeat  lateness p50 {hb['p50']:.3f}s p99 {hb['p99']:.3f}s "
-                   f"({hb['samples']} samples)")
+        click.echo(
+            f"heartbeat  lateness p50 {hb['p50']:.3f}s p99 {hb['p99']:.3f}s "
+            f"({hb['samples']} samples)"
+        )
     click.echo(f"deadletters {snap['deadletters']}")
     click.echo("recent events:")
     for e in snap["recent_events"]:
@@ -105,8 +113,10 @@ def _event_line(e: dict[str, str]) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(float(e.get("at") or 0)))
     if e.get("kind") == "alert":
         return f"{at} ALERT {e.get('alert')} appId={e.get('app_id')} {e.get('reason', '')}"
-    return (f"{at} appId={e.get('app_id')} {e.get('prev')} -> {e.get('curr')} "
-            f"[{e.get('event')}] {e.get('reason', '')}")
+    return (
+        f"{at} appId={e.get('app_id')} {e.get('prev')} -> {e.get('curr')} "
+        f"[{e.get('event')}] {e.get('reason', '')}"
+    )
 
 
 @click.command()
@@ -161,7 +171,7 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
         with celery_app().connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout_s)
         results.append(("broker", True, redact_url(settings.broker_url)))
-    except Exception as exc:  # noqa: BLE001 - any failure is a failed check
+    except Exception as exc:
         results.append(("broker", False, f"{redact_url(settings.broker_url)}: {exc}"))
         return results
     gateway = runtime().gateway
@@ -169,41 +179,81 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
         gateway.check_online("wxtasks-check")
         results.append(("gateway", True, f"{settings.gateway_base_url} accepted the token"))
     except GatewayAuthError:
-        results.append(("gateway", False, f"{settings.gateway_base_url} refused the token "
-                                          "(VIDEOS_API_TOKEN)"))
+        results.append(
+            ("gateway", False, f"{settings.gateway_base_url} refused the token (VIDEOS_API_TOKEN)")
+        )
     except GatewayError as exc:
-        unreachable = type(exc).__name__ in ("GatewayUnavailableError",
-                                             "GatewayOutcomeUnknownError")
+        unreachable = type(exc).__name__ in (
+            "GatewayUnavailableError",
+            "GatewayOutcomeUnknownError",
+        )
         results.append(("gateway", not unreachable, f"{settings.gateway_base_url}: {exc}"))
     try:
         queues = celery_app().control.inspect(timeout=timeout_s).active_queues() or {}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         queues = {}
         results.append(("workers", False, f"cannot ask workers: {exc}"))
         return results
     consumed = {q["name"] for qs in queues.values() for q in qs}
     missing = {"send", "control"} - consumed
-    results.append(("workers", bool(queues) and not missing,
-                    f"{len(queues)} worker(s): {', '.join(sorted(queues)) or 'none'}"
-                    + (f"; nobody consumes {', '.join(sorted(missing))}" if missing else "")))
+    results.append(
+        (
+            "workers",
+            bool(queues) and not missing,
+            f"{len(queues)} worker(s): {', '.join(sorted(queues)) or 'none'}"
+            + (f"; nobody consumes {', '.join(sorted(missing))}" if missing else ""),
+        )
+    )
     return results
 
 
 @click.command()
-@click.option("--accounts", "n_accounts", type=int, default=20, show_default=True,
-              help="demo accounts to register and bring ONLINE")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9808, show_default=True)
+@friendly
+def metrics(host: str, port: int) -> None:
+    """Serve Prometheus metrics (accounts by state, sends by outcome, token waits,
+    heartbeat lateness, dead letters) read from Redis at each scrape."""
+    from wxtasks.metrics import serve
+
+    serve(runtime().settings, port, host)
+
+
+@click.command()
+@click.option(
+    "--accounts",
+    "n_accounts",
+    type=int,
+    default=20,
+    show_default=True,
+    help="demo accounts to register and bring ONLINE",
+)
 @click.option("--flower-port", type=int, default=5555, show_default=True)
 @click.option("--send-concurrency", type=int, default=2, show_default=True)
 @click.option("--control-concurrency", type=int, default=2, show_default=True)
-@click.option("--simulator-port", type=int, default=2531, show_default=True,
-              help="used when WECHATAPI_BASE_URL is not set")
-def dev(n_accounts: int, flower_port: int, send_concurrency: int, control_concurrency: int,
-        simulator_port: int) -> None:
+@click.option(
+    "--simulator-port",
+    type=int,
+    default=2531,
+    show_default=True,
+    help="used when WECHATAPI_BASE_URL is not set",
+)
+def dev(
+    n_accounts: int,
+    flower_port: int,
+    send_concurrency: int,
+    control_concurrency: int,
+    simulator_port: int,
+) -> None:
     """The whole stack on this machine: Redis (embedded if none answers), the gateway
     simulator (unless WECHATAPI_BASE_URL is set), a send worker, a control worker, beat
     and Flower. Ctrl-C stops everything it started."""
     from wxtasks.stack import DevStack
 
-    DevStack(n_accounts=n_accounts, flower_port=flower_port,
-             send_concurrency=send_concurrency, control_concurrency=control_concurrency,
-             simulator_port=simulator_port).run()
+    DevStack(
+        n_accounts=n_accounts,
+        flower_port=flower_port,
+        send_concurrency=send_concurrency,
+        control_concurrency=control_concurrency,
+        simulator_port=simulator_port,
+    ).run()

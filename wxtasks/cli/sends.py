@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from wxtasks.cli import _echo_json, friendly
+from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import celery_app, runtime
 from wxtasks.client import WxTasksClient
 
@@ -19,11 +19,12 @@ def _wait(result: Any, timeout_s: float) -> None:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     try:
-        _echo_json(result.get(timeout=timeout_s))
+        echo_json(result.get(timeout=timeout_s))
     except CeleryTimeout:
         raise click.ClickException(
             f"no result within {timeout_s:.0f}s (task {result.id} is still queued or "
-            "waiting; are workers running? `wxtasks check`)") from None
+            "waiting; are workers running? `wxtasks check`)"
+        ) from None
 
 
 @click.command()
@@ -32,12 +33,20 @@ def _wait(result: Any, timeout_s: float) -> None:
 @click.argument("content")
 @click.option("--ats", help="comma-separated wxids to @ in a group")
 @click.option("--dedup-key", help="messages with the same key are sent once")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="wait for the outcome and print it")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="wait for the outcome and print it"
+)
 @click.option("--timeout-s", type=float, default=60.0, show_default=True)
 @friendly
-def send(app_id: str, to_wxid: str, content: str, ats: str | None, dedup_key: str | None,
-         wait: bool, timeout_s: float) -> None:
+def send(
+    app_id: str,
+    to_wxid: str,
+    content: str,
+    ats: str | None,
+    dedup_key: str | None,
+    wait: bool,
+    timeout_s: float,
+) -> None:
     """Enqueue one text message (wxtasks.send_text)."""
     result = _client().send_text(app_id, to_wxid, content, ats=ats, dedup_key=dedup_key)
     if wait:
@@ -49,13 +58,15 @@ def send(app_id: str, to_wxid: str, content: str, ats: str | None, dedup_key: st
 @click.command()
 @click.argument("to_wxid")
 @click.argument("content")
-@click.option("--from", "app_ids", multiple=True, required=True,
-              help="an appId to send from (repeatable)")
+@click.option(
+    "--from", "app_ids", multiple=True, required=True, help="an appId to send from (repeatable)"
+)
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout-s", type=float, default=300.0, show_default=True)
 @friendly
-def broadcast(to_wxid: str, content: str, app_ids: tuple[str, ...], wait: bool,
-              timeout_s: float) -> None:
+def broadcast(
+    to_wxid: str, content: str, app_ids: tuple[str, ...], wait: bool, timeout_s: float
+) -> None:
     """One message from many accounts, with a per-account report (wxtasks.broadcast)."""
     result = _client().broadcast(list(app_ids), to_wxid, content)
     if wait:
@@ -77,11 +88,13 @@ def deadletters() -> None:
 def dl_list(status: str | None, limit: int | None, as_json: bool) -> None:
     entries = runtime().deadletters.list(limit=limit, status=status)
     if as_json:
-        _echo_json(entries)
+        echo_json(entries)
         return
     for e in entries:
-        click.echo(f"{e['task_id']}  {e['status']:<7} {e.get('app_id')} -> {e.get('to_wxid')}: "
-                   f"{e['error']}")
+        click.echo(
+            f"{e['task_id']}  {e['status']:<7} {e.get('app_id')} -> {e.get('to_wxid')}: "
+            f"{e['error']}"
+        )
     click.echo(f"{len(entries)} dead letter(s)")
 
 

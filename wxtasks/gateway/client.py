@@ -189,8 +189,12 @@ class GatewayClient:
         self.call("logout", app_id)
 
     def set_callback(self, callback_url: str, token: str) -> None:
-        self.call("set_callback", "", {"token": token, "callbackUrl": callback_url},
-                  allow_empty_app_id=True)
+        self.call(
+            "set_callback",
+            "",
+            {"token": token, "callbackUrl": callback_url},
+            allow_empty_app_id=True,
+        )
 
     def send_text(
         self, app_id: str, to_wxid: str, content: str, ats: str | None = None
@@ -210,15 +214,18 @@ class GatewayClient:
     def send_link(
         self, app_id: str, to_wxid: str, title: str, desc: str, link_url: str, thumb_url: str
     ) -> SendReceipt:
-        body = {"toWxid": to_wxid, "title": title, "desc": desc, "linkUrl": link_url,
-                "thumbUrl": thumb_url}
+        body = {
+            "toWxid": to_wxid,
+            "title": title,
+            "desc": desc,
+            "linkUrl": link_url,
+            "thumbUrl": thumb_url,
+        }
         return self._send("send_link", app_id, to_wxid, body)
 
     # -- the one HTTP path ------------------------------------------------------------------
 
-    def _send(
-        self, operation: str, app_id: str, to_wxid: str, body: dict[str, Any]
-    ) -> SendReceipt:
+    def _send(self, operation: str, app_id: str, to_wxid: str, body: dict[str, Any]) -> SendReceipt:
         if not to_wxid:
             raise BadInputError(f"{operation}: toWxid is required")
         data = self.call(operation, app_id, body)
@@ -248,34 +255,41 @@ class GatewayClient:
         if path is None:
             raise GatewayError(
                 f"operation {operation} is not offered by profile {self.profile.name}",
-                app_id=app_id, operation=operation,
+                app_id=app_id,
+                operation=operation,
             )
         payload = self.profile.wire({"appId": app_id, **(body or {})})
         try:
-            response = self._session.post(self.base_url + path, json=payload,
-                                          timeout=self.timeout_s)
+            response = self._session.post(
+                self.base_url + path, json=payload, timeout=self.timeout_s
+            )
         except (requests.ConnectTimeout, requests.exceptions.InvalidURL) as exc:
-            raise GatewayUnavailableError(_describe(exc), app_id=app_id,
-                                          operation=operation) from exc
+            raise GatewayUnavailableError(
+                _describe(exc), app_id=app_id, operation=operation
+            ) from exc
         except requests.ConnectionError as exc:
             if _never_sent(exc):
-                raise GatewayUnavailableError(_describe(exc), app_id=app_id,
-                                              operation=operation) from exc
-            raise GatewayOutcomeUnknownError(_describe(exc), app_id=app_id,
-                                             operation=operation) from exc
+                raise GatewayUnavailableError(
+                    _describe(exc), app_id=app_id, operation=operation
+                ) from exc
+            raise GatewayOutcomeUnknownError(
+                _describe(exc), app_id=app_id, operation=operation
+            ) from exc
         except requests.Timeout as exc:
             raise GatewayOutcomeUnknownError(
                 f"no answer within {self.timeout_s}s", app_id=app_id, operation=operation
             ) from exc
         except requests.RequestException as exc:
-            raise GatewayOutcomeUnknownError(_describe(exc), app_id=app_id,
-                                             operation=operation) from exc
+            raise GatewayOutcomeUnknownError(
+                _describe(exc), app_id=app_id, operation=operation
+            ) from exc
         return self._read(response, operation, app_id)
 
     def _read(self, response: requests.Response, operation: str, app_id: str) -> Any:
         if response.status_code in (401, 403):
-            raise GatewayAuthError(f"HTTP {response.status_code}: token refused",
-                                   app_id=app_id, operation=operation)
+            raise GatewayAuthError(
+                f"HTTP {response.status_code}: token refused", app_id=app_id, operation=operation
+            )
         try:
             envelope = response.json()
         except ValueError:
@@ -297,8 +311,9 @@ class GatewayClient:
             msg = f"{msg} {data['msg']}".strip()
         lowered = msg.lower()
         if ret in (401, 403) or any(m in lowered for m in AUTH_MARKERS):
-            raise GatewayAuthError(f"gateway refused the token: ret={ret} {msg}",
-                                   app_id=app_id, operation=operation)
+            raise GatewayAuthError(
+                f"gateway refused the token: ret={ret} {msg}", app_id=app_id, operation=operation
+            )
         if any(m in lowered for m in OFFLINE_MARKERS):
             raise AccountOfflineError(ret, msg, app_id=app_id, operation=operation)
         raise GatewayBusinessError(ret, msg, app_id=app_id, operation=operation)
@@ -310,8 +325,12 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
     seen = 0
     while cause is not None and seen < 8:
         name = type(cause).__name__
-        if name in ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError",
-                    "ConnectionRefusedError"):
+        if name in (
+            "NewConnectionError",
+            "NameResolutionError",
+            "ConnectTimeoutError",
+            "ConnectionRefusedError",
+        ):
             return True
         if name == "MaxRetryError":
             reason = getattr(cause, "reason", None)
@@ -319,8 +338,7 @@ def _never_sent(exc: requests.ConnectionError) -> bool:
                 cause = reason
                 seen += 1
                 continue
-        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) \
-            else None
+        nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
         cause = nested or cause.__cause__ or cause.__context__
         seen += 1
     return False

@@ -92,8 +92,9 @@ class SimulatorState:
     def account(self, app_id: str) -> SimAccount:
         acct = self.accounts.get(app_id)
         if acct is None:
-            acct = SimAccount(app_id, online=self.default_online, wxid=f"wxid_{app_id}",
-                              nick_name=app_id)
+            acct = SimAccount(
+                app_id, online=self.default_online, wxid=f"wxid_{app_id}", nick_name=app_id
+            )
             self.accounts[app_id] = acct
         return acct
 
@@ -194,16 +195,23 @@ class GatewayHandler(web.RequestHandler):
         state = self.state
         if not app_id:  # a new device: nobody is logged in on it yet
             app_id = "wx_" + secrets.token_hex(8)
-            state.accounts[app_id] = SimAccount(app_id, online=False, wxid=f"wxid_{app_id}",
-                                                nick_name=app_id)
+            state.accounts[app_id] = SimAccount(
+                app_id, online=False, wxid=f"wxid_{app_id}", nick_name=app_id
+            )
         acct = state.account(app_id)
         if acct.online:
             return _err("微信已登录，请勿重复登录。")
         uuid = secrets.token_urlsafe(12)
         state.logins[uuid] = PendingLogin(uuid, app_id, time.time())
         qr_data = f"http://weixin.qq.com/x/{uuid}"
-        return _ok({"appId": app_id, "uuid": uuid, "qrData": qr_data,
-                    "qrImgBase64": _qr_png_base64(qr_data)})
+        return _ok(
+            {
+                "appId": app_id,
+                "uuid": uuid,
+                "qrData": qr_data,
+                "qrImgBase64": _qr_png_base64(qr_data),
+            }
+        )
 
     def op_check_login(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         state = self.state
@@ -212,8 +220,11 @@ class GatewayHandler(web.RequestHandler):
             return _err("uuid不存在或已过期")
         now = time.time()
         left = int(login.created_at + state.qr_ttl_s - now)
-        if login.scanned_at is None and state.scan_after_s is not None \
-                and now - login.created_at >= state.scan_after_s:
+        if (
+            login.scanned_at is None
+            and state.scan_after_s is not None
+            and now - login.created_at >= state.scan_after_s
+        ):
             login.scanned_at = now
         if login.scanned_at is None:
             if left <= 0:
@@ -222,14 +233,24 @@ class GatewayHandler(web.RequestHandler):
             return _ok({"uuid": login.uuid, "status": 0, "expiredTime": left})
         login.polls_since_scan += 1
         if login.polls_since_scan < 2:
-            return _ok({"uuid": login.uuid, "status": 1, "expiredTime": max(left, 0),
-                        "nickName": app_id})
+            return _ok(
+                {"uuid": login.uuid, "status": 1, "expiredTime": max(left, 0), "nickName": app_id}
+            )
         acct = state.account(app_id)
         acct.online, acct.zombie = True, False
         state.logins.pop(login.uuid, None)
-        return _ok({"uuid": login.uuid, "status": 2, "expiredTime": max(left, 0),
-                    "loginInfo": {"wxid": acct.wxid, "nickName": acct.nick_name,
-                                  "uin": 1000 + len(state.accounts)}})
+        return _ok(
+            {
+                "uuid": login.uuid,
+                "status": 2,
+                "expiredTime": max(left, 0),
+                "loginInfo": {
+                    "wxid": acct.wxid,
+                    "nickName": acct.nick_name,
+                    "uin": 1000 + len(state.accounts),
+                },
+            }
+        )
 
     def op_logout(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         acct = self.state.account(app_id)
@@ -242,8 +263,9 @@ class GatewayHandler(web.RequestHandler):
 
     # -- messages --------------------------------------------------------------------------
 
-    async def _accept_send(self, app_id: str, body: dict[str, Any], kind: str,
-                           to_field: str) -> dict[str, Any] | None:
+    async def _accept_send(
+        self, app_id: str, body: dict[str, Any], kind: str, to_field: str
+    ) -> dict[str, Any] | None:
         state = self.state
         acct = state.account(app_id)
         to_wxid = body.get(to_field)
@@ -257,9 +279,16 @@ class GatewayHandler(web.RequestHandler):
         seq = next(state._msg_ids)
         now = time.time()
         new_msg_id = 7_000_000_000_000_000_000 + seq * 7919
-        record = {"seq": seq, "appId": app_id, "toWxid": to_wxid, "type": kind,
-                  "content": body.get("content"), "at": now, "msgId": 100_000_000 + seq,
-                  "newMsgId": str(new_msg_id)}
+        record = {
+            "seq": seq,
+            "appId": app_id,
+            "toWxid": to_wxid,
+            "type": kind,
+            "content": body.get("content"),
+            "at": now,
+            "msgId": 100_000_000 + seq,
+            "newMsgId": str(new_msg_id),
+        }
         for key in ("ats", "imgUrl", "fileUrl", "fileName", "title", "linkUrl"):
             if key in body:
                 record[key] = body[key]
@@ -269,8 +298,12 @@ class GatewayHandler(web.RequestHandler):
             self.set_status(504)
             self.finish("Gateway Timeout")
             return None
-        data: dict[str, Any] = {"toWxid": to_wxid, "createTime": int(now),
-                                "msgId": record["msgId"], "type": _MSG_TYPES[kind]}
+        data: dict[str, Any] = {
+            "toWxid": to_wxid,
+            "createTime": int(now),
+            "msgId": record["msgId"],
+            "type": _MSG_TYPES[kind],
+        }
         if state.profile.name != "v1":
             data["newMsgId"] = new_msg_id
         return _ok(data)
@@ -330,9 +363,15 @@ class AdminHandler(web.RequestHandler):
         elif what == "accounts":
             self.finish({"accounts": [asdict(a) for a in state.accounts.values()]})
         elif what == "stats":
-            self.finish({"calls": dict(state.calls), "sends": len(state.sends),
-                         "uptime_s": time.time() - state.started_at,
-                         "profile": state.profile.name, "faults": asdict(state.faults)})
+            self.finish(
+                {
+                    "calls": dict(state.calls),
+                    "sends": len(state.sends),
+                    "uptime_s": time.time() - state.started_at,
+                    "profile": state.profile.name,
+                    "faults": asdict(state.faults),
+                }
+            )
         else:
             raise web.HTTPError(404)
 
@@ -367,8 +406,12 @@ class AdminHandler(web.RequestHandler):
             state.callback_url = str(body.get("url") or "")
             self.finish({"ok": True})
         elif what == "push":
-            status = await _push(state, str(body["appId"]), str(body.get("typeName", "AddMsg")),
-                                 body.get("data") or {})
+            status = await _push(
+                state,
+                str(body["appId"]),
+                str(body.get("typeName", "AddMsg")),
+                body.get("data") or {},
+            )
             self.finish({"ok": True, "status": status})
         elif what == "reset":
             state.reset()
@@ -377,8 +420,7 @@ class AdminHandler(web.RequestHandler):
             raise web.HTTPError(404)
 
 
-async def _push(state: SimulatorState, app_id: str, type_name: str,
-                data: dict[str, Any]) -> int:
+async def _push(state: SimulatorState, app_id: str, type_name: str, data: dict[str, Any]) -> int:
     """POST one callback event to the configured URL, the way GeWe does."""
     if not state.callback_url:
         return 0
@@ -386,9 +428,14 @@ async def _push(state: SimulatorState, app_id: str, type_name: str,
     event = {"TypeName": type_name, "Appid": app_id, "Wxid": acct.wxid, "Data": data}
     client = httpclient.AsyncHTTPClient()
     try:
-        response = await client.fetch(state.callback_url, method="POST", body=json.dumps(event),
-                                      headers={"Content-Type": "application/json"},
-                                      raise_error=False, request_timeout=3)
+        response = await client.fetch(
+            state.callback_url,
+            method="POST",
+            body=json.dumps(event),
+            headers={"Content-Type": "application/json"},
+            raise_error=False,
+            request_timeout=3,
+        )
     except OSError as exc:
         logger.warning("callback push to %s failed: %s", state.callback_url, exc)
         return 0
@@ -427,9 +474,13 @@ def serve(
     qr_ttl_s: float = 120.0,
 ) -> None:
     """Run the simulator until SIGINT/SIGTERM."""
-    state = SimulatorState(token=token, profile=get_profile(profile),
-                           default_online=default_online, scan_after_s=scan_after_s,
-                           qr_ttl_s=qr_ttl_s)
+    state = SimulatorState(
+        token=token,
+        profile=get_profile(profile),
+        default_online=default_online,
+        scan_after_s=scan_after_s,
+        qr_ttl_s=qr_ttl_s,
+    )
 
     async def main() -> None:
         server = HTTPServer(make_app(state), xheaders=False, idle_connection_timeout=300)
@@ -454,9 +505,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scan-after-s", type=float, default=None)
     parser.add_argument("--qr-ttl-s", type=float, default=120.0)
     args = parser.parse_args(argv)
-    serve(host=args.host, port=args.port, profile=args.profile, token=args.token,
-          default_online=not args.offline_by_default, scan_after_s=args.scan_after_s,
-          qr_ttl_s=args.qr_ttl_s)
+    serve(
+        host=args.host,
+        port=args.port,
+        profile=args.profile,
+        token=args.token,
+        default_online=not args.offline_by_default,
+        scan_after_s=args.scan_after_s,
+        qr_ttl_s=args.qr_ttl_s,
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,12 @@ def runtime(app: Celery) -> Runtime:
 
 
 def dispatcher(app: Celery) -> Any:
-    def dispatch(task: str, kwargs: dict[str, Any], countdown: float | None = None,
-                 expires: float | None = None) -> None:
+    def dispatch(
+        task: str,
+        kwargs: dict[str, Any],
+        countdown: float | None = None,
+        expires: float | None = None,
+    ) -> None:
         app.send_task(task, kwargs=kwargs, countdown=countdown, expires=expires)
 
     return dispatch

@@ -14,8 +14,15 @@ from wxtasks.tasks.common import lifecycle, runtime
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="wxtasks.login", bind=True, acks_late=True, max_retries=5,
-             autoretry_for=(GatewayUnavailableError,), retry_backoff=2, retry_backoff_max=60)
+@shared_task(
+    name="wxtasks.login",
+    bind=True,
+    acks_late=True,
+    max_retries=5,
+    autoretry_for=(GatewayUnavailableError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+)
 def login(self: Task, app_id: str) -> dict[str, Any]:
     """Bring a registered account ONLINE when the gateway has its session; else needLogin."""
     try:
@@ -26,8 +33,12 @@ def login(self: Task, app_id: str) -> dict[str, Any]:
 
 
 @shared_task(name="wxtasks.heartbeat", bind=True, acks_late=True, ignore_result=True)
-def heartbeat(self: Task, app_ids: list[str] | None = None, due: list[float] | None = None,
-              app_id: str | None = None) -> dict[str, Any]:
+def heartbeat(
+    self: Task,
+    app_ids: list[str] | None = None,
+    due: list[float] | None = None,
+    app_id: str | None = None,
+) -> dict[str, Any]:
     """Probe a batch of accounts (or one, ``app_id``) and watch their timers."""
     ids = list(app_ids or []) + ([app_id] if app_id else [])
     return lifecycle(self.app).heartbeat(ids, due).as_dict()
@@ -45,9 +56,16 @@ def sweep_heartbeats(self: Task) -> int:
     return lifecycle(self.app).sweep()
 
 
-@shared_task(name="wxtasks.alert", bind=True, acks_late=True, max_retries=8,
-             autoretry_for=(ConnectionError,), retry_backoff=2, retry_backoff_max=300,
-             ignore_result=True)
+@shared_task(
+    name="wxtasks.alert",
+    bind=True,
+    acks_late=True,
+    max_retries=8,
+    autoretry_for=(ConnectionError,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    ignore_result=True,
+)
 def alert(self: Task, alert: str, app_id: str, reason: str = "", at: float = 0.0) -> int:
     """POST an alert to the configured robot webhook, retried with backoff."""
     settings = runtime(self.app).settings

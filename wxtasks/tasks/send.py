@@ -45,8 +45,12 @@ _POSITIONAL = {
 }
 _TASK_NAMES = {kind: f"wxtasks.send_{kind}" for kind in _POSITIONAL}
 
-_SEND_OPTIONS: dict[str, Any] = {"bind": True, "acks_late": True,
-                                 "reject_on_worker_lost": True, "max_retries": None}
+_SEND_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "max_retries": None,
+}
 
 
 class _Retry(Exception):
@@ -55,8 +59,9 @@ class _Retry(Exception):
         self.countdown = countdown
 
 
-def run_send(task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-             ) -> dict[str, Any]:
+def run_send(
+    task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """One attempt at one message; returns the result dict or raises Celery's Retry."""
     task_id = str(task.request.id)
     raw = _merge(kind, args, kwargs)
@@ -70,12 +75,18 @@ def run_send(task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any
     except _Retry as retry:
         left = deadline - time.time()
         if retry.countdown >= left:
-            return _dead(task, kind, raw, Status.FAILED,
-                         f"deadline passed: {retry} (message waited "
-                         f"{runtime(task.app).settings.send_deadline_s}s)")
+            return _dead(
+                task,
+                kind,
+                raw,
+                Status.FAILED,
+                f"deadline passed: {retry} (message waited "
+                f"{runtime(task.app).settings.send_deadline_s}s)",
+            )
         headers = {**(task.request.headers or {}), DEADLINE_HEADER: deadline}
-        logger.info("send %s appId=%s retry in %.1fs: %s", task_id, message.app_id,
-                    retry.countdown, retry)
+        logger.info(
+            "send %s appId=%s retry in %.1fs: %s", task_id, message.app_id, retry.countdown, retry
+        )
         raise task.retry(countdown=retry.countdown, headers=headers, max_retries=None) from None
 
 
@@ -90,6 +101,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         if outcome is Admit.ADMITTED:
             break
         if outcome is Admit.WAIT:
+            pipe.count_wait(admission.wait_s)  # off the fast path: we are about to wait
             if admission.wait_s <= SHORT_WAIT_S:
                 time.sleep(admission.wait_s)
                 continue
@@ -97,25 +109,41 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         if outcome is Admit.DUPLICATE:
             pipe.record(message, task_id, Status.DUPLICATE)
             claim = admission.claim
-            return _result(message, task_id, Status.DUPLICATE, claim=claim,
-                           first_task_id=claim.get("owner"))
+            return _result(
+                message, task_id, Status.DUPLICATE, claim=claim, first_task_id=claim.get("owner")
+            )
         if outcome is Admit.REDELIVERED:
             claim = admission.claim
             if claim.get("status") == Status.SENT:
                 return _result(message, task_id, Status.SENT, claim=claim)
             pipe.record(message, task_id, Status.UNKNOWN)
-            return _dead(task, kind, raw, Status.UNKNOWN,
-                         "redelivered after a worker stopped mid-send: the gateway may have "
-                         "sent it, so it was not sent again", claim_key=pipe.claim_key(message))
+            return _dead(
+                task,
+                kind,
+                raw,
+                Status.UNKNOWN,
+                "redelivered after a worker stopped mid-send: the gateway may have "
+                "sent it, so it was not sent again",
+                claim_key=pipe.claim_key(message),
+            )
         if outcome is Admit.UNKNOWN_ACCOUNT:
-            return _dead(task, kind, raw, Status.FAILED,
-                         f"unknown account: appId {message.app_id} is not registered")
+            return _dead(
+                task,
+                kind,
+                raw,
+                Status.FAILED,
+                f"unknown account: appId {message.app_id} is not registered",
+            )
         # NOT_ONLINE
         if admission.state in ("RECONNECTING", "LOGGING_IN"):
-            raise _Retry(_backoff(task.request.retries),
-                         f"account is {admission.state}")
-        return _dead(task, kind, raw, Status.FAILED,
-                     f"account is {admission.state}: it cannot send until it logs in")
+            raise _Retry(_backoff(task.request.retries), f"account is {admission.state}")
+        return _dead(
+            task,
+            kind,
+            raw,
+            Status.FAILED,
+            f"account is {admission.state}: it cannot send until it logs in",
+        )
 
     try:
         receipt = pipe.deliver(message)
@@ -136,8 +164,9 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         raise _Retry(_backoff(task.request.retries), str(exc)) from None
     except GatewayOutcomeUnknownError as exc:
         pipe.record(message, task_id, Status.UNKNOWN)
-        return _dead(task, kind, raw, Status.UNKNOWN, f"{exc}; not resent",
-                     claim_key=pipe.claim_key(message))
+        return _dead(
+            task, kind, raw, Status.UNKNOWN, f"{exc}; not resent", claim_key=pipe.claim_key(message)
+        )
     except BadInputError as exc:
         pipe.release(message, task_id)
         return _dead(task, kind, raw, Status.FAILED, f"bad input: {exc}")
@@ -145,13 +174,23 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
     return _result(message, task_id, Status.SENT, receipt=receipt.as_dict())
 
 
-def _result(message: Message, task_id: str, status: Status, *,
-            receipt: dict[str, Any] | None = None, claim: dict[str, str] | None = None,
-            error: str | None = None, first_task_id: str | None = None) -> dict[str, Any]:
+def _result(
+    message: Message,
+    task_id: str,
+    status: Status,
+    *,
+    receipt: dict[str, Any] | None = None,
+    claim: dict[str, str] | None = None,
+    error: str | None = None,
+    first_task_id: str | None = None,
+) -> dict[str, Any]:
     ids = receipt or {}
     if claim:
-        ids = {"msgId": claim.get("msgId", ""), "newMsgId": claim.get("newMsgId", ""),
-               "createTime": int(claim["createTime"]) if claim.get("createTime") else None}
+        ids = {
+            "msgId": claim.get("msgId", ""),
+            "newMsgId": claim.get("newMsgId", ""),
+            "createTime": int(claim["createTime"]) if claim.get("createTime") else None,
+        }
     result: dict[str, Any] = {
         "status": status.value,
         "app_id": message.app_id,
@@ -168,8 +207,9 @@ def _result(message: Message, task_id: str, status: Status, *,
     return result
 
 
-def _dead(task: Task, kind: str, raw: dict[str, Any], status: Status, error: str, *,
-          claim_key: str = "") -> dict[str, Any]:
+def _dead(
+    task: Task, kind: str, raw: dict[str, Any], status: Status, error: str, *, claim_key: str = ""
+) -> dict[str, Any]:
     """End the message as failed/unknown: keep it in the dead-letter list, return why."""
     rt = runtime(task.app)
     task_id = str(task.request.id)
@@ -181,8 +221,9 @@ def _dead(task: Task, kind: str, raw: dict[str, Any], status: Status, error: str
         "error": error,
         "app_id": _str_or_none(raw.get("app_id")),
         "to_wxid": _str_or_none(raw.get("to_wxid")),
-        "content": _str_or_none(raw.get("content") or raw.get("img_url")
-                                or raw.get("file_url") or raw.get("link_url")),
+        "content": _str_or_none(
+            raw.get("content") or raw.get("img_url") or raw.get("file_url") or raw.get("link_url")
+        ),
         "retries": task.request.retries,
         "claim_key": claim_key,
     }
@@ -190,23 +231,29 @@ def _dead(task: Task, kind: str, raw: dict[str, Any], status: Status, error: str
     if status is Status.FAILED:
         rt.redis.hincrby(rt.keys.send_stats, status.value, 1)
     logger.warning("send %s appId=%s %s: %s", task_id, entry["app_id"], status.value, error)
-    return {"status": status.value, "app_id": entry["app_id"], "to_wxid": entry["to_wxid"],
-            "msgId": "", "newMsgId": "", "createTime": None, "error": error,
-            "task_id": task_id}
+    return {
+        "status": status.value,
+        "app_id": entry["app_id"],
+        "to_wxid": entry["to_wxid"],
+        "msgId": "",
+        "newMsgId": "",
+        "createTime": None,
+        "error": error,
+        "task_id": task_id,
+    }
 
 
 def _merge(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
     names = _POSITIONAL[kind]
     merged = dict(zip(names, args, strict=False))
     if len(args) > len(names):
-        merged["_extra_positional"] = list(args[len(names):])
+        merged["_extra_positional"] = list(args[len(names) :])
     merged.update(kwargs)
     return merged
 
 
 def _kwargs_of(message: Message) -> dict[str, Any]:
-    raw: dict[str, Any] = {"app_id": message.app_id, "to_wxid": message.to_wxid,
-                           **message.fields}
+    raw: dict[str, Any] = {"app_id": message.app_id, "to_wxid": message.to_wxid, **message.fields}
     if message.dedup_key:
         raw["dedup_key"] = message.dedup_key
     return raw
@@ -216,7 +263,7 @@ def _deadline(task: Task) -> float:
     headers = task.request.headers or {}
     value = headers.get(DEADLINE_HEADER) or getattr(task.request, DEADLINE_HEADER, None)
     try:
-        return float(value)
+        return float(str(value))
     except (TypeError, ValueError):
         return time.time() + runtime(task.app).settings.send_deadline_s
 
@@ -278,8 +325,7 @@ def send_report(self: Task, results: list[dict[str, Any]], kind: str) -> dict[st
     for r in results:
         status = r.get("status") if isinstance(r, dict) else None
         counts[status if status in counts else Status.FAILED.value] += 1
-    return {"status": "done", "kind": kind, "total": len(results), **counts,
-            "results": results}
+    return {"status": "done", "kind": kind, "total": len(results), **counts, "results": results}
 
 
 def _fan_out(task: Task, kind: str, messages: list[dict[str, Any]]) -> Any:
@@ -289,28 +335,64 @@ def _fan_out(task: Task, kind: str, messages: list[dict[str, Any]]) -> Any:
 
 
 @shared_task(name="wxtasks.broadcast", bind=True, acks_late=True)
-def broadcast(self: Task, app_ids: list[str] | None = None, to_wxid: str | None = None,
-              content: str | None = None, dedup_key: str | None = None) -> dict[str, Any]:
+def broadcast(
+    self: Task,
+    app_ids: list[str] | None = None,
+    to_wxid: str | None = None,
+    content: str | None = None,
+    dedup_key: str | None = None,
+) -> dict[str, Any]:
     """One message from many accounts; the result reports each account's outcome."""
-    if not isinstance(app_ids, list) or not app_ids or not all(isinstance(a, str)
-                                                             for a in app_ids):
-        return _dead(self, "broadcast", {"app_ids": app_ids, "to_wxid": to_wxid, "content": content},
-                     Status.FAILED, "bad input: app_ids must be a non-empty list of appIds")
-    messages = [{"app_id": a, "to_wxid": to_wxid, "content": content,
-                 **({"dedup_key": f"{dedup_key}:{a}"} if dedup_key else {})}
-                for a in dict.fromkeys(app_ids)]
+    if not isinstance(app_ids, list) or not app_ids or not all(isinstance(a, str) for a in app_ids):
+        raw = {"app_ids": app_ids, "to_wxid": to_wxid, "content": content}
+        return _dead(
+            self,
+            "broadcast",
+            raw,
+            Status.FAILED,
+            "bad input: app_ids must be a non-empty list of appIds",
+        )
+    messages = [
+        {
+            "app_id": a,
+            "to_wxid": to_wxid,
+            "content": content,
+            **({"dedup_key": f"{dedup_key}:{a}"} if dedup_key else {}),
+        }
+        for a in dict.fromkeys(app_ids)
+    ]
     return _fan_out(self, "broadcast", messages)  # type: ignore[no-any-return]
 
 
 @shared_task(name="wxtasks.bulk_send", bind=True, acks_late=True)
-def bulk_send(self: Task, app_id: str | None = None, to_wxids: list[str] | None = None,
-              content: str | None = None, dedup_key: str | None = None) -> dict[str, Any]:
+def bulk_send(
+    self: Task,
+    app_id: str | None = None,
+    to_wxids: list[str] | None = None,
+    content: str | None = None,
+    dedup_key: str | None = None,
+) -> dict[str, Any]:
     """One account to many recipients (群发), each its own message through the limits."""
-    if not isinstance(to_wxids, list) or not to_wxids or not all(isinstance(t, str)
-                                                               for t in to_wxids):
-        return _dead(self, "bulk_send", {"app_id": app_id, "to_wxids": to_wxids, "content": content},
-                     Status.FAILED, "bad input: to_wxids must be a non-empty list of wxids")
-    messages = [{"app_id": app_id, "to_wxid": t, "content": content,
-                 **({"dedup_key": f"{dedup_key}:{t}"} if dedup_key else {})}
-                for t in dict.fromkeys(to_wxids)]
+    if (
+        not isinstance(to_wxids, list)
+        or not to_wxids
+        or not all(isinstance(t, str) for t in to_wxids)
+    ):
+        raw = {"app_id": app_id, "to_wxids": to_wxids, "content": content}
+        return _dead(
+            self,
+            "bulk_send",
+            raw,
+            Status.FAILED,
+            "bad input: to_wxids must be a non-empty list of wxids",
+        )
+    messages = [
+        {
+            "app_id": app_id,
+            "to_wxid": t,
+            "content": content,
+            **({"dedup_key": f"{dedup_key}:{t}"} if dedup_key else {}),
+        }
+        for t in dict.fromkeys(to_wxids)
+    ]
     return _fan_out(self, "bulk_send", messages)  # type: ignore[no-any-return]

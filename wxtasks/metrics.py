@@ -1,0 +1,140 @@
+"""Prometheus metrics for what Flower cannot show, read from Redis at scrape time.
+
+``wxtasks metrics --port 9808`` serves ``/metrics``. Every number comes from the shared
+state in Redis, so one exporter describes the whole fleet, however many workers run:
+
+=========================================  ======  ==========================================
+metric                                     type    meaning
+=========================================  ======  ==========================================
+wxtasks_accounts{state}                    gauge   accounts in each state
+wxtasks_sends_total{outcome}               counter messages by outcome: sent, duplicate,
+                                                   failed, unknown
+wxtasks_token_waits_total                  counter admissions that had to wait for a token
+wxtasks_token_wait_seconds_total           counter time spent waiting for tokens
+wxtasks_heartbeat_lateness_seconds         summary probe time - due time (recent samples)
+wxtasks_deadletters                        gauge   messages waiting for an operator
+wxtasks_global_bucket_tokens               gauge   tokens the global bucket could give now
+=========================================  ======  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from wxtasks.accounts import AccountStore
+from wxtasks.config import Settings
+from wxtasks.deadletters import DeadLetters
+from wxtasks.keys import Keys
+
+OUTCOMES = ("sent", "duplicate", "failed", "unknown")
+
+
+def max_in_window(times: list[float], width_s: float) -> int:
+    """The most events that fall in any window of ``width_s`` seconds (a rate envelope)."""
+    ordered = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] < t - width_s + 1e-9:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def bucket_tokens(tat_ms: bytes | str | None, now_ms: float, rate: float, burst: int) -> float:
+    """Tokens a GCRA bucket could hand out at ``now_ms``."""
+    if not tat_ms:
+        return float(burst)
+    used = max(0.0, float(tat_ms) - now_ms) * rate / 1000.0
+    return max(0.0, burst - used)
+
+
+class RedisCollector(Collector):
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.accounts = AccountStore(client, settings)
+
+    def collect(self) -> Iterator[Metric]:
+        accounts = GaugeMetricFamily("wxtasks_accounts", "Accounts in each state", labels=["state"])
+        for state, n in self.accounts.count_by_state().items():
+            accounts.add_metric([state], n)
+        yield accounts
+
+        stats = {k: float(v) for k, v in self.redis.hgetall(self.keys.send_stats).items()}
+        sends = CounterMetricFamily("wxtasks_sends", "Messages by outcome", labels=["outcome"])
+        for outcome in OUTCOMES:
+            sends.add_metric([outcome], stats.get(outcome, 0.0))
+        yield sends
+        yield CounterMetricFamily(
+            "wxtasks_token_waits",
+            "Admissions that waited for a token",
+            value=stats.get("token_waits", 0.0),
+        )
+        yield CounterMetricFamily(
+            "wxtasks_token_wait_seconds",
+            "Time spent waiting for tokens",
+            value=stats.get("token_wait_seconds", 0.0),
+        )
+
+        samples = sorted(float(x) for x in self.redis.lrange(self.keys.heartbeat_lateness, 0, -1))
+        lateness = SummaryMetricFamily(
+            "wxtasks_heartbeat_lateness_seconds",
+            "Heartbeat probe time minus due time (recent samples)",
+            count_value=len(samples),
+            sum_value=sum(samples),
+        )
+        yield lateness
+        quantiles = GaugeMetricFamily(
+            "wxtasks_heartbeat_lateness_quantile_seconds",
+            "Quantiles of recent heartbeat lateness",
+            labels=["quantile"],
+        )
+        for q in (0.5, 0.9, 0.99):
+            value = samples[min(len(samples) - 1, int(len(samples) * q))] if samples else 0.0
+            quantiles.add_metric([str(q)], value)
+        yield quantiles
+
+        yield GaugeMetricFamily(
+            "wxtasks_deadletters",
+            "Messages waiting for an operator",
+            value=DeadLetters(self.redis, self.keys).count(),
+        )
+        seconds, micros = self.redis.time()
+        yield GaugeMetricFamily(
+            "wxtasks_global_bucket_tokens",
+            "Tokens the global bucket could give now",
+            value=bucket_tokens(
+                self.redis.get(self.keys.global_bucket),
+                seconds * 1000 + micros / 1000,
+                self.settings.rate_per_second,
+                self.settings.burst,
+            ),
+        )
+
+
+def serve(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics until interrupted."""
+    import threading
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from wxtasks.runtime import redis_client
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(redis_client(settings.redis_url), settings))
+    start_http_server(port, addr=host, registry=registry)
+    print(f"wxtasks metrics: http://{host}:{port}/metrics", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
