@@ -141,7 +141,6 @@ def _ok(url: str) -> bool:
         return False
 
 
-
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")

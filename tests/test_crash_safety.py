@@ -23,7 +23,6 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 RATE, BURST = 20, 5
 
 
-
 def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     simulators: dict[str, Simulator],
     supervisor: Supervisor,

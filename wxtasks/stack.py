@@ -252,6 +252,8 @@ class DevStack:
             "worker-control", worker_args("control", "control", self.control_concurrency), env
         )
         sup.start("beat", celery_cmd("beat", "-l", "INFO"), env)
+        # Flower asks the workers what they are once, at start: start it after they answer
+        self._wait_workers(2)
         sup.start(
             "flower", celery_cmd("flower", f"--port={self.flower_port}", "--address=127.0.0.1"), env
         )
@@ -272,6 +274,17 @@ class DevStack:
             "wxtasks send demo-01 wxid_friend hello"
         )
         self.say("Ctrl-C stops everything")
+
+    def _wait_workers(self, n: int) -> None:
+        from wxtasks.cli.context import celery_app
+
+        control = celery_app().control
+        try:
+            wait_until(
+                lambda: len(control.ping(timeout=0.5) or []) >= n, 90, 0.5, f"{n} workers to answer"
+            )
+        except TimeoutError:
+            self.say(f"workers did not all answer within 90 s; see {self.supervisor.log_dir}")
 
     def _demo_accounts(self, settings: Settings) -> None:
         from wxtasks.cli.context import dispatch, runtime

@@ -62,7 +62,7 @@ def status_snapshot() -> dict[str, Any]:
             "rate_per_second": s.rate_per_second,
             "burst": s.burst,
         },
-        "sends": {k: round(float(v), 3) for k, v in rt.redis.hgetall(rt.keys.send_stats).items()},
+        "sends": {k: _number(v) for k, v in rt.redis.hgetall(rt.keys.send_stats).items()},
         "heartbeat_lateness_s": {
             "samples": len(lateness),
             "p50": lateness[len(lateness) // 2] if lateness else None,
@@ -71,6 +71,11 @@ def status_snapshot() -> dict[str, Any]:
         "deadletters": rt.deadletters.count(),
         "recent_events": read_events(rt.redis, s, count=10),
     }
+
+
+def _number(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else round(value, 3)
 
 
 @click.command()
@@ -229,6 +234,7 @@ def metrics(host: str, port: int) -> None:
     help="demo accounts to register and bring ONLINE",
 )
 @click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--metrics-port", type=int, default=9808, show_default=True)
 @click.option("--send-concurrency", type=int, default=2, show_default=True)
 @click.option("--control-concurrency", type=int, default=2, show_default=True)
 @click.option(
@@ -241,6 +247,7 @@ def metrics(host: str, port: int) -> None:
 def dev(
     n_accounts: int,
     flower_port: int,
+    metrics_port: int,
     send_concurrency: int,
     control_concurrency: int,
     simulator_port: int,
@@ -253,6 +260,7 @@ def dev(
     DevStack(
         n_accounts=n_accounts,
         flower_port=flower_port,
+        metrics_port=metrics_port,
         send_concurrency=send_concurrency,
         control_concurrency=control_concurrency,
         simulator_port=simulator_port,

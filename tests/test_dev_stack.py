@@ -1,0 +1,151 @@
+"""`wxtasks dev` as a new user meets it: one command, then Flower, the CLI and the REST
+API work, and SIGTERM leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from wxtasks.redis_server import free_port
+from wxtasks.stack import wait_until
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    redis_port, flower, sim, metrics = free_port(), free_port(), free_port(), free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WXTASKS_", "WECHATAPI_", "CELERY_", "VIDEOS_"))
+    }
+    env["WXTASKS_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"  # nothing answers there
+    dev = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wxtasks",
+            "dev",
+            "--accounts",
+            "5",
+            "--flower-port",
+            str(flower),
+            "--simulator-port",
+            str(sim),
+            "--metrics-port",
+            str(metrics),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def workers() -> list[str]:
+            try:
+                reply = requests.get(f"http://127.0.0.1:{flower}/api/workers", timeout=2)
+                return sorted(reply.json()) if reply.ok else []
+            except requests.RequestException:
+                return []
+
+        names = wait_until(
+            lambda: len(workers()) == 2 and workers(), 90, 0.5, "Flower to list both workers"
+        )
+        assert [n.split("@")[0] for n in names] == ["control", "send"]
+        tree = _descendants(dev.pid)
+
+        cli_env = {**env, "WXTASKS_REDIS_URL": env["WXTASKS_REDIS_URL"]}
+        listed = subprocess.run(
+            [sys.executable, "-m", "wxtasks", "accounts", "list", "--json"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        accounts = json.loads(listed.stdout)
+        assert len(accounts) == 5 and {a["state"] for a in accounts} == {"ONLINE"}
+
+        reply = requests.post(
+            f"http://127.0.0.1:{flower}/api/task/send-task/wxtasks.send_text",
+            json={
+                "kwargs": {"app_id": "demo-01", "to_wxid": "wxid_friend", "content": "from flower"},
+                "queue": "send",
+            },
+            timeout=10,
+        )
+        assert reply.ok, reply.text
+
+        def delivered() -> bool:
+            sends = requests.get(f"http://127.0.0.1:{sim}/admin/sends", timeout=2).json()
+            return any(s["content"] == "from flower" for s in sends["sends"])
+
+        wait_until(delivered, 30, 0.2, "the message at the gateway")
+        assert (
+            'wxtasks_accounts{state="ONLINE"} 5.0'
+            in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
+        )
+
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if chromium:
+            dom = subprocess.run(
+                [
+                    chromium,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'chromium'}",
+                    "--virtual-time-budget=5000",
+                    "--dump-dom",
+                    f"http://127.0.0.1:{flower}/",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            for name in names:
+                assert name in dom.stdout, f"{name} not on Flower's page"
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        output, _ = dev.communicate(timeout=60)
+    assert "stopped" in output
+    left = [pid for pid in tree if _alive(pid)]
+    assert left == [], f"processes left behind: {left}"
