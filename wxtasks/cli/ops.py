@@ -73,7 +73,7 @@ def status_snapshot() -> dict[str, Any]:
     }
 
 
-def _number(text: str) -> int | float:
+def _number(text: bytes | str) -> int | float:
     value = float(text)
     return int(value) if value.is_integer() else round(value, 3)
 
