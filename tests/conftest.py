@@ -158,6 +158,14 @@ def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
     return Settings.from_env({}, **values)
 
 
+def finished_tasks(r: redis.Redis, name: str) -> list[dict[str, Any]]:
+    """Results of finished tasks named ``name`` in the result backend (result_extended)."""
+    import json
+
+    metas = [json.loads(r.get(k) or "{}") for k in r.scan_iter("celery-task-meta-*", count=1000)]
+    return [m for m in metas if m.get("name") == name and m.get("status") == "SUCCESS"]
+
+
 @dataclass
 class Stack:
     """Real Celery worker processes (and optionally beats) against the test Redis."""

@@ -41,7 +41,7 @@ def test_the_services_users_expect_exist() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["simulator", "worker-send", "worker-control", "beat", "flower", "metrics"]
+    "name", ["simulator", "worker-send", "worker-control", "beat", "flower", "metrics", "callbacks"]
 )
 def test_each_command_exists_in_the_code(name: str) -> None:
     command = services()[name]["command"]

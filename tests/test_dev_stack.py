@@ -48,6 +48,7 @@ def _alive(pid: int) -> bool:
 
 def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     redis_port, flower, sim, metrics = free_port(), free_port(), free_port(), free_port()
+    callbacks = free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -68,6 +69,8 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
             str(sim),
             "--metrics-port",
             str(metrics),
+            "--callback-port",
+            str(callbacks),
         ],
         cwd=tmp_path,
         env=env,
@@ -116,6 +119,33 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
             return any(s["content"] == "from flower" for s in sends["sends"])
 
         wait_until(delivered, 30, 0.2, "the message at the gateway")
+
+        # the simulator pushes callbacks to the stack's receiver
+        message = {
+            "NewMsgId": 42,
+            "MsgType": 1,
+            "FromUserName": {"string": "wxid_c"},
+            "ToUserName": {"string": "wxid_demo-02"},
+            "Content": {"string": "hi"},
+        }
+        requests.post(
+            f"http://127.0.0.1:{sim}/admin/push",
+            timeout=5,
+            json={"appId": "demo-02", "typeName": "AddMsg", "data": message},
+        )
+
+        def received() -> list[dict[str, object]]:
+            out = subprocess.run(
+                [sys.executable, "-m", "wxtasks", "inbound", "list", "--json"],
+                env=cli_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return list(json.loads(out.stdout))
+
+        got = wait_until(received, 30, 0.5, "the pushed message recorded")
+        assert got[0]["new_msg_id"] == "42" and got[0]["app_id"] == "demo-02"
         assert (
             'wxtasks_accounts{state="ONLINE"} 5.0'
             in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text

@@ -29,6 +29,8 @@ CONTROL_TASKS = (
     "wxtasks.reconnect",
     "wxtasks.alert",
     "wxtasks.sweep_heartbeats",
+    "wxtasks.on_message",
+    "wxtasks.on_offline",
 )
 
 

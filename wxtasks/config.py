@@ -36,12 +36,20 @@ WXTASKS_EVENTS_MAXLEN              events stream cap (approximate)          1000
 WXTASKS_ALERT_WEBHOOK_URL          alert robot URL (empty: no alerts)       ""
 WXTASKS_ALERT_FORMAT               dingtalk | feishu | wecom | json         json
 WXTASKS_LOG_FORMAT                 text | json                              text
+WXTASKS_CALLBACK_SECRET            the secret path part of the callback URL ""
+WXTASKS_MESSAGE_HANDLERS           handlers for received messages: dotted   the two shipped
+                                   ``module:function`` names, comma-separated
+WXTASKS_AUTOREPLY_RULES            JSON {"keyword": "reply", ...}           {}
+WXTASKS_FORWARD_RULES              JSON [{"from_app_id", "to_app_id",       []
+                                   "to_wxid", "keyword"?}, ...]
+WXTASKS_INBOUND_MAXLEN             received messages kept (newest)          10000
 WXTASKS_LOG_LEVEL                  logging level name                       INFO
 =================================  =======================================  ==========
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -87,6 +95,11 @@ class Settings:
     alert_format: str = "json"
     log_format: str = "text"
     log_level: str = "INFO"
+    callback_secret: str = field(default="", repr=False)
+    message_handlers: str = "wxtasks.handlers:keyword_reply,wxtasks.handlers:forward"
+    autoreply_rules: str = "{}"
+    forward_rules: str = "[]"
+    inbound_maxlen: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.broker_url:
@@ -121,6 +134,16 @@ class Settings:
             )
         if self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= the first backoff (1 s)")
+        for name, env, kind in (
+            ("autoreply_rules", "WXTASKS_AUTOREPLY_RULES", dict),
+            ("forward_rules", "WXTASKS_FORWARD_RULES", list),
+        ):
+            try:
+                parsed = json.loads(getattr(self, name))
+            except ValueError as exc:
+                raise ConfigError(f"{env} is not valid JSON: {exc}") from None
+            if not isinstance(parsed, kind):
+                raise ConfigError(f"{env} must be a JSON {'object' if kind is dict else 'array'}")
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
             raise ConfigError(
                 f"WXTASKS_KEY_PREFIX must be non-empty without spaces or braces, "
@@ -184,6 +207,11 @@ _ENV_NAMES: dict[str, str] = {
     "alert_format": "WXTASKS_ALERT_FORMAT",
     "log_format": "WXTASKS_LOG_FORMAT",
     "log_level": "WXTASKS_LOG_LEVEL",
+    "callback_secret": "WXTASKS_CALLBACK_SECRET",
+    "message_handlers": "WXTASKS_MESSAGE_HANDLERS",
+    "autoreply_rules": "WXTASKS_AUTOREPLY_RULES",
+    "forward_rules": "WXTASKS_FORWARD_RULES",
+    "inbound_maxlen": "WXTASKS_INBOUND_MAXLEN",
 }
 
 ENV_NAMES = frozenset(_ENV_NAMES.values())
@@ -207,6 +235,7 @@ _POSITIVE = {
     "error_retry_interval_s": "WXTASKS_ERROR_RETRY_INTERVAL_S",
     "login_qr_ttl_s": "WXTASKS_LOGIN_QR_TTL_S",
     "events_maxlen": "WXTASKS_EVENTS_MAXLEN",
+    "inbound_maxlen": "WXTASKS_INBOUND_MAXLEN",
 }
 
 

@@ -23,6 +23,10 @@ key                                    type    content / TTL
                                                at ``WXTASKS_EVENTS_MAXLEN`` (approximate)
 ``wx:deadletters``                     hash    task id -> JSON of a failed/unknown message
 ``wx:deadletters:order``               zset    task id -> time it was dead-lettered
+``wx:inbound``                         list    received messages (JSON), newest first;
+                                               capped at ``WXTASKS_INBOUND_MAXLEN``
+``wx:inbound:seen:{appId}:<newMsgId>`` string  the task that handled a received message;
+                                               TTL one day (gateways resend)
 ``wx:stats:sends``                     hash    outcome -> count (sent, duplicate, failed,
                                                unknown), token_waits, token_wait_seconds
 ``wx:stats:heartbeat_lateness``        list    newest heartbeat lateness samples (s); capped
@@ -74,6 +78,13 @@ class Keys:
     @property
     def deadletters_order(self) -> str:
         return f"{self.prefix}:deadletters:order"
+
+    @property
+    def inbound(self) -> str:
+        return f"{self.prefix}:inbound"
+
+    def inbound_seen(self, app_id: str, new_msg_id: str) -> str:
+        return f"{self.prefix}:inbound:seen:{{{app_id}}}:{new_msg_id}"
 
     @property
     def send_stats(self) -> str:

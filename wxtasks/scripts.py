@@ -19,6 +19,7 @@ _NAMES = (
     "claim_release",
     "heartbeat_ok",
     "hset_existing",
+    "inbound_claim",
     "sweep_schedule",
     "transition",
 )
@@ -35,6 +36,7 @@ class Scripts:
     claim_release: Script
     heartbeat_ok: Script
     hset_existing: Script
+    inbound_claim: Script
     sweep_schedule: Script
     transition: Script
 

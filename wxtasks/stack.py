@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -166,9 +167,11 @@ class DevStack:
         control_concurrency: int = 2,
         simulator_port: int = 2531,
         metrics_port: int = 9808,
+        callback_port: int = 8088,
     ) -> None:
         self.n_accounts = n_accounts
         self.metrics_port = metrics_port
+        self.callback_port = callback_port
         self.flower_port = flower_port
         self.send_concurrency = send_concurrency
         self.control_concurrency = control_concurrency
@@ -243,6 +246,10 @@ class DevStack:
             self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
         else:
             self.say(f"gateway: {os.environ['WECHATAPI_BASE_URL']}")
+        # the callback receiver's secret: the operator's, or one for this run
+        env["WXTASKS_CALLBACK_SECRET"] = os.environ.get("WXTASKS_CALLBACK_SECRET") or (
+            secrets.token_urlsafe(24)
+        )
         os.environ.update(env)
         settings = Settings.from_env()
         env["FLOWER_UNAUTHENTICATED_API"] = "true"
@@ -262,7 +269,26 @@ class DevStack:
             [sys.executable, "-m", "wxtasks", "metrics", "--port", str(self.metrics_port)],
             env,
         )
+        sup.start(
+            "callbacks",
+            [sys.executable, "-m", "wxtasks", "callbacks", "--port", str(self.callback_port)],
+            env,
+        )
+        receiver = f"http://127.0.0.1:{self.callback_port}"
+        if "WECHATAPI_BASE_URL" in env:  # our simulator: have it push events to the receiver
+            from wxtasks.callbacks import callback_url
+            from wxtasks.gateway import GatewayClient
+
+            wait_until(
+                lambda: _http_answers(receiver + "/callback/x", ok=(403, 405)),
+                15,
+                what="the callback receiver",
+            )
+            GatewayClient.from_settings(settings).set_callback(
+                callback_url(receiver, settings), settings.gateway_token
+            )
         self._demo_accounts(settings)
+        self.say(f"callbacks: POST {receiver}/callback/<WXTASKS_CALLBACK_SECRET>")
         self.say(f"metrics: http://127.0.0.1:{self.metrics_port}/metrics")
         self.say(
             f"Flower: http://127.0.0.1:{self.flower_port}  "
@@ -310,8 +336,8 @@ class DevStack:
             self.say(f"demo accounts not all ONLINE yet: {counts}")
 
 
-def _http_answers(url: str) -> bool:
+def _http_answers(url: str, ok: tuple[int, ...] = (200,)) -> bool:
     try:
-        return requests.get(url, timeout=0.5).status_code == 200
+        return requests.get(url, timeout=0.5).status_code in ok
     except requests.RequestException:
         return False

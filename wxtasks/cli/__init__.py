@@ -73,10 +73,13 @@ def simulator(
 
 
 from wxtasks.cli import accounts as _accounts  # noqa: E402  - attach the subcommands
+from wxtasks.cli import inbound as _inbound  # noqa: E402
 from wxtasks.cli import ops as _ops  # noqa: E402
 from wxtasks.cli import sends as _sends  # noqa: E402
 
 main.add_command(_accounts.accounts)
+main.add_command(_inbound.callbacks)
+main.add_command(_inbound.inbound)
 for _command in (
     _sends.send,
     _sends.broadcast,

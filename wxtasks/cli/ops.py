@@ -235,6 +235,7 @@ def metrics(host: str, port: int) -> None:
 )
 @click.option("--flower-port", type=int, default=5555, show_default=True)
 @click.option("--metrics-port", type=int, default=9808, show_default=True)
+@click.option("--callback-port", type=int, default=8088, show_default=True)
 @click.option("--send-concurrency", type=int, default=2, show_default=True)
 @click.option("--control-concurrency", type=int, default=2, show_default=True)
 @click.option(
@@ -248,6 +249,7 @@ def dev(
     n_accounts: int,
     flower_port: int,
     metrics_port: int,
+    callback_port: int,
     send_concurrency: int,
     control_concurrency: int,
     simulator_port: int,
@@ -261,6 +263,7 @@ def dev(
         n_accounts=n_accounts,
         flower_port=flower_port,
         metrics_port=metrics_port,
+        callback_port=callback_port,
         send_concurrency=send_concurrency,
         control_concurrency=control_concurrency,
         simulator_port=simulator_port,

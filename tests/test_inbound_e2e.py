@@ -1,0 +1,205 @@
+"""Gateway callbacks end to end: the simulator pushes to the receiver process, real
+workers handle the events (issue: inbound, "done when")."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import Simulator, Stack, _simulator, finished_tasks, settings_for
+from wxtasks.accounts import AccountStore
+from wxtasks.gateway import GatewayClient
+from wxtasks.inbound import InboundStore
+from wxtasks.machine import Event, State
+from wxtasks.redis_server import free_port
+from wxtasks.runtime import redis_client
+from wxtasks.scripts import Scripts
+from wxtasks.stack import Child, Supervisor, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+SECRET = "cb-secret-8c2f1e"
+
+
+@pytest.fixture(scope="module")
+def sim(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
+    return _simulator(simulators, supervisor, "videosapi")
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator[tuple[Stack, str]]:
+    settings = settings_for(
+        redis_server,
+        sim,
+        callback_secret=SECRET,
+        heartbeat_interval_s=3600,
+        autoreply_rules=json.dumps({"价格": "您好，价格表已发送"}),
+        forward_rules=json.dumps(
+            [
+                {
+                    "from_app_id": "shop",
+                    "to_app_id": "ops",
+                    "to_wxid": "wxid_manager",
+                    "keyword": "投诉",
+                }
+            ]
+        ),
+        account_rate_per_second=50,
+        account_burst=50,
+        rate_per_second=50,
+        burst=50,
+    )
+    stack = Stack(settings, supervisor)
+    stack.worker("send,control", "inb", 2)
+    port = free_port()
+    receiver: Child = supervisor.start(
+        "callbacks", [sys.executable, "-m", "wxtasks", "callbacks", "--port", str(port)], stack.env
+    )
+    stack.children.append(receiver)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(url), 20, 0.05, "the receiver")
+    stack.wait_workers(1)
+    yield stack, url
+    stack.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.post(url + "/callback/x", data=b"{}", timeout=0.5)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def add_msg(
+    new_msg_id: int, content: str, frm: str = "wxid_customer", to: str = "wxid_shop"
+) -> dict[str, Any]:
+    return {
+        "NewMsgId": new_msg_id,
+        "MsgType": 1,
+        "FromUserName": {"string": frm},
+        "ToUserName": {"string": to},
+        "Content": {"string": content},
+        "CreateTime": 1_700_000_000,
+    }
+
+
+@pytest.fixture
+def env(stack: tuple[Stack, str], sim: Simulator, redis_url: str) -> Iterator[dict[str, Any]]:
+    st, url = stack
+    sim.reset()
+    r = redis_client(redis_url)
+    store = AccountStore(r, st.settings)
+    for app_id in ("shop", "ops"):
+        store.register(app_id)
+        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+    sim.admin("accounts", {"appId": "shop", "online": True})
+    # the gateway learns where to push the way operators register it: setCallback
+    GatewayClient.from_settings(st.settings).set_callback(f"{url}/callback/{SECRET}", "")
+    yield {"r": r, "store": store, "url": url, "inbound": InboundStore(r, st.settings, Scripts(r))}
+    r.close()
+
+
+def done(env: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return finished_tasks(env["r"], name)
+
+
+def push(sim: Simulator, type_name: str, data: dict[str, Any], app_id: str = "shop") -> int:
+    return int(sim.admin("push", {"appId": app_id, "typeName": type_name, "data": data})["status"])
+
+
+def test_the_same_message_pushed_twice_is_recorded_once(
+    env: dict[str, Any], sim: Simulator
+) -> None:
+    big = 9_123_456_789_012_345_678  # 64-bit: must stay exact
+    assert push(sim, "AddMsg", add_msg(big, "hello")) == 200
+    assert push(sim, "AddMsg", add_msg(big, "hello")) == 200
+    handled = wait_until(
+        lambda: len(done(env, "wxtasks.on_message")) == 2 and done(env, "wxtasks.on_message"),
+        20,
+        what="both pushes handled",
+    )
+    assert sorted(t["result"]["status"] for t in handled) == ["duplicate", "handled"]
+    items = env["inbound"].list()
+    assert len(items) == 1 and items[0]["new_msg_id"] == str(big)
+
+
+def test_wrong_secret_is_403_and_malformed_is_400(env: dict[str, Any]) -> None:
+    url = env["url"]
+    event = {"TypeName": "AddMsg", "Appid": "shop", "Wxid": "wxid_shop", "Data": add_msg(1, "x")}
+    assert requests.post(f"{url}/callback/wrong", json=event).status_code == 403
+    assert requests.post(f"{url}/callback/{SECRET}", data=b"not json").status_code == 400
+    assert requests.post(f"{url}/callback/{SECRET}", json={"hello": 1}).status_code == 400
+    assert (
+        requests.post(
+            f"{url}/callback/{SECRET}", json={**event, "Data": {"Content": "no id"}}
+        ).status_code
+        == 400
+    )
+    # lower-case keys (some deployments) are a gateway event too
+    lower = {"type_name": "ModContacts", "appid": "shop", "data": {}}
+    assert requests.post(f"{url}/callback/{SECRET}", json=lower).json()["handled"] is False
+
+
+def test_answers_within_milliseconds(env: dict[str, Any]) -> None:
+    event = {
+        "TypeName": "AddMsg",
+        "Appid": "shop",
+        "Wxid": "wxid_shop",
+        "Data": add_msg(77, "timing"),
+    }
+    started = time.monotonic()
+    reply = requests.post(f"{env['url']}/callback/{SECRET}", json=event)
+    assert reply.status_code == 200
+    assert time.monotonic() - started < 0.5
+
+
+def test_offline_callback_moves_the_account_out_of_online_at_once(
+    env: dict[str, Any], sim: Simulator
+) -> None:
+    store = env["store"]
+    started = time.monotonic()
+    sim.admin("accounts", {"appId": "shop", "online": False})  # the gateway pushes Offline
+    wait_until(
+        lambda: store.get("shop").state is not State.ONLINE, 5, 0.02, "the account to leave ONLINE"
+    )
+    assert time.monotonic() - started < 1.0
+    assert "Offline" in store.get("shop").last_error
+
+
+def test_a_keyword_message_gets_exactly_one_auto_reply(env: dict[str, Any], sim: Simulator) -> None:
+    for _ in range(2):  # pushed twice: still one reply
+        push(sim, "AddMsg", add_msg(5001, "请问价格多少？"))
+    wait_until(lambda: len(done(env, "wxtasks.on_message")) == 2, 20, what="both handled")
+    wait_until(lambda: done(env, "wxtasks.send_text"), 20, what="the auto-reply sent")
+    sends = sim.sends()
+    assert [(s["appId"], s["toWxid"], s["content"]) for s in sends] == [
+        ("shop", "wxid_customer", "您好，价格表已发送")
+    ]
+
+
+def test_forward_to_another_account_and_self_messages_trigger_nothing(
+    env: dict[str, Any], sim: Simulator
+) -> None:
+    push(
+        sim,
+        "AddMsg",
+        add_msg(6001, "我要投诉物流", frm="room1@chatroom", to="wxid_shop")
+        | {"Content": {"string": "wxid_angry:\n我要投诉物流"}},
+    )
+    # the account's own message comes back too: recorded, never handled
+    push(sim, "AddMsg", add_msg(6002, "价格 投诉", frm="wxid_shop", to="wxid_customer"))
+    wait_until(lambda: len(done(env, "wxtasks.on_message")) == 2, 20, what="both handled")
+    wait_until(lambda: done(env, "wxtasks.send_text"), 20, what="the forward sent")
+    sends = sim.sends()
+    assert [(s["appId"], s["toWxid"]) for s in sends] == [("ops", "wxid_manager")]
+    assert "wxid_angry" in sends[0]["content"] and "投诉物流" in sends[0]["content"]
+    by_id = {m["new_msg_id"]: m for m in env["inbound"].list()}
+    assert by_id["6001"]["is_group"] and by_id["6001"]["sender_wxid"] == "wxid_angry"
+    assert by_id["6001"]["content"] == "我要投诉物流"
+    assert by_id["6002"]["is_self"]

@@ -1,0 +1,58 @@
+"""``wxtasks callbacks`` (the receiver) and ``wxtasks inbound`` (received messages)."""
+
+from __future__ import annotations
+
+import click
+
+from wxtasks.cli.common import echo_json, friendly
+from wxtasks.cli.context import celery_app, runtime
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8088, show_default=True)
+@click.option(
+    "--register",
+    "register_url",
+    metavar="URL",
+    help="tell the gateway (setCallback) to push to URL/callback/<secret>, then exit",
+)
+@friendly
+def callbacks(host: str, port: int, register_url: str | None) -> None:
+    """Receive gateway callbacks (AddMsg, Offline) on POST /callback/<WXTASKS_CALLBACK_SECRET>."""
+    from wxtasks.callbacks import callback_url, serve
+    from wxtasks.errors import ConfigError
+
+    rt = runtime()
+    if not rt.settings.callback_secret:
+        raise ConfigError("WXTASKS_CALLBACK_SECRET must be set (a long random string)")
+    if register_url:
+        rt.gateway.set_callback(callback_url(register_url, rt.settings), rt.settings.gateway_token)
+        click.echo(f"gateway will push to {register_url.rstrip('/')}/callback/<secret>")
+        return
+    serve(rt.settings, celery_app(), host=host, port=port)
+
+
+@click.group()
+def inbound() -> None:
+    """Messages the accounts received."""
+
+
+@inbound.command("list")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--app-id", help="only this account")
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def inbound_list(limit: int, app_id: str | None, as_json: bool) -> None:
+    from wxtasks.inbound import InboundStore
+
+    rt = runtime()
+    items = InboundStore(rt.redis, rt.settings, rt.scripts).list(limit, app_id)
+    if as_json:
+        echo_json(items)
+        return
+    for m in items:
+        who = m["sender_wxid"] or m["from_wxid"]
+        flags = "".join(f for f, on in (("S", m["is_self"]), ("G", m["is_group"])) if on)
+        click.echo(f"{m['app_id']:<20} {m['new_msg_id']:<20} {flags:<2} {who}: {m['content']}")
+    click.echo(f"{len(items)} message(s)")
