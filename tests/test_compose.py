@@ -37,6 +37,7 @@ def test_the_services_users_expect_exist() -> None:
         "beat",
         "flower",
         "metrics",
+        "callbacks",
     }
 
 
