@@ -57,6 +57,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives any broker restart
+        result_backend_always_retry=True,
+        result_backend_max_retries=30,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -72,6 +75,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         result_extended=True,
         task_ignore_result=False,
         beat_scheduler="wxtasks.beat:LockedScheduler",
+        worker_consumer="wxtasks.consumer:Consumer",
         beat_max_loop_interval=1,
         worker_hijack_root_logger=False,
         enable_utc=True,

@@ -15,7 +15,9 @@ import random
 import time
 from typing import Any
 
-from celery import Task, chord, shared_task
+import redis
+from celery import Task, chord, shared_task, signals
+from celery.exceptions import Reject
 
 from wxtasks.errors import (
     AccountOfflineError,
@@ -35,6 +37,9 @@ SHORT_WAIT_S = 1.0
 #: generic gateway errors (ret != 200, not offline) are retried this many times
 BUSINESS_RETRIES = 3
 DEADLINE_HEADER = "wx_deadline"
+#: how long a send waits for Redis to come back before handing the message back
+REDIS_OUTAGE_WAIT_S = 60.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError)
 
 #: positional parameter order per kind, as in the public signatures
 _POSITIONAL = {
@@ -62,7 +67,25 @@ class _Retry(Exception):
 def run_send(
     task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """One attempt at one message; returns the result dict or raises Celery's Retry."""
+    """One attempt at one message; returns the result dict or raises Celery's Retry.
+
+    Redis going away mid-attempt (a restart, a failover) does not lose the message: the
+    attempt waits for Redis to answer again and starts over (the claim tells a send that
+    already left apart from one that did not); if Redis stays away, the message is
+    rejected back to the broker instead of being acknowledged.
+    """
+    try:
+        return _run_send(task, kind, args, kwargs)
+    except REDIS_DOWN as exc:
+        logger.warning("send %s: Redis unavailable (%s); waiting for it", task.request.id, exc)
+        if not wait_for_redis(runtime(task.app).redis, REDIS_OUTAGE_WAIT_S):
+            raise Reject(f"Redis unavailable for {REDIS_OUTAGE_WAIT_S}s", requeue=True) from exc
+        return _run_send(task, kind, args, kwargs)
+
+
+def _run_send(
+    task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     task_id = str(task.request.id)
     raw = _merge(kind, args, kwargs)
     try:
@@ -88,6 +111,20 @@ def run_send(
             "send %s appId=%s retry in %.1fs: %s", task_id, message.app_id, retry.countdown, retry
         )
         raise task.retry(countdown=retry.countdown, headers=headers, max_retries=None) from None
+
+
+def wait_for_redis(client: redis.Redis, timeout_s: float) -> bool:
+    """Poll Redis until it answers (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.2
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return True
+        except REDIS_DOWN:
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+    return False
 
 
 def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dict[str, Any]:
@@ -170,7 +207,13 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
     except BadInputError as exc:
         pipe.release(message, task_id)
         return _dead(task, kind, raw, Status.FAILED, f"bad input: {exc}")
-    pipe.record(message, task_id, Status.SENT, receipt)
+    # the message went out: its record must land even across a Redis restart
+    try:
+        pipe.record(message, task_id, Status.SENT, receipt)
+    except REDIS_DOWN:
+        if not wait_for_redis(pipe.redis, REDIS_OUTAGE_WAIT_S):
+            raise
+        pipe.record(message, task_id, Status.SENT, receipt)
     return _result(message, task_id, Status.SENT, receipt=receipt.as_dict())
 
 
@@ -289,6 +332,41 @@ def _str_or_none(value: Any) -> str | None:
         return None
     text = value if isinstance(value, str) else repr(value)
     return text.encode("utf-8", "replace").decode("utf-8")[:500]
+
+
+@signals.task_failure.connect
+@signals.task_internal_error.connect
+def _dead_letter_failures(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_: Any,
+) -> None:
+    """A send task that raised instead of returning, or that Celery could not even call
+    (say its keyword arguments were not a mapping), still ends in the dead-letter list
+    with the reason."""
+    name = str(getattr(sender, "name", ""))
+    if not name.startswith("wxtasks.send_") or task_id is None:
+        return
+    raw = kwargs if isinstance(kwargs, dict) else {"_arguments": repr((args, kwargs))[:500]}
+    entry = {
+        "task_id": task_id,
+        "task": name,
+        "kwargs": _jsonable(raw),
+        "status": "failed",
+        "error": f"task raised {type(exception).__name__}: {exception}",
+        "app_id": _str_or_none(raw.get("app_id")),
+        "to_wxid": _str_or_none(raw.get("to_wxid")),
+        "content": _str_or_none(raw.get("content")),
+        "retries": 0,
+        "claim_key": "",
+    }
+    try:
+        runtime(sender.app).deadletters.add(entry)  # type: ignore[union-attr]
+    except Exception:
+        logger.exception("could not dead-letter failed task %s", task_id)
 
 
 # -- the public tasks ----------------------------------------------------------------------
