@@ -111,6 +111,41 @@ class Simulator:
         self.admin("reset", {})
 
 
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ vhost of its own (``WXTASKS_TEST_AMQP_URL``, or the local server's
+    ``guest`` account and a throwaway vhost); the test is skipped when none answers."""
+    import shutil
+    import socket
+    import subprocess
+
+    url = os.environ.get("WXTASKS_TEST_AMQP_URL")
+    if url:
+        yield url
+        return
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (set WXTASKS_TEST_AMQP_URL to use one)")
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        pytest.skip("RabbitMQ answers but rabbitmqctl is missing to make a test vhost")
+    import uuid
+
+    vhost = f"wxtasks-test-{uuid.uuid4().hex[:8]}"
+
+    def run(*args: str) -> None:
+        subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
+
+    try:
+        run("add_vhost", vhost)
+        run("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"cannot make a RabbitMQ test vhost: {exc}")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
 @pytest.fixture(scope="session")
 def supervisor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervisor]:
     sup = Supervisor(log_dir=str(tmp_path_factory.mktemp("logs")))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from celery import Celery
 
 from tests.conftest import Simulator, Stack, _simulator
 from wxtasks.accounts import AccountStore
+from wxtasks.client import WxTasksClient
 from wxtasks.deadletters import DeadLetters
 from wxtasks.keys import Keys
 from wxtasks.machine import Event
@@ -23,13 +25,20 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 RATE, BURST = 20, 5
 
 
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq", "rabbitmq-quorum"])
 def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     simulators: dict[str, Simulator],
     supervisor: Supervisor,
     make_stack: Callable[..., Stack],
     redis_url: str,
+    broker: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     sim = _simulator(simulators, supervisor, "videosapi")
+    on_rabbit: dict[str, Any] = {}
+    if broker.startswith("rabbitmq"):
+        on_rabbit["broker_url"] = request.getfixturevalue("rabbitmq_url")
+        on_rabbit["quorum_queues"] = broker.endswith("quorum")
     stack = make_stack(
         sim,
         rate_per_second=RATE,
@@ -39,6 +48,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
         send_deadline_s=10,
         visibility_timeout_s=12,
         heartbeat_interval_s=3600,
+        **on_rabbit,
     )
     r = redis_client(redis_url)
     store = AccountStore(r, stack.settings)
@@ -52,7 +62,11 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
 
     distinct = [(accounts[i % 50], f"wxid_{i % 7}", f"message {i}") for i in range(270)]
     repeats = [distinct[i * 9] for i in range(30)]
-    producer = Celery(broker=stack.settings.broker_url, backend=stack.settings.redis_url)
+    if on_rabbit.get("quorum_queues"):
+        # quorum queues must be declared with their arguments: a configured producer
+        producer = WxTasksClient.from_settings(stack.settings).app
+    else:  # a plain Celery producer, as other teams' apps are
+        producer = Celery(broker=stack.settings.broker_url, backend=stack.settings.redis_url)
     results = [
         producer.send_task(
             "wxtasks.send_text", queue="send", kwargs={"app_id": a, "to_wxid": t, "content": c}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu.entity import Queue
@@ -32,6 +33,20 @@ CONTROL_TASKS = (
     "wxtasks.on_message",
     "wxtasks.on_offline",
 )
+
+
+def queues(settings: Settings) -> list[Queue]:
+    """The queues wxtasks consumes. On RabbitMQ with WXTASKS_QUORUM_QUEUES, send and
+    control are quorum queues (replicated; Celery then uses native delayed delivery for
+    countdowns). The default queue stays classic so a producer that names no queue and
+    knows nothing of queue arguments can still declare it."""
+    amqp = urlsplit(settings.broker_url).scheme in ("amqp", "amqps", "pyamqp")
+    quorum = {"x-queue-type": "quorum"} if amqp and settings.quorum_queues else None
+    return [
+        Queue(SEND_QUEUE, queue_arguments=quorum),
+        Queue(CONTROL_QUEUE, queue_arguments=quorum),
+        Queue(DEFAULT_QUEUE),
+    ]
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
@@ -64,7 +79,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         task_routes=routes,
-        task_queues=[Queue(SEND_QUEUE), Queue(CONTROL_QUEUE), Queue(DEFAULT_QUEUE)],
+        task_queues=queues(settings),
         task_default_queue=DEFAULT_QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -44,7 +44,10 @@ class WxTasksClient:
 
     @classmethod
     def from_settings(cls, settings: Any) -> WxTasksClient:
-        return cls(settings.broker_url, settings.result_backend_url)
+        """A client that knows wxtasks' queues and routes (quorum queue arguments too)."""
+        from wxtasks.celeryconf import configure
+
+        return cls(app=configure(Celery("wxtasks-client"), settings))
 
     def _send(
         self, name: str, kwargs: dict[str, Any], queue: str = SEND_QUEUE, **options: Any

@@ -43,6 +43,8 @@ WXTASKS_AUTOREPLY_RULES            JSON {"keyword": "reply", ...}           {}
 WXTASKS_FORWARD_RULES              JSON [{"from_app_id", "to_app_id",       []
                                    "to_wxid", "keyword"?}, ...]
 WXTASKS_INBOUND_MAXLEN             received messages kept (newest)          10000
+WXTASKS_QUORUM_QUEUES              RabbitMQ: declare send/control as        false
+                                   quorum queues (producers must too)
 WXTASKS_LOG_LEVEL                  logging level name                       INFO
 =================================  =======================================  ==========
 """
@@ -100,6 +102,7 @@ class Settings:
     autoreply_rules: str = "{}"
     forward_rules: str = "[]"
     inbound_maxlen: int = 10_000
+    quorum_queues: bool = False
 
     def __post_init__(self) -> None:
         if not self.broker_url:
@@ -212,12 +215,26 @@ _ENV_NAMES: dict[str, str] = {
     "autoreply_rules": "WXTASKS_AUTOREPLY_RULES",
     "forward_rules": "WXTASKS_FORWARD_RULES",
     "inbound_maxlen": "WXTASKS_INBOUND_MAXLEN",
+    "quorum_queues": "WXTASKS_QUORUM_QUEUES",
 }
 
 ENV_NAMES = frozenset(_ENV_NAMES.values())
 
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_bool.__name__ = "bool (true/false)"
+
 _TYPES: dict[str, Callable[[str], Any]] = {
-    f.name: {"str": str, "float": float, "int": int}[str(f.type)] for f in fields(Settings)
+    f.name: {"str": str, "float": float, "int": int, "bool": _bool}[str(f.type)]
+    for f in fields(Settings)
 }
 
 _POSITIVE = {
