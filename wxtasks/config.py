@@ -232,10 +232,8 @@ def _bool(raw: str) -> bool:
 
 _bool.__name__ = "bool (true/false)"
 
-_TYPES: dict[str, Callable[[str], Any]] = {
-    f.name: {"str": str, "float": float, "int": int, "bool": _bool}[str(f.type)]
-    for f in fields(Settings)
-}
+_PARSERS: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int": int, "bool": _bool}
+_TYPES: dict[str, Callable[[str], Any]] = {f.name: _PARSERS[str(f.type)] for f in fields(Settings)}
 
 _POSITIVE = {
     "gateway_timeout_s": "WECHATAPI_TIMEOUT_S",
