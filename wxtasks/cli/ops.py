@@ -139,11 +139,15 @@ def events(follow: bool, count: int, app_id: str | None, as_json: bool) -> None:
             return
         click.echo(json.dumps(e, ensure_ascii=False) if as_json else _event_line(e))
 
-    for e in read_events(rt.redis, rt.settings, count=count, app_id=app_id):
-        show(e)
+    # follow on from the newest entry there is now, so nothing slips between the two
+    newest = rt.redis.xrevrange(rt.keys.events, count=1)
+    since = str(newest[0][0]) if newest else "0-0"
+    if count > 0:
+        for e in read_events(rt.redis, rt.settings, count=count, app_id=app_id):
+            show(e)
     if follow:
         try:
-            for e in follow_events(rt.redis, rt.settings):
+            for e in follow_events(rt.redis, rt.settings, since=since):
                 show(e)
         except KeyboardInterrupt:
             pass
