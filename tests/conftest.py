@@ -193,6 +193,15 @@ def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
     return Settings.from_env({}, **values)
 
 
+def online(store: Any, *app_ids: str) -> None:
+    """Register accounts and bring them ONLINE directly (the lifecycle has its own tests)."""
+    from wxtasks.machine import Event
+
+    for app_id in app_ids:
+        store.register(app_id)
+        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+
+
 def finished_tasks(r: redis.Redis, name: str) -> list[dict[str, Any]]:
     """Results of finished tasks named ``name`` in the result backend (result_extended)."""
     import json

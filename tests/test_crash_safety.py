@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.conftest import Simulator, Stack, _simulator
+from tests.conftest import Simulator, Stack, _simulator, online
 from wxtasks.accounts import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.deadletters import DeadLetters
 from wxtasks.keys import Keys
-from wxtasks.machine import Event
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
 from wxtasks.stack import Supervisor, wait_until
@@ -53,9 +52,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     r = redis_client(redis_url)
     store = AccountStore(r, stack.settings)
     accounts = [f"acct-{i:02d}" for i in range(50)]
-    for app_id in accounts:
-        store.register(app_id)
-        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+    online(store, *accounts)
     victim = stack.worker("send,control", "a", 2)
     stack.worker("send,control", "b", 2)
     stack.wait_workers(2)

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.conftest import Simulator, Stack, _simulator, settings_for
+from tests.conftest import Simulator, Stack, _simulator, online, settings_for
 from wxtasks.accounts import AccountStore
 from wxtasks.deadletters import DeadLetters
 from wxtasks.keys import Keys
-from wxtasks.machine import Event, State
+from wxtasks.machine import State
 from wxtasks.redis_server import RedisServer
 from wxtasks.runtime import redis_client
 from wxtasks.stack import Supervisor, wait_until
@@ -63,9 +63,7 @@ def test_redis_restart_mid_run_loses_nothing(
     r = redis_client(aof_redis.url)
     store = AccountStore(r, settings)
     accounts = [f"acct-{i:02d}" for i in range(30)]
-    for app_id in accounts:
-        store.register(app_id)
-        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+    online(store, *accounts)
     try:
         stack.worker("send,control", "rr", 2)
         stack.beat()
@@ -122,9 +120,7 @@ def test_gateway_outage_backs_off_then_everything_goes_out_once(
     r = redis_client(redis_url)
     store = AccountStore(r, settings)
     accounts = [f"acct-{i:02d}" for i in range(20)]
-    for app_id in accounts:
-        store.register(app_id)
-        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+    online(store, *accounts)
     try:
         stack.worker("send,control", "go", 2)
         stack.beat()
@@ -188,8 +184,7 @@ def test_malformed_payloads_fail_clearly_and_never_block_the_queue(
     stack = Stack(settings, supervisor)
     r = redis_client(redis_url)
     store = AccountStore(r, settings)
-    store.register("shop")
-    store.transition("shop", Event.LOGIN_SUCCEEDED)
+    online(store, "shop")
     dl = DeadLetters(r, Keys(settings.key_prefix))
     try:
         stack.worker("send,control", "bad", 2)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Simulator, Stack, _simulator, finished_tasks, settings_for
+from tests.conftest import Simulator, Stack, _simulator, finished_tasks, online, settings_for
 from wxtasks.accounts import AccountStore
 from wxtasks.gateway import GatewayClient
 from wxtasks.inbound import InboundStore
-from wxtasks.machine import Event, State
+from wxtasks.machine import State
 from wxtasks.redis_server import free_port
 from wxtasks.runtime import redis_client
 from wxtasks.scripts import Scripts
@@ -95,9 +95,7 @@ def env(stack: tuple[Stack, str], sim: Simulator, redis_url: str) -> Iterator[di
     sim.reset()
     r = redis_client(redis_url)
     store = AccountStore(r, st.settings)
-    for app_id in ("shop", "ops"):
-        store.register(app_id)
-        store.transition(app_id, Event.LOGIN_SUCCEEDED)
+    online(store, "shop", "ops")
     sim.admin("accounts", {"appId": "shop", "online": True})
     # the gateway learns where to push the way operators register it: setCallback
     GatewayClient.from_settings(st.settings).set_callback(f"{url}/callback/{SECRET}", "")

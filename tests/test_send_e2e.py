@@ -11,7 +11,7 @@ import pytest
 from celery import Celery
 from click.testing import CliRunner
 
-from tests.conftest import Simulator, Stack, _simulator, settings_for
+from tests.conftest import Simulator, Stack, _simulator, online, settings_for
 from wxtasks.accounts import AccountStore
 from wxtasks.deadletters import DeadLetters
 from wxtasks.events import read_events
@@ -63,12 +63,6 @@ def env(stack: Stack, sim: Simulator, redis_url: str) -> Iterator[dict[str, Any]
     }
     producer.close()
     r.close()
-
-
-def online(store: AccountStore, *app_ids: str) -> None:
-    for app_id in app_ids:
-        store.register(app_id)
-        store.transition(app_id, Event.LOGIN_SUCCEEDED)
 
 
 def send(

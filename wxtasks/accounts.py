@@ -145,28 +145,20 @@ class AccountStore:
         Returns the account and whether it was new.
         """
         _check_app_id(app_id)
-        options: dict[Any, Any] = _options(rate, burst, note, tags)
+        options = _options(rate, burst, note, tags)
         now = self.clock()
-        key = self.keys.account(app_id)
-        fresh: dict[Any, Any] = {
-            "state": State.IDLE.value,
-            "version": "1",
-            "retry_count": "0",
-            "created_at": f"{now:.3f}",
-            "state_since": f"{now:.3f}",
-        }
-        created = bool(self.redis.hsetnx(key, "version", "1"))
-        pipe = self.redis.pipeline(transaction=True)
-        if created:
-            pipe.hset(key, mapping={**fresh, **options})
-            # first heartbeat spread over one interval, so thousands of accounts never align
-            first_due = now + random.uniform(0, self.settings.heartbeat_interval_s)
-            pipe.zadd(self.keys.heartbeat_schedule, {app_id: first_due})
-        elif options:
-            pipe.hset(key, mapping=options)
-        pipe.sadd(self.keys.accounts, app_id)
-        pipe.execute()
-        return self.get(app_id), created
+        # the first heartbeat is spread over one interval, so thousands never align
+        first_due = now + random.uniform(0, self.settings.heartbeat_interval_s)
+        created = self.scripts.register(
+            keys=[self.keys.account(app_id), self.keys.heartbeat_schedule, self.keys.accounts],
+            args=[
+                app_id,
+                f"{first_due:.3f}",
+                f"{now:.3f}",
+                *[x for kv in options.items() for x in kv],
+            ],
+        )
+        return self.get(app_id), bool(created)
 
     def update(
         self,
@@ -289,13 +281,6 @@ class AccountStore:
             if version is not None:
                 return None
         raise RuntimeError(f"transition of appId={app_id} kept losing the race")  # pragma: no cover
-
-    def record_heartbeats(self, app_ids: Iterable[str]) -> None:
-        now = f"{self.clock():.3f}"
-        pipe = self.redis.pipeline(transaction=False)
-        for app_id in app_ids:
-            self.scripts.heartbeat_ok(keys=[self.keys.account(app_id)], args=[now], client=pipe)
-        pipe.execute()
 
     def reschedule_heartbeat(self, app_id: str, delay_s: float | None = None) -> None:
         due = self.clock() + (self.settings.heartbeat_interval_s if delay_s is None else delay_s)

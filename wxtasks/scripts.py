@@ -20,6 +20,7 @@ _NAMES = (
     "heartbeat_ok",
     "hset_existing",
     "inbound_claim",
+    "register",
     "sweep_schedule",
     "transition",
 )
@@ -37,6 +38,7 @@ class Scripts:
     heartbeat_ok: Script
     hset_existing: Script
     inbound_claim: Script
+    register: Script
     sweep_schedule: Script
     transition: Script
 

@@ -31,8 +31,6 @@ OPERATIONS = (
     "chatroom_members",
 )
 
-SEND_OPERATIONS = ("send_text", "send_image", "send_file", "send_link")
-
 
 @dataclass(frozen=True)
 class Profile:

@@ -406,10 +406,39 @@ def send_report(self: Task, results: list[dict[str, Any]], kind: str) -> dict[st
     return {"status": "done", "kind": kind, "total": len(results), **counts, "results": results}
 
 
-def _fan_out(task: Task, kind: str, messages: list[dict[str, Any]]) -> Any:
-    """Replace ``task`` with one send_text per message plus a report (same task id)."""
-    sends = [send_text.signature(kwargs=m, immutable=True) for m in messages]
+def _fan_out(
+    task: Task,
+    kind: str,
+    pairs: list[tuple[Any, Any]] | None,
+    content: Any,
+    dedup_key: str | None,
+    raw: dict[str, Any],
+    problem: str,
+) -> Any:
+    """Replace ``task`` with one send_text per (app_id, to_wxid) plus a report, under the
+    same task id, so ``AsyncResult(task_id).get()`` returns the report."""
+    if not pairs:
+        return _dead(task, kind, raw, Status.FAILED, f"bad input: {problem}")
+    sends = [
+        send_text.signature(
+            kwargs={
+                "app_id": a,
+                "to_wxid": t,
+                "content": content,
+                **({"dedup_key": f"{dedup_key}:{a}:{t}"} if dedup_key else {}),
+            },
+            immutable=True,
+        )
+        for a, t in dict.fromkeys(pairs)
+    ]
     return task.replace(chord(sends, send_report.s(kind)))
+
+
+def _strings(value: Any) -> list[str] | None:
+    """``value`` when it is a non-empty list of strings, else None."""
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    return None
 
 
 @shared_task(name="wxtasks.broadcast", bind=True, acks_late=True)
@@ -421,25 +450,18 @@ def broadcast(
     dedup_key: str | None = None,
 ) -> dict[str, Any]:
     """One message from many accounts; the result reports each account's outcome."""
-    if not isinstance(app_ids, list) or not app_ids or not all(isinstance(a, str) for a in app_ids):
-        raw = {"app_ids": app_ids, "to_wxid": to_wxid, "content": content}
-        return _dead(
-            self,
-            "broadcast",
-            raw,
-            Status.FAILED,
-            "bad input: app_ids must be a non-empty list of appIds",
-        )
-    messages = [
-        {
-            "app_id": a,
-            "to_wxid": to_wxid,
-            "content": content,
-            **({"dedup_key": f"{dedup_key}:{a}"} if dedup_key else {}),
-        }
-        for a in dict.fromkeys(app_ids)
-    ]
-    return _fan_out(self, "broadcast", messages)  # type: ignore[no-any-return]
+    senders = _strings(app_ids)
+    pairs = [(a, to_wxid) for a in senders] if senders else None
+    raw = {"app_ids": app_ids, "to_wxid": to_wxid, "content": content}
+    return _fan_out(  # type: ignore[no-any-return]
+        self,
+        "broadcast",
+        pairs,
+        content,
+        dedup_key,
+        raw,
+        "app_ids must be a non-empty list of appIds",
+    )
 
 
 @shared_task(name="wxtasks.bulk_send", bind=True, acks_late=True)
@@ -451,26 +473,15 @@ def bulk_send(
     dedup_key: str | None = None,
 ) -> dict[str, Any]:
     """One account to many recipients (群发), each its own message through the limits."""
-    if (
-        not isinstance(to_wxids, list)
-        or not to_wxids
-        or not all(isinstance(t, str) for t in to_wxids)
-    ):
-        raw = {"app_id": app_id, "to_wxids": to_wxids, "content": content}
-        return _dead(
-            self,
-            "bulk_send",
-            raw,
-            Status.FAILED,
-            "bad input: to_wxids must be a non-empty list of wxids",
-        )
-    messages = [
-        {
-            "app_id": app_id,
-            "to_wxid": t,
-            "content": content,
-            **({"dedup_key": f"{dedup_key}:{t}"} if dedup_key else {}),
-        }
-        for t in dict.fromkeys(to_wxids)
-    ]
-    return _fan_out(self, "bulk_send", messages)  # type: ignore[no-any-return]
+    recipients = _strings(to_wxids)
+    pairs = [(app_id, t) for t in recipients] if recipients else None
+    raw = {"app_id": app_id, "to_wxids": to_wxids, "content": content}
+    return _fan_out(  # type: ignore[no-any-return]
+        self,
+        "bulk_send",
+        pairs,
+        content,
+        dedup_key,
+        raw,
+        "to_wxids must be a non-empty list of wxids",
+    )
