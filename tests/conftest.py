@@ -248,12 +248,15 @@ class Stack:
         from wxtasks.client import WxTasksClient
 
         app = WxTasksClient.from_settings(self.settings).app
-        wait_until(
-            lambda: len(app.control.ping(timeout=0.5) or []) >= n,
-            timeout_s,
-            0.2,
-            f"{n} worker(s) to answer",
-        )
+        try:
+            wait_until(
+                lambda: len(app.control.ping(timeout=0.5) or []) >= n,
+                timeout_s,
+                0.2,
+                f"{n} worker(s) to answer",
+            )
+        finally:
+            app.close()
 
     def stop(self) -> None:
         for child in self.children:
