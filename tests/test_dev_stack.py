@@ -38,6 +38,11 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -119,6 +124,42 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
             return any(s["content"] == "from flower" for s in sends["sends"])
 
         wait_until(delivered, 30, 0.2, "the message at the gateway")
+
+        # a user kills the send worker: `wxtasks dev` starts it again and sends still flow
+        def send_worker() -> int | None:
+            for pid in _descendants(dev.pid):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if b"send@%h" in cmd and _alive(pid) and _ppid(pid) == dev.pid:
+                    return pid
+            return None
+
+        first = wait_until(send_worker, 10, 0.2, "the send worker")
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: send_worker() not in (None, first), 30, 0.2, "a new send worker")
+        tree |= _descendants(dev.pid)
+        requests.post(
+            f"http://127.0.0.1:{flower}/api/task/send-task/wxtasks.send_text",
+            json={
+                "kwargs": {"app_id": "demo-03", "to_wxid": "w", "content": "after the kill"},
+                "queue": "send",
+            },
+            timeout=10,
+        )
+        wait_until(
+            lambda: any(
+                s["content"] == "after the kill"
+                for s in requests.get(f"http://127.0.0.1:{sim}/admin/sends", timeout=2).json()[
+                    "sends"
+                ]
+            ),
+            60,
+            0.3,
+            "a send after the worker was killed",
+        )
 
         # the simulator pushes callbacks to the stack's receiver
         message = {

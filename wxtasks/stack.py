@@ -42,6 +42,8 @@ class Child:
     args: list[str]
     process: subprocess.Popen[bytes]
     log_path: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    restarts: int = 0
 
     @property
     def alive(self) -> bool:
@@ -77,9 +79,17 @@ class Supervisor:
         )
         if log_path and hasattr(out, "close"):
             out.close()  # type: ignore[union-attr]
-        child = Child(name, list(args), process, log_path)
+        child = Child(name, list(args), process, log_path, dict(env or {}))
         self.children.append(child)
         return child
+
+    def restart(self, child: Child) -> Child:
+        """Start a dead child again with the same command and environment."""
+        self.stop(child, timeout_s=1)  # reap it and anything its group left
+        self.children.remove(child)
+        fresh = self.start(child.name, child.args, child.env)
+        fresh.restarts = child.restarts + 1
+        return fresh
 
     def stop(self, child: Child, *, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> None:
         if child.alive:
@@ -158,6 +168,9 @@ def wait_until(
 class DevStack:
     """``wxtasks dev``: everything on one machine, on an embedded default."""
 
+    #: a child that keeps dying is given up on (and the stack stops) after this many
+    max_restarts = 5
+
     def __init__(
         self,
         *,
@@ -195,13 +208,7 @@ class DevStack:
         try:
             self.start()
             while True:
-                for child in self.supervisor.children:
-                    if not child.alive:
-                        self.say(
-                            f"{child.name} exited with {child.process.returncode}; "
-                            f"see {child.log_path}"
-                        )
-                        raise KeyboardInterrupt
+                self._restart_the_dead()
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
@@ -211,6 +218,21 @@ class DevStack:
             if self.redis_server is not None:
                 self.redis_server.cleanup()
             self.say("stopped")
+
+    def _restart_the_dead(self) -> None:
+        """A crashed process (a killed worker, say) is started again, a few times."""
+        for child in list(self.supervisor.children):
+            if child.alive:
+                continue
+            code = child.process.returncode
+            if child.restarts >= self.max_restarts:
+                self.say(f"{child.name} exited with {code} again; see {child.log_path}")
+                raise KeyboardInterrupt
+            fresh = self.supervisor.restart(child)
+            self.say(
+                f"{child.name} exited with {code}; restarted it "
+                f"({fresh.restarts}/{self.max_restarts})"
+            )
 
     def start(self) -> None:
         env: dict[str, str] = {}
