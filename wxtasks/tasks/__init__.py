@@ -3,6 +3,6 @@
 Importing this package registers every ``wxtasks.*`` task with the current Celery app.
 """
 
-from wxtasks.tasks import inbound, lifecycle, send
+from wxtasks.tasks import fanout, inbound, lifecycle, send
 
-__all__ = ["inbound", "lifecycle", "send"]
+__all__ = ["fanout", "inbound", "lifecycle", "send"]

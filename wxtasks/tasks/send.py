@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import redis
-from celery import Task, chord, shared_task, signals
+from celery import Task, shared_task, signals
 from celery.exceptions import Reject
 
 from wxtasks.errors import (
@@ -91,14 +91,14 @@ def _run_send(
     try:
         message = Message.parse(kind, raw)
     except BadInputError as exc:
-        return _dead(task, kind, raw, Status.FAILED, f"bad input: {exc}")
+        return dead_letter(task, kind, raw, Status.FAILED, f"bad input: {exc}")
     deadline = _deadline(task)
     try:
         return _attempt(task, message, task_id, deadline)
     except _Retry as retry:
         left = deadline - time.time()
         if retry.countdown >= left:
-            return _dead(
+            return dead_letter(
                 task,
                 kind,
                 raw,
@@ -132,7 +132,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
     kind, raw = message.kind, _kwargs_of(message)
     while True:
         if time.time() > deadline:
-            return _dead(task, kind, raw, Status.FAILED, "deadline passed before a send slot")
+            return dead_letter(task, kind, raw, Status.FAILED, "deadline passed before a send slot")
         admission = pipe.admit(message, task_id)
         outcome = admission.outcome
         if outcome is Admit.ADMITTED:
@@ -154,7 +154,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
             if claim.get("status") == Status.SENT:
                 return _result(message, task_id, Status.SENT, claim=claim)
             pipe.record(message, task_id, Status.UNKNOWN)
-            return _dead(
+            return dead_letter(
                 task,
                 kind,
                 raw,
@@ -164,7 +164,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
                 claim_key=pipe.claim_key(message),
             )
         if outcome is Admit.UNKNOWN_ACCOUNT:
-            return _dead(
+            return dead_letter(
                 task,
                 kind,
                 raw,
@@ -174,7 +174,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         # NOT_ONLINE
         if admission.state in ("RECONNECTING", "LOGGING_IN"):
             raise _Retry(_backoff(task.request.retries), f"account is {admission.state}")
-        return _dead(
+        return dead_letter(
             task,
             kind,
             raw,
@@ -190,23 +190,23 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         raise _Retry(_backoff(task.request.retries), f"account offline: {exc.msg}") from None
     except GatewayAuthError as exc:
         pipe.release(message, task_id)
-        return _dead(task, kind, raw, Status.FAILED, str(exc))
+        return dead_letter(task, kind, raw, Status.FAILED, str(exc))
     except GatewayBusinessError as exc:
         pipe.release(message, task_id)
         if task.request.retries < BUSINESS_RETRIES:
             raise _Retry(_backoff(task.request.retries), str(exc)) from None
-        return _dead(task, kind, raw, Status.FAILED, str(exc))
+        return dead_letter(task, kind, raw, Status.FAILED, str(exc))
     except GatewayUnavailableError as exc:
         pipe.release(message, task_id)
         raise _Retry(_backoff(task.request.retries), str(exc)) from None
     except GatewayOutcomeUnknownError as exc:
         pipe.record(message, task_id, Status.UNKNOWN)
-        return _dead(
+        return dead_letter(
             task, kind, raw, Status.UNKNOWN, f"{exc}; not resent", claim_key=pipe.claim_key(message)
         )
     except BadInputError as exc:
         pipe.release(message, task_id)
-        return _dead(task, kind, raw, Status.FAILED, f"bad input: {exc}")
+        return dead_letter(task, kind, raw, Status.FAILED, f"bad input: {exc}")
     # the message went out: its record must land even across a Redis restart
     try:
         pipe.record(message, task_id, Status.SENT, receipt)
@@ -250,7 +250,7 @@ def _result(
     return result
 
 
-def _dead(
+def dead_letter(
     task: Task, kind: str, raw: dict[str, Any], status: Status, error: str, *, claim_key: str = ""
 ) -> dict[str, Any]:
     """End the message as failed/unknown: keep it in the dead-letter list, return why."""
@@ -394,94 +394,3 @@ def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
 def send_link(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_link(app_id, to_wxid, title, desc, link_url, thumb_url, dedup_key=None)"""
     return run_send(self, "link", args, kwargs)
-
-
-@shared_task(name="wxtasks.send_report", bind=True)
-def send_report(self: Task, results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """Sum up the results of a broadcast or bulk send."""
-    counts = {s.value: 0 for s in Status}
-    for r in results:
-        status = r.get("status") if isinstance(r, dict) else None
-        counts[status if status in counts else Status.FAILED.value] += 1
-    return {"status": "done", "kind": kind, "total": len(results), **counts, "results": results}
-
-
-def _fan_out(
-    task: Task,
-    kind: str,
-    pairs: list[tuple[Any, Any]] | None,
-    content: Any,
-    dedup_key: str | None,
-    raw: dict[str, Any],
-    problem: str,
-) -> Any:
-    """Replace ``task`` with one send_text per (app_id, to_wxid) plus a report, under the
-    same task id, so ``AsyncResult(task_id).get()`` returns the report."""
-    if not pairs:
-        return _dead(task, kind, raw, Status.FAILED, f"bad input: {problem}")
-    sends = [
-        send_text.signature(
-            kwargs={
-                "app_id": a,
-                "to_wxid": t,
-                "content": content,
-                **({"dedup_key": f"{dedup_key}:{a}:{t}"} if dedup_key else {}),
-            },
-            immutable=True,
-        )
-        for a, t in dict.fromkeys(pairs)
-    ]
-    return task.replace(chord(sends, send_report.s(kind)))
-
-
-def _strings(value: Any) -> list[str] | None:
-    """``value`` when it is a non-empty list of strings, else None."""
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
-    return None
-
-
-@shared_task(name="wxtasks.broadcast", bind=True, acks_late=True)
-def broadcast(
-    self: Task,
-    app_ids: list[str] | None = None,
-    to_wxid: str | None = None,
-    content: str | None = None,
-    dedup_key: str | None = None,
-) -> dict[str, Any]:
-    """One message from many accounts; the result reports each account's outcome."""
-    senders = _strings(app_ids)
-    pairs = [(a, to_wxid) for a in senders] if senders else None
-    raw = {"app_ids": app_ids, "to_wxid": to_wxid, "content": content}
-    return _fan_out(  # type: ignore[no-any-return]
-        self,
-        "broadcast",
-        pairs,
-        content,
-        dedup_key,
-        raw,
-        "app_ids must be a non-empty list of appIds",
-    )
-
-
-@shared_task(name="wxtasks.bulk_send", bind=True, acks_late=True)
-def bulk_send(
-    self: Task,
-    app_id: str | None = None,
-    to_wxids: list[str] | None = None,
-    content: str | None = None,
-    dedup_key: str | None = None,
-) -> dict[str, Any]:
-    """One account to many recipients (群发), each its own message through the limits."""
-    recipients = _strings(to_wxids)
-    pairs = [(app_id, t) for t in recipients] if recipients else None
-    raw = {"app_id": app_id, "to_wxids": to_wxids, "content": content}
-    return _fan_out(  # type: ignore[no-any-return]
-        self,
-        "bulk_send",
-        pairs,
-        content,
-        dedup_key,
-        raw,
-        "to_wxids must be a non-empty list of wxids",
-    )
