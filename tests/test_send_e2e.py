@@ -266,3 +266,16 @@ def test_events_record_the_offline_send_signal(env: dict[str, Any], sim: Simulat
     ]
     assert any("send failed" in reason for reason in reasons)
     result.revoke()
+
+
+def test_fan_outs_with_bad_lists_fail_clearly(env: dict[str, Any]) -> None:
+    bad = send(
+        env["producer"], name="wxtasks.broadcast", app_ids="shop-1", to_wxid="w", content="x"
+    )
+    out = bad.get(timeout=30)
+    assert out["status"] == "failed" and "app_ids" in out["error"]
+    assert env["dl"].get(bad.id)["task"] == "wxtasks.broadcast"
+    empty = send(
+        env["producer"], name="wxtasks.bulk_send", app_id="shop-1", to_wxids=[], content="x"
+    )
+    assert "to_wxids" in empty.get(timeout=30)["error"]

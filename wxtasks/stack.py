@@ -221,6 +221,10 @@ class DevStack:
 
     def _restart_the_dead(self) -> None:
         """A crashed process (a killed worker, say) is started again, a few times."""
+        server = self.redis_server
+        if server is not None and (server.process is None or server.process.poll() is not None):
+            server.start()  # same port and data dir: the append-only file brings it all back
+            self.say(f"Redis exited; restarted it on port {server.port}")
         for child in list(self.supervisor.children):
             if child.alive:
                 continue
