@@ -124,9 +124,9 @@ class Settings:
         _choice(self.gateway_profile, "WECHATAPI_PROFILE", PROFILES)
         _choice(self.alert_format, "WXTASKS_ALERT_FORMAT", ALERT_FORMATS)
         _choice(self.log_format, "WXTASKS_LOG_FORMAT", LOG_FORMATS)
-        for name, env in _POSITIVE.items():
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{env} must be > 0, got {getattr(self, name)!r}")
+                raise ConfigError(f"{_ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
         if self.max_retry < 0:
             raise ConfigError(f"WXTASKS_MAX_RETRY must be >= 0, got {self.max_retry!r}")
         if self.visibility_timeout_s <= self.send_deadline_s:
@@ -235,23 +235,23 @@ _bool.__name__ = "bool (true/false)"
 _PARSERS: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int": int, "bool": _bool}
 _TYPES: dict[str, Callable[[str], Any]] = {f.name: _PARSERS[str(f.type)] for f in fields(Settings)}
 
-_POSITIVE = {
-    "gateway_timeout_s": "WECHATAPI_TIMEOUT_S",
-    "rate_per_second": "WXTASKS_RATE_PER_SECOND",
-    "burst": "WXTASKS_BURST",
-    "account_rate_per_second": "WXTASKS_ACCOUNT_RATE_PER_SECOND",
-    "account_burst": "WXTASKS_ACCOUNT_BURST",
-    "dedup_ttl_s": "WXTASKS_DEDUP_TTL_S",
-    "send_deadline_s": "WXTASKS_SEND_DEADLINE_S",
-    "heartbeat_interval_s": "WXTASKS_HEARTBEAT_INTERVAL_S",
-    "heartbeat_batch": "WXTASKS_HEARTBEAT_BATCH",
-    "backoff_base_s": "WXTASKS_BACKOFF_BASE_S",
-    "backoff_max_s": "WXTASKS_BACKOFF_MAX_S",
-    "error_retry_interval_s": "WXTASKS_ERROR_RETRY_INTERVAL_S",
-    "login_qr_ttl_s": "WXTASKS_LOGIN_QR_TTL_S",
-    "events_maxlen": "WXTASKS_EVENTS_MAXLEN",
-    "inbound_maxlen": "WXTASKS_INBOUND_MAXLEN",
-}
+_POSITIVE = (
+    "gateway_timeout_s",
+    "rate_per_second",
+    "burst",
+    "account_rate_per_second",
+    "account_burst",
+    "dedup_ttl_s",
+    "send_deadline_s",
+    "heartbeat_interval_s",
+    "heartbeat_batch",
+    "backoff_base_s",
+    "backoff_max_s",
+    "error_retry_interval_s",
+    "login_qr_ttl_s",
+    "events_maxlen",
+    "inbound_maxlen",
+)
 
 
 def _parse(raw: str, kind: Callable[[str], T], env: str) -> T:
