@@ -62,21 +62,47 @@ def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.R
     assert 5 + 20 * 2.9 <= len(times) <= 5 + 20 * 3
 
 
-def test_account_bucket_and_all_or_nothing(redis_url: str, r: redis.Redis) -> None:
+def test_account_bucket_books_slots_in_order_and_takes_nothing_global(
+    redis_url: str, r: redis.Redis
+) -> None:
     store, pipe = setup(
         redis_url, r, rate_per_second=100, burst=3, account_rate_per_second=1, account_burst=2
     )
     online(store, "slow")
     online(store, "fast", rate=50, burst=50)
     t0 = 1_700_000_000_000.0
-    assert [
-        pipe.admit(msg("slow", content=f"s{i}"), f"s{i}", now_ms=t0).outcome for i in range(3)
-    ] == [Admit.ADMITTED, Admit.ADMITTED, Admit.WAIT]
-    # the refused send took no global token: "fast" still has the one left in the burst
+    first = [pipe.admit(msg("slow", content=f"s{i}"), f"s{i}", now_ms=t0) for i in range(4)]
+    assert [a.outcome for a in first] == [
+        Admit.ADMITTED,
+        Admit.ADMITTED,
+        Admit.SCHEDULED,
+        Admit.SCHEDULED,
+    ]
+    # each message waiting on the account books the next slot, in arrival order
+    assert [a.wait_s for a in first[2:]] == [1.0, 2.0]
+    # a booked slot took no global token: "fast" still has the one left in the burst
     assert pipe.admit(msg("fast", content="f0"), "f0", now_ms=t0).outcome is Admit.ADMITTED
+    # and a global shortage takes nothing from the account
     assert pipe.admit(msg("fast", content="f1"), "f1", now_ms=t0).outcome is Admit.WAIT
-    # and a refused send claims nothing: the same message is admitted once tokens return
+    assert pipe.admit(msg("fast", content="f1"), "f1", now_ms=t0 + 10).outcome is Admit.ADMITTED
+    # at its slot the booked message needs only a global token
     assert pipe.admit(msg("slow", content="s2"), "s2", now_ms=t0 + 1000).outcome is Admit.ADMITTED
+    # a booked message is still "the same message" for everyone else
+    assert pipe.admit(msg("slow", content="s3"), "other", now_ms=t0).outcome is Admit.DUPLICATE
+
+
+def test_a_booked_slot_is_given_up_when_the_account_leaves_online(
+    redis_url: str, r: redis.Redis
+) -> None:
+    store, pipe = setup(redis_url, r, account_rate_per_second=1, account_burst=1)
+    online(store, "a1")
+    t0 = 1_700_000_000_000.0
+    assert pipe.admit(msg(content="m0"), "t0", now_ms=t0).outcome is Admit.ADMITTED
+    booked = msg(content="m1")
+    assert pipe.admit(booked, "t1", now_ms=t0).outcome is Admit.SCHEDULED
+    store.transition("a1", Event.LIVENESS_FAILED)
+    refused = pipe.admit(booked, "t1", now_ms=t0 + 1000)
+    assert refused.outcome is Admit.NOT_ONLINE and not r.exists(pipe.claim_key(booked))
 
 
 def test_duplicates_and_redelivery(redis_url: str, r: redis.Redis) -> None:

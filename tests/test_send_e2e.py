@@ -279,3 +279,32 @@ def test_fan_outs_with_bad_lists_fail_clearly(env: dict[str, Any]) -> None:
         env["producer"], name="wxtasks.bulk_send", app_id="shop-1", to_wxids=[], content="x"
     )
     assert "to_wxids" in empty.get(timeout=30)["error"]
+
+
+def test_a_slow_accounts_bulk_send_keeps_its_pace_without_holding_up_others(
+    env: dict[str, Any], sim: Simulator
+) -> None:
+    store = env["store"]
+    online(store, "bulk-slow", "quick")
+    store.update("bulk-slow", rate=2, burst=1)  # 群发 at 2 messages per second
+    recipients = [f"wxid_{i}" for i in range(8)]
+    bulk = send(
+        env["producer"],
+        name="wxtasks.bulk_send",
+        app_id="bulk-slow",
+        to_wxids=recipients,
+        content="新品",
+    )
+    wait_until(lambda: sim.sends(), 20, what="the bulk send under way")
+    quick = [send(env["producer"], app_id="quick", to_wxid="w", content=f"q{i}") for i in range(6)]
+    for result in quick:
+        assert result.get(timeout=30)["status"] == "sent"
+    assert bulk.get(timeout=60)["sent"] == 8
+    sends = sim.sends()
+    slow = [s for s in sends if s["appId"] == "bulk-slow"]
+    assert sorted(s["toWxid"] for s in slow) == recipients
+    gaps = [b["at"] - a["at"] for a, b in zip(slow, slow[1:], strict=False)]
+    assert min(gaps) >= 0.45  # the account's 2/s held (Redis clock vs. gateway clock)
+    last_quick = max(s["at"] for s in sends if s["appId"] == "quick")
+    # the quick account did not queue behind the slow one's 4 seconds of pacing
+    assert last_quick < slow[-1]["at"] - 1.0

@@ -120,6 +120,7 @@ class Admit(StrEnum):
     DUPLICATE = "duplicate"
     REDELIVERED = "redelivered"
     NOT_ONLINE = "not_online"
+    SCHEDULED = "scheduled"
     WAIT = "wait"
 
 
@@ -172,7 +173,7 @@ class SendPipeline:
             ],
         )
         outcome = Admit(_s(reply[0]))
-        if outcome is Admit.WAIT:
+        if outcome in (Admit.WAIT, Admit.SCHEDULED):
             return Admission(outcome, wait_s=int(reply[1]) / 1000.0)
         if outcome is Admit.NOT_ONLINE:
             return Admission(outcome, state=_s(reply[1]))

@@ -32,8 +32,11 @@ from wxtasks.tasks.common import lifecycle, pipeline, runtime
 
 logger = logging.getLogger(__name__)
 
-#: a token wait up to this long sleeps in the task; a longer one requeues it
+#: a global-token wait up to this long sleeps in the task; a longer one requeues it
 SHORT_WAIT_S = 1.0
+#: a booked account slot this close is slept for; a later one requeues the task, so one
+#: busy account (a 群发 at 1 msg/s) never holds the workers other accounts need
+SHORT_SCHEDULE_S = 0.25
 #: generic gateway errors (ret != 200, not offline) are retried this many times
 BUSINESS_RETRIES = 3
 DEADLINE_HEADER = "wx_deadline"
@@ -98,6 +101,7 @@ def _run_send(
     except _Retry as retry:
         left = deadline - time.time()
         if retry.countdown >= left:
+            pipeline(task.app).release(message, task_id)  # a booked slot, if any
             return dead_letter(
                 task,
                 kind,
@@ -132,17 +136,24 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
     kind, raw = message.kind, _kwargs_of(message)
     while True:
         if time.time() > deadline:
+            pipe.release(message, task_id)  # a booked slot, if any
             return dead_letter(task, kind, raw, Status.FAILED, "deadline passed before a send slot")
         admission = pipe.admit(message, task_id)
         outcome = admission.outcome
         if outcome is Admit.ADMITTED:
             break
-        if outcome is Admit.WAIT:
+        if outcome is Admit.WAIT:  # the global bucket: every process waits alike
             pipe.count_wait(admission.wait_s)  # off the fast path: we are about to wait
             if admission.wait_s <= SHORT_WAIT_S:
                 time.sleep(admission.wait_s)
                 continue
             raise _Retry(admission.wait_s, "waiting for a send token")
+        if outcome is Admit.SCHEDULED:  # the account's slot is booked: free the worker
+            pipe.count_wait(admission.wait_s)
+            if admission.wait_s <= SHORT_SCHEDULE_S:
+                time.sleep(admission.wait_s)
+                continue
+            raise _Retry(admission.wait_s, "waiting for the account's send slot")
         if outcome is Admit.DUPLICATE:
             pipe.record(message, task_id, Status.DUPLICATE)
             claim = admission.claim
