@@ -280,3 +280,16 @@ def make_stack(supervisor: Supervisor, redis_url: str) -> Iterator[Any]:
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_broker_pools() -> Iterator[None]:
+    """Producer apps share kombu's global connection pools; close them when the session
+    ends so no broker connection outlives the suite."""
+    yield
+    import gc
+
+    from kombu import pools
+
+    pools.reset()
+    gc.collect()
