@@ -3,6 +3,7 @@ simulator as gateway. Every message ends sent, duplicate, failed or unknown."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -303,7 +304,7 @@ def test_a_slow_accounts_bulk_send_keeps_its_pace_without_holding_up_others(
     sends = sim.sends()
     slow = [s for s in sends if s["appId"] == "bulk-slow"]
     assert sorted(s["toWxid"] for s in slow) == recipients
-    gaps = [b["at"] - a["at"] for a, b in zip(slow, slow[1:], strict=False)]
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(slow)]
     assert min(gaps) >= 0.45  # the account's 2/s held (Redis clock vs. gateway clock)
     last_quick = max(s["at"] for s in sends if s["appId"] == "quick")
     # the quick account did not queue behind the slow one's 4 seconds of pacing
