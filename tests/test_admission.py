@@ -159,3 +159,19 @@ def test_buckets_use_the_redis_clock(redis_url: str, r: redis.Redis) -> None:
     seconds, micros = r.time()
     tat = float(r.get(pipe.keys.global_bucket))
     assert abs(tat - (seconds * 1000 + micros / 1000 + 1000)) < 1000
+
+
+def test_no_account_slot_is_booked_past_the_messages_deadline(
+    redis_url: str, r: redis.Redis
+) -> None:
+    store, pipe = setup(redis_url, r, account_rate_per_second=1, account_burst=1)
+    online(store, "a1")
+    t0 = 1_700_000_000_000.0
+    assert pipe.admit(msg(content="m0"), "t0", now_ms=t0).outcome is Admit.ADMITTED
+    # its slot (in 1 s) lies past what its deadline allows: nothing is booked or claimed
+    late = pipe.admit(msg(content="m1"), "t1", now_ms=t0, max_wait_s=0.5)
+    assert late.outcome is Admit.WAIT and late.wait_s == 1.0
+    assert not r.exists(pipe.claim_key(msg(content="m1")))
+    # so the next message still gets the slot at 1 s, not at 2 s
+    nxt = pipe.admit(msg(content="m2"), "t2", now_ms=t0, max_wait_s=60)
+    assert nxt.outcome is Admit.SCHEDULED and nxt.wait_s == 1.0

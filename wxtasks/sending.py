@@ -153,7 +153,16 @@ class SendPipeline:
     def claim_key(self, message: Message) -> str:
         return self.keys.claim(message.app_id, message.digest)
 
-    def admit(self, message: Message, owner: str, *, now_ms: float | None = None) -> Admission:
+    def admit(
+        self,
+        message: Message,
+        owner: str,
+        *,
+        now_ms: float | None = None,
+        max_wait_s: float | None = None,
+    ) -> Admission:
+        """One Lua round trip; ``max_wait_s``: book no account slot further away than this
+        (the message's deadline), so slots it could never use stay free for others."""
         s = self.settings
         reply = self.scripts.admit(
             keys=[
@@ -170,6 +179,7 @@ class SendPipeline:
                 s.account_rate_per_second,
                 s.account_burst,
                 "" if now_ms is None else repr(now_ms),
+                "" if max_wait_s is None else str(int(max_wait_s * 1000)),
             ],
         )
         outcome = Admit(_s(reply[0]))

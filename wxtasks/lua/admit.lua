@@ -12,13 +12,15 @@
 -- ARGV[3] = global rate, per second     ARGV[4] = global burst
 -- ARGV[5] = default account rate        ARGV[6] = default account burst
 -- ARGV[7] = now in milliseconds, or "" for Redis TIME (one clock for every host)
+-- ARGV[8] = the longest wait worth booking, ms (the message's deadline), or "" for any
 -- returns {"admitted"}
 --       | {"unknown_account"}
 --       | {"duplicate", owner, status, msgId, newMsgId, createTime}  claim held by another task
 --       | {"redelivered", status, msgId, newMsgId, createTime}       this task's send may have left
 --       | {"not_online", state}                                      (a booked slot is given up)
 --       | {"scheduled", milliseconds}   account slot booked: come back then, claim held
---       | {"wait", milliseconds}        no global token yet: nothing taken
+--       | {"wait", milliseconds}        no global token yet, or the account's slot lies past
+--                                       the message's deadline: nothing taken
 -- Buckets are GCRA: each holds its theoretical arrival time (ms). A send is allowed when
 -- tat + interval - burst * interval <= now; in any window T at most burst + rate * T pass.
 local acct = redis.call('HMGET', KEYS[1], 'state', 'rate', 'burst')
@@ -71,6 +73,9 @@ if not booked then
   local a_rate = tonumber(acct[2] or '') or tonumber(ARGV[5])
   local a_burst = tonumber(acct[3] or '') or tonumber(ARGV[6])
   local a_tat, a_wait = probe(KEYS[2], a_rate, a_burst)
+  if ARGV[8] ~= '' and a_wait > tonumber(ARGV[8]) then
+    return {'wait', tostring(math.ceil(a_wait))}  -- a slot it could never use: book none
+  end
   if a_wait > 0 or g_wait <= 0 then
     -- the account's token is taken now, whether for now or for a booked slot
     redis.call('SET', KEYS[2], tostring(a_tat), 'PX', math.ceil(a_tat - now) + 1000)

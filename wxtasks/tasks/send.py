@@ -138,7 +138,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         if time.time() > deadline:
             pipe.release(message, task_id)  # a booked slot, if any
             return dead_letter(task, kind, raw, Status.FAILED, "deadline passed before a send slot")
-        admission = pipe.admit(message, task_id)
+        admission = pipe.admit(message, task_id, max_wait_s=max(0.0, deadline - time.time()))
         outcome = admission.outcome
         if outcome is Admit.ADMITTED:
             break
