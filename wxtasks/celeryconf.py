@@ -84,7 +84,9 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_send_sent_event=True,
+        # Flower learns of a task when a worker receives it; "sent" events from beat's
+        # per-second sweep would only fill it with PENDING rows
+        task_send_sent_event=False,
         worker_send_task_events=True,
         result_expires=86_400,
         result_extended=True,

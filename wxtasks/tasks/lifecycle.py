@@ -50,9 +50,10 @@ def reconnect(self: Task, app_id: str, version: int) -> dict[str, Any]:
     return {"app_id": app_id, "outcome": lifecycle(self.app).reconnect(app_id, int(version))}
 
 
-@shared_task(name="wxtasks.sweep_heartbeats", bind=True, ignore_result=True)
+@shared_task(name="wxtasks.sweep_heartbeats", bind=True, ignore_result=True, send_events=False)
 def sweep_heartbeats(self: Task) -> int:
-    """Dispatch every heartbeat that is due (run by beat every second)."""
+    """Dispatch every heartbeat that is due (run by beat every second). It sends no
+    monitoring events: 86,400 sweeps a day would bury the sends in Flower."""
     return lifecycle(self.app).sweep()
 
 
