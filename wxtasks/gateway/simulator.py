@@ -32,6 +32,7 @@ import random
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -126,7 +127,9 @@ class GatewayHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
 
-    async def post(self, path: str) -> None:
+    def post(self, path: str) -> Awaitable[None] | None:
+        """Answer synchronously (the fast path); only injected delays return a coroutine,
+        which tornado awaits."""
         state = self.state
         path = "/" + path
         state.calls[path] += 1
@@ -135,35 +138,44 @@ class GatewayHandler(web.RequestHandler):
             self.set_status(503)
             self.set_header("Content-Type", "text/plain")
             self.finish("Service Unavailable")
-            return
+            return None
         if faults.latency_ms > 0:
-            await asyncio.sleep(faults.latency_ms / 1000.0)
+            return self._after(faults.latency_ms / 1000.0, path)
+        return self._serve(path)
+
+    async def _after(self, delay_s: float, path: str) -> None:
+        await asyncio.sleep(delay_s)
+        pending = self._serve(path)
+        if pending is not None:
+            await pending
+
+    def _serve(self, path: str) -> Awaitable[None] | None:
+        state = self.state
         operation = _ROUTES[state.profile.name].get(path)
         if operation is None:
             self.set_status(404)
             self.finish(_err(f"no such path {path}", 404))
-            return
+            return None
         if self.request.headers.get(state.profile.token_header) != state.token:
             self.finish(_err("token不可用或已过期", 401))
-            return
+            return None
         try:
             body = json.loads(self.request.body or b"{}")
         except ValueError:
             self.finish(_err("请求体不是合法的JSON"))
-            return
+            return None
         if not isinstance(body, dict):
             self.finish(_err("请求体不是合法的JSON"))
-            return
+            return None
         app_id = body.get("appId")
         if not isinstance(app_id, str) or (not app_id and operation not in _EMPTY_APP_ID_OK):
             self.finish(_err("appId不能为空"))
-            return
-        handler = getattr(self, "op_" + operation)
-        result = handler(app_id, body)
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result is not None:
+            return None
+        result: dict[str, Any] | Awaitable[None] = getattr(self, "op_" + operation)(app_id, body)
+        if isinstance(result, dict):
             self.finish(result)
+            return None
+        return result  # a hanging send: tornado awaits it
 
     # -- login -----------------------------------------------------------------------------
 
@@ -263,9 +275,9 @@ class GatewayHandler(web.RequestHandler):
 
     # -- messages --------------------------------------------------------------------------
 
-    async def _accept_send(
+    def _accept_send(
         self, app_id: str, body: dict[str, Any], kind: str, to_field: str
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any] | Awaitable[None]:
         state = self.state
         acct = state.account(app_id)
         to_wxid = body.get(to_field)
@@ -294,10 +306,7 @@ class GatewayHandler(web.RequestHandler):
                 record[key] = body[key]
         state.sends.append(record)
         if faults.hang_sends:
-            await asyncio.sleep(faults.hang_s)
-            self.set_status(504)
-            self.finish("Gateway Timeout")
-            return None
+            return self._hang(faults.hang_s)
         data: dict[str, Any] = {
             "toWxid": to_wxid,
             "createTime": int(now),
@@ -308,20 +317,26 @@ class GatewayHandler(web.RequestHandler):
             data["newMsgId"] = new_msg_id
         return _ok(data)
 
-    async def op_send_text(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def _hang(self, seconds: float) -> None:
+        """The send was accepted and recorded; the answer never comes in time."""
+        await asyncio.sleep(seconds)
+        self.set_status(504)
+        self.finish("Gateway Timeout")
+
+    def op_send_text(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | Awaitable[None]:
         to_field = state_to_field(self.state.profile)
         if not body.get("content"):
             return _err("content不能为空")
-        return await self._accept_send(app_id, body, "text", to_field)
+        return self._accept_send(app_id, body, "text", to_field)
 
-    async def op_send_image(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._accept_send(app_id, body, "image", "toWxid")
+    def op_send_image(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | Awaitable[None]:
+        return self._accept_send(app_id, body, "image", "toWxid")
 
-    async def op_send_file(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._accept_send(app_id, body, "file", "toWxid")
+    def op_send_file(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | Awaitable[None]:
+        return self._accept_send(app_id, body, "file", "toWxid")
 
-    async def op_send_link(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        return await self._accept_send(app_id, body, "link", "toWxid")
+    def op_send_link(self, app_id: str, body: dict[str, Any]) -> dict[str, Any] | Awaitable[None]:
+        return self._accept_send(app_id, body, "link", "toWxid")
 
     def op_fetch_contacts(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return _ok({"friends": [], "chatrooms": [], "ghs": []})
