@@ -109,10 +109,25 @@ def test_redis_down_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_status_json(cli: Any) -> None:
+    from wxtasks.machine import Event
+    from wxtasks.sending import Message
+
     cli("accounts", "add", "s1", "--no-login")
+    cli("accounts", "add", "bulk", "--no-login", "--rate", "1", "--burst", "1")
+    rt = context.runtime()
+    rt.accounts.transition("bulk", Event.LOGIN_SUCCEEDED)
+    from wxtasks.sending import SendPipeline
+
+    pipe = SendPipeline(rt.redis, rt.settings, rt.gateway)
+    for i in range(3):  # one sent now, two booked for the next two seconds
+        pipe.admit(
+            Message.parse("text", {"app_id": "bulk", "to_wxid": f"w{i}", "content": "x"}), f"t{i}"
+        )
     snap = json.loads(cli("status", "--json").output)
-    assert snap["accounts"]["IDLE"] == 1
-    assert snap["global_bucket"]["tokens"] == snap["global_bucket"]["burst"]
+    assert snap["accounts"]["IDLE"] == 1 and snap["accounts"]["ONLINE"] == 1
+    busy = snap["busiest_account_buckets"]
+    assert [b["app_id"] for b in busy] == ["bulk"] and 2 < busy[0]["next_slot_in_s"] <= 3
+    assert snap["global_bucket"]["tokens"] < snap["global_bucket"]["burst"]  # one taken
     assert "send" in snap["queues"] and snap["deadletters"] == 0
 
 

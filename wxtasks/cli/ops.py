@@ -9,10 +9,12 @@ from typing import Any
 
 import click
 
+from wxtasks.accounts import Account
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import celery_app, runtime
 from wxtasks.config import redact_url
 from wxtasks.events import follow_events, read_events
+from wxtasks.machine import State
 from wxtasks.metrics import bucket_tokens
 
 
@@ -49,8 +51,12 @@ def status_snapshot() -> dict[str, Any]:
     except Exception as exc:
         depths = {"error": None}
         click.echo(f"warning: broker unreachable: {exc}", err=True)
+    accounts = list(rt.accounts.get_many(rt.accounts.app_ids()))
+    counts = {state.value: 0 for state in State}
+    for account in accounts:
+        counts[account.state.value] += 1
     return {
-        "accounts": rt.accounts.count_by_state(),
+        "accounts": counts,
         "queues": depths,
         "global_bucket": {
             "tokens": round(
@@ -62,6 +68,7 @@ def status_snapshot() -> dict[str, Any]:
             "rate_per_second": s.rate_per_second,
             "burst": s.burst,
         },
+        "busiest_account_buckets": busiest_buckets(accounts, now_ms),
         "sends": {k: _number(v) for k, v in rt.redis.hgetall(rt.keys.send_stats).items()},
         "heartbeat_lateness_s": {
             "samples": len(lateness),
@@ -71,6 +78,32 @@ def status_snapshot() -> dict[str, Any]:
         "deadletters": rt.deadletters.count(),
         "recent_events": read_events(rt.redis, s, count=10),
     }
+
+
+def busiest_buckets(accounts: list[Account], now_ms: float, top: int = 5) -> list[dict[str, Any]]:
+    """Accounts whose own bucket is holding messages back (a 群发 in progress, say):
+    when their next message may go, and how many tokens they have now."""
+    rt = runtime()
+    s = rt.settings
+    pipe = rt.redis.pipeline(transaction=False)
+    for account in accounts:
+        pipe.get(rt.keys.account_bucket(account.app_id))
+    busy: list[dict[str, Any]] = []
+    for account, tat in zip(accounts, pipe.execute() if accounts else [], strict=True):
+        if not tat:
+            continue
+        rate = account.rate or s.account_rate_per_second
+        burst = account.burst or s.account_burst
+        next_in = max(0.0, float(tat) + 1000 / rate - burst * 1000 / rate - now_ms) / 1000
+        if next_in > 0:
+            busy.append(
+                {
+                    "app_id": account.app_id,
+                    "next_slot_in_s": round(next_in, 2),
+                    "tokens": round(bucket_tokens(tat, now_ms, rate, burst), 2),
+                }
+            )
+    return sorted(busy, key=lambda b: float(b["next_slot_in_s"]), reverse=True)[:top]
 
 
 def _number(text: bytes | str) -> int | float:
@@ -99,6 +132,8 @@ def status(as_json: bool) -> None:
     )
     b = snap["global_bucket"]
     click.echo(f"bucket     {b['tokens']}/{b['burst']} tokens at {b['rate_per_second']}/s")
+    for busy in snap["busiest_account_buckets"]:
+        click.echo(f"  busy     appId={busy['app_id']} next slot in {busy['next_slot_in_s']}s")
     click.echo(
         "sends      " + ("  ".join(f"{k} {v}" for k, v in snap["sends"].items()) or "none yet")
     )
