@@ -98,7 +98,7 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
         assert [n.split("@")[0] for n in names] == ["control", "send"]
         tree = _descendants(dev.pid)
 
-        cli_env = {**env, "WXTASKS_REDIS_URL": env["WXTASKS_REDIS_URL"]}
+        cli_env = env  # a second terminal: the same environment, nothing more
         listed = subprocess.run(
             [sys.executable, "-m", "wxtasks", "accounts", "list", "--json"],
             env=cli_env,

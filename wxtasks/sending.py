@@ -87,17 +87,6 @@ class Message:
             )
         return hashlib.sha256(basis.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "app_id": self.app_id,
-            "to_wxid": self.to_wxid,
-            "kind": self.kind,
-            "content": self.fields.get("content")
-            or self.fields.get("img_url")
-            or self.fields.get("file_url")
-            or self.fields.get("link_url", ""),
-        }
-
 
 def _text(kwargs: Mapping[str, Any], name: str, limit: int) -> str:
     value = kwargs.get(name)

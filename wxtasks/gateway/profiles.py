@@ -14,23 +14,6 @@ from types import MappingProxyType
 
 from wxtasks.errors import ConfigError
 
-#: Operations a profile may route. A profile lacking one does not support it.
-OPERATIONS = (
-    "check_online",
-    "heartbeat",
-    "reconnect",
-    "get_login_qr",
-    "check_login",
-    "logout",
-    "set_callback",
-    "send_text",
-    "send_image",
-    "send_file",
-    "send_link",
-    "fetch_contacts",
-    "chatroom_members",
-)
-
 
 @dataclass(frozen=True)
 class Profile:
