@@ -30,6 +30,19 @@ key                                    type    content / TTL
 ``wx:stats:sends``                     hash    outcome -> count (sent, duplicate, failed,
                                                unknown), token_waits, token_wait_seconds
 ``wx:stats:heartbeat_lateness``        list    newest heartbeat lateness samples (s); capped
+``wx:seen:{appId}:<task id>``          string  when a message that carries no enqueue time
+                                               was first seen (ms); TTL its lane's window
+``wx:outbox:messages``                 hash    task id -> a waiting or dispatched message
+                                               (JSON: task, kwargs, lane, enqueued, why)
+``wx:outbox:{appId}:<lane>``           zset    the account's waiting messages in one lane
+                                               (interactive, bulk): task id -> first
+                                               enqueued (ms), FIFO
+``wx:outbox:ready:<lane>``             zset    appId -> when the dispatcher should look at
+                                               the account's lane next (ms)
+``wx:outbox:inflight``                 zset    dispatched task id -> lease end (ms); a
+                                               lease that runs out is parked again
+``wx:outbox:stats``                    hash    dispatcher figures per lane: dispatched,
+                                               lag_ms, tick_at
 =====================================  ======  =============================================
 """
 
@@ -93,3 +106,24 @@ class Keys:
     @property
     def heartbeat_lateness(self) -> str:
         return f"{self.prefix}:stats:heartbeat_lateness"
+
+    def seen(self, app_id: str, task_id: str) -> str:
+        return f"{self.prefix}:seen:{{{app_id}}}:{task_id}"
+
+    @property
+    def outbox_messages(self) -> str:
+        return f"{self.prefix}:outbox:messages"
+
+    def outbox_lane(self, app_id: str, lane: str) -> str:
+        return f"{self.prefix}:outbox:{{{app_id}}}:{lane}"
+
+    def outbox_ready(self, lane: str) -> str:
+        return f"{self.prefix}:outbox:ready:{lane}"
+
+    @property
+    def outbox_inflight(self) -> str:
+        return f"{self.prefix}:outbox:inflight"
+
+    @property
+    def outbox_stats(self) -> str:
+        return f"{self.prefix}:outbox:stats"

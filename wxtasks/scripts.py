@@ -7,6 +7,7 @@ them in redis-py ``Script`` objects, which run by SHA and reload on NOSCRIPT; pa
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
@@ -15,29 +16,47 @@ from redis.commands.core import Script
 
 _NAMES = (
     "admit",
+    "bucket_levels",
     "claim_record",
     "claim_release",
+    "dispatch",
     "heartbeat_ok",
     "hset_existing",
     "inbound_claim",
+    "outbox_cancel",
+    "park",
     "register",
     "sweep_schedule",
     "transition",
 )
 
 
+#: a script whose header has ``-- uses: <lib>`` gets ``lua/lib/<lib>.lua`` put in front
+_USES = re.compile(r"^-- uses: (\w+)$", re.MULTILINE)
+
+
 @cache
 def _source(name: str) -> str:
+    text = _read(name)
+    libs = _USES.findall(text)
+    return "".join(_read(f"lib/{lib}") + "\n" for lib in libs) + text
+
+
+def _read(name: str) -> str:
     return (resources.files("wxtasks") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 class Scripts:
     admit: Script
+    bucket_levels: Script
     claim_record: Script
     claim_release: Script
+    dispatch: Script
     heartbeat_ok: Script
     hset_existing: Script
     inbound_claim: Script
+    outbox_cancel: Script
+    park: Script
     register: Script
     sweep_schedule: Script
     transition: Script

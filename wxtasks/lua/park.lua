@@ -1,0 +1,29 @@
+-- Park a message in its account's lane of the outbox, to be dispatched again when the
+-- buckets allow (or, for a retry, not before its backoff ends).
+-- KEYS[1] = waiting messages          (wx:outbox:messages)  hash: task id -> body (JSON)
+-- KEYS[2] = the lane                  (wx:outbox:{appId}:<lane>)  zset: task id -> order
+-- KEYS[3] = the lane's ready set      (wx:outbox:ready:<lane>)  zset: appId -> look at, ms
+-- KEYS[4] = dispatched messages       (wx:outbox:inflight)  zset: task id -> lease end, ms
+-- ARGV[1] = task id    ARGV[2] = body (JSON)
+-- ARGV[3] = order in the lane: when it was first enqueued, ms (FIFO)
+-- ARGV[4] = appId      ARGV[5] = when the dispatcher should look at the account, ms
+-- ARGV[6] = "hold": the lane waits until then (a retry's backoff, for every message of
+--           the account) | "soon": no later than then
+-- ARGV[7] = "" or a lease end: park only if the message is still dispatched with a lease
+--           that ended by then (taking back what a dead holder leased)
+-- returns the lane's length, or -1 when ARGV[7] did not hold
+if ARGV[7] ~= '' then
+  local lease = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  if not lease or tonumber(lease) > tonumber(ARGV[7]) then
+    return -1
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[6] == 'hold' then
+  redis.call('ZADD', KEYS[3], 'GT', tonumber(ARGV[5]), ARGV[4])
+else
+  redis.call('ZADD', KEYS[3], 'LT', tonumber(ARGV[5]), ARGV[4])
+end
+return redis.call('ZCARD', KEYS[2])
