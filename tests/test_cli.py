@@ -139,3 +139,14 @@ def test_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert out.exit_code == 1 and out.output.strip() == ("error: WXTASKS_BURST must be > 0, got -3")
     for cached in (context.runtime, context.celery_app, context.lifecycle):
         cached.cache_clear()
+
+
+def test_an_app_id_outside_the_rule_is_refused_naming_the_rule(cli: Any) -> None:
+    from wxtasks.keys import APP_ID_RULE
+
+    out = cli("accounts", "add", "shop a", "--no-login")
+    assert out.exit_code == 2 and APP_ID_RULE in out.output
+    assert "registered" not in out.output
+    assert json.loads(cli("accounts", "list", "--json").output) == []
+    sent = cli("send", "shop a", "wxid_c", "hi", "--no-wait")
+    assert sent.exit_code == 2 and APP_ID_RULE in sent.output

@@ -84,6 +84,16 @@ def test_a_plain_celery_producer_gets_a_sent_result(env: dict[str, Any], sim: Si
     assert isinstance(out["createTime"], int)
 
 
+def test_ids_at_the_edges_of_the_app_id_rule_send_through_a_worker(
+    env: dict[str, Any], sim: Simulator
+) -> None:
+    ids = ["x", "wx_7f3a9c21b0d4e5f6", "A.b@c_d-e" + "9" * 55]  # 1, typical, 64 characters
+    online(env["store"], *ids)
+    results = [send(env["producer"], app_id=a, to_wxid="wxid_c", content="edge") for a in ids]
+    assert [res.get(timeout=30)["status"] for res in results] == ["sent"] * 3
+    assert sorted(s["appId"] for s in sim.sends()) == sorted(ids)
+
+
 def test_a_message_sent_without_a_queue_is_still_processed(
     env: dict[str, Any], sim: Simulator
 ) -> None:

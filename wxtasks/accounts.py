@@ -21,7 +21,7 @@ import redis
 
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, TransitionRefused, UnknownAccountError
-from wxtasks.keys import Keys
+from wxtasks.keys import Keys, validate_app_id
 from wxtasks.machine import Decision, Event, Policy, Snapshot, State, decide
 from wxtasks.scripts import Scripts
 
@@ -144,7 +144,7 @@ class AccountStore:
 
         Returns the account and whether it was new.
         """
-        _check_app_id(app_id)
+        validate_app_id(app_id)
         options = _options(rate, burst, note, tags)
         now = self.clock()
         # the first heartbeat is spread over one interval, so thousands never align
@@ -285,13 +285,6 @@ class AccountStore:
     def reschedule_heartbeat(self, app_id: str, delay_s: float | None = None) -> None:
         due = self.clock() + (self.settings.heartbeat_interval_s if delay_s is None else delay_s)
         self.redis.zadd(self.keys.heartbeat_schedule, {app_id: due}, xx=True)
-
-
-def _check_app_id(app_id: object) -> None:
-    if not isinstance(app_id, str) or not app_id.strip():
-        raise BadInputError("appId is required")
-    if any(c in app_id for c in "{}") or len(app_id) > 128 or app_id != app_id.strip():
-        raise BadInputError(f"appId {app_id!r} is not valid (no braces or spaces, ≤128 chars)")
 
 
 def _options(

@@ -27,7 +27,7 @@ import redis
 
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, ConfigError
-from wxtasks.keys import Keys
+from wxtasks.keys import Keys, validate_app_id
 from wxtasks.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def parse_event(body: object) -> GatewayEvent:
     type_name, app_id = lowered.get("typename"), lowered.get("appid")
     if not isinstance(type_name, str) or not type_name:
         raise BadInputError("TypeName is missing")
-    if not isinstance(app_id, str) or not app_id:
+    if app_id is None or app_id == "":
         raise BadInputError("Appid is missing")
+    app_id = validate_app_id(app_id)
     data = lowered.get("data") or {}
     if not isinstance(data, Mapping):
         raise BadInputError("Data must be an object")

@@ -44,11 +44,33 @@ key                                    type    content / TTL
 ``wx:outbox:stats``                    hash    dispatcher figures per lane: dispatched,
                                                lag_ms, tick_at
 =====================================  ======  =============================================
+
+An appId is part of these names, so every appId follows one rule, :data:`APP_ID_RULE`,
+checked by :func:`validate_app_id` wherever an appId comes in (registration, sends,
+callbacks, the CLI): what can be registered can be sent from. Real gateways' appIds
+(``wx_7f3a...``) and the demo ids (``demo-01``) follow it; braces (hash tags), glob
+characters (``*?[]``), ``:`` and white space cannot occur in a key through an appId.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from wxtasks.errors import BadInputError
+
+APP_ID_RULE = "1 to 64 characters, each an ASCII letter, a digit or one of _ . @ -"
+#: :data:`APP_ID_RULE` as a regular expression (for a full match)
+APP_ID_PATTERN = r"[A-Za-z0-9_.@-]{1,64}"
+_APP_ID = re.compile(APP_ID_PATTERN)
+
+
+def validate_app_id(app_id: object) -> str:
+    """``app_id`` when it follows :data:`APP_ID_RULE`; else BadInputError naming the rule."""
+    if isinstance(app_id, str) and _APP_ID.fullmatch(app_id):
+        return app_id
+    shown = repr(app_id) if len(repr(app_id)) <= 80 else repr(app_id)[:77] + "..."
+    raise BadInputError(f"appId {shown} is not valid: an appId is {APP_ID_RULE}")
 
 
 @dataclass(frozen=True)

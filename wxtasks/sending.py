@@ -20,7 +20,7 @@ import redis
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError
 from wxtasks.gateway.client import GatewayClient, SendReceipt
-from wxtasks.keys import Keys
+from wxtasks.keys import Keys, validate_app_id
 from wxtasks.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,7 @@ class Message:
             raise BadInputError(f"unexpected argument(s): {', '.join(sorted(unknown))}")
         app_id = _text(kwargs, "app_id", MAX_FIELD_CHARS)
         to_wxid = _text(kwargs, "to_wxid", MAX_FIELD_CHARS)
-        if any(c in app_id for c in "{} "):
-            raise BadInputError(f"app_id {app_id!r} is not a valid appId")
+        validate_app_id(app_id)
         fields = {}
         for name in required:
             fields[name] = _text(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from wxtasks.cli.common import echo_json, friendly
+from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import dispatch, lifecycle, runtime
 from wxtasks.errors import GatewayError
 from wxtasks.lifecycle import LOGIN_TASK
@@ -27,7 +27,7 @@ def accounts() -> None:
 
 
 @accounts.command("add")
-@click.argument("app_ids", nargs=-1, required=True)
+@click.argument("app_ids", nargs=-1, required=True, callback=check_app_ids)
 @click.option("--rate", type=float, help="this account's sends per second")
 @click.option("--burst", type=int, help="this account's burst")
 @click.option("--note", help="free text shown in lists")

@@ -1,4 +1,4 @@
-"""Helpers every CLI command uses: one-line errors, JSON output."""
+"""Helpers every CLI command uses: one-line errors, JSON output, the appId argument."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from wxtasks.errors import WxTasksError
+from wxtasks.errors import BadInputError, WxTasksError
+from wxtasks.keys import validate_app_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,3 +38,15 @@ def friendly(fn: F) -> F:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+def check_app_ids(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback for appId arguments: refused at once, naming the rule, unless each
+    follows :data:`wxtasks.keys.APP_ID_RULE`. Commands that only look an account up or
+    remove it take any string, so one registered under an older rule can be cleaned up."""
+    for app_id in value if isinstance(value, tuple) else (value,):
+        try:
+            validate_app_id(app_id)
+        except BadInputError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+    return value

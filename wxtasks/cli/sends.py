@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from wxtasks.cli.common import echo_json, friendly
+from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import celery_app, runtime
 from wxtasks.client import WxTasksClient
 
@@ -28,7 +28,7 @@ def _wait(result: Any, timeout_s: float) -> None:
 
 
 @click.command()
-@click.argument("app_id")
+@click.argument("app_id", callback=check_app_ids)
 @click.argument("to_wxid")
 @click.argument("content")
 @click.option("--ats", help="comma-separated wxids to @ in a group")
@@ -59,7 +59,12 @@ def send(
 @click.argument("to_wxid")
 @click.argument("content")
 @click.option(
-    "--from", "app_ids", multiple=True, required=True, help="an appId to send from (repeatable)"
+    "--from",
+    "app_ids",
+    multiple=True,
+    required=True,
+    callback=check_app_ids,
+    help="an appId to send from (repeatable)",
 )
 @click.option("--wait/--no-wait", default=True, show_default=True)
 @click.option("--timeout-s", type=float, default=300.0, show_default=True)

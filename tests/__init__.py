@@ -1,0 +1,1 @@
+"""The wxtasks test suite (a package, so test modules share helpers as ``tests.conftest``)."""
