@@ -1,4 +1,5 @@
-"""A Celery beat scheduler that runs only while it holds a Redis lock (one active beat).
+"""A Celery beat scheduler that runs only while it holds a Redis lock (one active beat),
+and the outbox's dispatcher, which the active beat runs every ``Dispatcher.TICK_S``.
 
 Start as many beats as you like (``celery -A workers beat``); the one holding
 ``wx:beat:lock`` sends the schedule, the others wait and take over within one lock period
@@ -12,16 +13,52 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from celery import beat
 from redis.exceptions import LockError
 
+from wxtasks.celeryconf import (
+    ATTEMPT_HEADER,
+    ENQUEUED_HEADER,
+    OUTBOX_HEADER,
+    PAID_HEADER,
+    SEND_QUEUE,
+)
 from wxtasks.keys import Keys
+from wxtasks.outbox import Dispatched, Dispatcher, Outbox
 from wxtasks.runtime import runtime_for
 
 logger = logging.getLogger(__name__)
+
+
+def publisher(app: Any) -> Callable[[list[Dispatched]], None]:
+    """Publish dispatched messages as send tasks under their own task ids."""
+
+    def publish(batch: list[Dispatched]) -> None:
+        with app.producer_or_acquire() as producer:
+            for d in batch:
+                w = d.waiting
+                headers: dict[str, Any] = {
+                    ENQUEUED_HEADER: w.enqueued_at,
+                    ATTEMPT_HEADER: w.attempt,
+                    OUTBOX_HEADER: "1",
+                }
+                if d.paid_at_ms is not None:
+                    headers[PAID_HEADER] = d.paid_at_ms
+                app.send_task(
+                    w.task,
+                    kwargs=w.kwargs,
+                    task_id=w.task_id,
+                    queue=SEND_QUEUE,
+                    headers=headers,
+                    producer=producer,
+                )
+
+    return publish
 
 
 class LockedScheduler(beat.Scheduler):
@@ -31,11 +68,17 @@ class LockedScheduler(beat.Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._lock: Any = None
         self._active = False
+        self._lock_checked = 0.0
+        self._dispatcher: Dispatcher | None = None
+        self._dispatch_failing = False
         super().__init__(*args, **kwargs)
         self.lock_ttl_s = float(os.environ.get("WXTASKS_BEAT_LOCK_TTL_S", "10"))
 
     def _hold_lock(self) -> bool:
         rt = runtime_for(self.app)
+        if self._active and time.monotonic() - self._lock_checked < self.lock_ttl_s / 5:
+            return True
+        self._lock_checked = time.monotonic()
         try:
             if self._lock is None:
                 self._lock = rt.redis.lock(
@@ -61,8 +104,24 @@ class LockedScheduler(beat.Scheduler):
     def tick(self, *args: Any, **kwargs: Any) -> float:
         if not self._hold_lock():
             return self.standby_interval_s
+        self._dispatch()
         next_in: float = super().tick(*args, **kwargs)
-        return min(next_in, self.lock_ttl_s / 3)
+        return min(next_in, self.lock_ttl_s / 3, Dispatcher.TICK_S)
+
+    def _dispatch(self) -> None:
+        if self._dispatcher is None:
+            rt = runtime_for(self.app)
+            outbox = Outbox(rt.redis, rt.settings, rt.keys, rt.scripts)
+            self._dispatcher = Dispatcher(outbox, publisher(self.app))
+        try:
+            self._dispatcher.tick()
+            if self._dispatch_failing:
+                logger.info("dispatcher: working again")
+            self._dispatch_failing = False
+        except Exception as exc:  # Redis or the broker away: leases bring it all back
+            if not self._dispatch_failing:
+                logger.warning("dispatcher: %s: %s (retrying)", type(exc).__name__, exc)
+            self._dispatch_failing = True
 
     def close(self) -> None:
         if self._active and self._lock is not None:

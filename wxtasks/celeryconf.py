@@ -15,6 +15,16 @@ CONTROL_QUEUE = "control"
 #: where a producer's task lands when it names no queue; send workers consume it too
 DEFAULT_QUEUE = "celery"
 
+# message headers of send tasks (all optional; a plain producer sets none)
+#: when the message was first enqueued (unix seconds): its deadline counts from here
+ENQUEUED_HEADER = "wx_enqueued_at"
+#: how many gateway attempts failed retryably before this one
+ATTEMPT_HEADER = "wx_attempt"
+#: "1" when the outbox's dispatcher published it
+OUTBOX_HEADER = "wx_outbox"
+#: the Redis time (ms) at which the dispatcher took its tokens
+PAID_HEADER = "wx_paid_at"
+
 SEND_TASKS = (
     "wxtasks.send_text",
     "wxtasks.send_image",
@@ -53,13 +63,14 @@ def configure(app: Celery, settings: Settings) -> Celery:
     app.wxtasks_settings = settings
     routes: dict[str, Any] = {name: {"queue": SEND_QUEUE} for name in SEND_TASKS}
     routes.update({name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS})
-    # longer than any wait a task is parked for (its ETA is before its deadline), so the
-    # Redis broker redelivers only tasks whose worker died
+    # nothing waits in the broker (waiting messages are parked in the Redis outbox), so
+    # a worker holds a message for one gateway call at most: a short visibility timeout
+    # brings a dead worker's messages back within seconds
     transport: dict[str, Any] = {
         "visibility_timeout": settings.visibility_timeout_s,
         # look for tasks a dead worker held every few seconds, not every ~100 s (kombu's
         # default interval 10 x throttle 10): the scan is one sorted-set range query
-        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 10)),
         "unacked_restore_throttle": 1,
         # a broker that vanishes without closing the socket must not hang a publish
         "socket_timeout": 30,

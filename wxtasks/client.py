@@ -16,12 +16,13 @@ The same with plain Celery::
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult
 
-from wxtasks.celeryconf import CONTROL_QUEUE, SEND_QUEUE
+from wxtasks.celeryconf import CONTROL_QUEUE, ENQUEUED_HEADER, SEND_QUEUE
 
 
 class WxTasksClient:
@@ -52,8 +53,14 @@ class WxTasksClient:
     def _send(
         self, name: str, kwargs: dict[str, Any], queue: str = SEND_QUEUE, **options: Any
     ) -> AsyncResult:
+        # the deadline of a send counts from here, however often it is redelivered
+        headers = {ENQUEUED_HEADER: time.time(), **(options.pop("headers", None) or {})}
         return self.app.send_task(
-            name, kwargs={k: v for k, v in kwargs.items() if v is not None}, queue=queue, **options
+            name,
+            kwargs={k: v for k, v in kwargs.items() if v is not None},
+            queue=queue,
+            headers=headers,
+            **options,
         )
 
     def send_text(
@@ -64,6 +71,7 @@ class WxTasksClient:
         *,
         ats: str | None = None,
         dedup_key: str | None = None,
+        lane: str | None = None,
         **options: Any,
     ) -> AsyncResult:
         return self._send(
@@ -74,6 +82,7 @@ class WxTasksClient:
                 "content": content,
                 "ats": ats,
                 "dedup_key": dedup_key,
+                "lane": lane,
             },
             **options,
         )
@@ -85,11 +94,18 @@ class WxTasksClient:
         img_url: str,
         *,
         dedup_key: str | None = None,
+        lane: str | None = None,
         **options: Any,
     ) -> AsyncResult:
         return self._send(
             "wxtasks.send_image",
-            {"app_id": app_id, "to_wxid": to_wxid, "img_url": img_url, "dedup_key": dedup_key},
+            {
+                "app_id": app_id,
+                "to_wxid": to_wxid,
+                "img_url": img_url,
+                "dedup_key": dedup_key,
+                "lane": lane,
+            },
             **options,
         )
 
@@ -101,6 +117,7 @@ class WxTasksClient:
         file_name: str,
         *,
         dedup_key: str | None = None,
+        lane: str | None = None,
         **options: Any,
     ) -> AsyncResult:
         return self._send(
@@ -111,6 +128,7 @@ class WxTasksClient:
                 "file_url": file_url,
                 "file_name": file_name,
                 "dedup_key": dedup_key,
+                "lane": lane,
             },
             **options,
         )
@@ -125,6 +143,7 @@ class WxTasksClient:
         thumb_url: str,
         *,
         dedup_key: str | None = None,
+        lane: str | None = None,
         **options: Any,
     ) -> AsyncResult:
         return self._send(
@@ -137,6 +156,7 @@ class WxTasksClient:
                 "link_url": link_url,
                 "thumb_url": thumb_url,
                 "dedup_key": dedup_key,
+                "lane": lane,
             },
             **options,
         )

@@ -22,9 +22,11 @@ WXTASKS_BURST                      global burst                             10
 WXTASKS_ACCOUNT_RATE_PER_SECOND    default per-account rate                 1
 WXTASKS_ACCOUNT_BURST              default per-account burst                2
 WXTASKS_DEDUP_TTL_S                how long a send claim blocks repeats     300
-WXTASKS_SEND_DEADLINE_S            how long a message may wait to go out    600
-WXTASKS_VISIBILITY_TIMEOUT_S       Redis broker: redeliver an unacked task  deadline +
-                                   (its worker died) after this long        backoff + 60
+WXTASKS_SEND_DEADLINE_S            how long a reply may wait to go out,     600
+                                   from its first enqueue
+WXTASKS_BULK_DEADLINE_S            how long a bulk message may wait         86400
+WXTASKS_VISIBILITY_TIMEOUT_S       Redis broker: redeliver an unacked task  20
+                                   (its worker died) after this long
 WXTASKS_HEARTBEAT_INTERVAL_S       heartbeat period per account             30
 WXTASKS_HEARTBEAT_BATCH            accounts probed per heartbeat task       50
 WXTASKS_MAX_RETRY                  reconnect attempts before ERROR          5
@@ -83,7 +85,8 @@ class Settings:
     account_burst: int = 2
     dedup_ttl_s: int = 300
     send_deadline_s: int = 600
-    visibility_timeout_s: int = 0
+    bulk_deadline_s: int = 86_400
+    visibility_timeout_s: int = 20
     heartbeat_interval_s: float = 30.0
     heartbeat_batch: int = 50
     max_retry: int = 5
@@ -109,10 +112,6 @@ class Settings:
             object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
         if not self.result_backend_url:
             object.__setattr__(self, "result_backend_url", self.redis_url)
-        if not self.visibility_timeout_s:
-            object.__setattr__(
-                self, "visibility_timeout_s", int(self.send_deadline_s + self.backoff_max_s + 60)
-            )
         self.validate()
 
     def validate(self) -> None:
@@ -129,11 +128,11 @@ class Settings:
                 raise ConfigError(f"{_ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
         if self.max_retry < 0:
             raise ConfigError(f"WXTASKS_MAX_RETRY must be >= 0, got {self.max_retry!r}")
-        if self.visibility_timeout_s <= self.send_deadline_s:
-            # a task parked for its ETA (waiting for a token or an account) must never be
-            # handed to a second worker while the first still holds it
+        if self.visibility_timeout_s <= self.gateway_timeout_s:
+            # a worker holds a message for one gateway call at most (waiting happens in
+            # the Redis outbox), so only that has to fit
             raise ConfigError(
-                "WXTASKS_VISIBILITY_TIMEOUT_S must be longer than WXTASKS_SEND_DEADLINE_S"
+                "WXTASKS_VISIBILITY_TIMEOUT_S must be longer than WECHATAPI_TIMEOUT_S"
             )
         if self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= the first backoff (1 s)")
@@ -196,6 +195,7 @@ _ENV_NAMES: dict[str, str] = {
     "account_burst": "WXTASKS_ACCOUNT_BURST",
     "dedup_ttl_s": "WXTASKS_DEDUP_TTL_S",
     "send_deadline_s": "WXTASKS_SEND_DEADLINE_S",
+    "bulk_deadline_s": "WXTASKS_BULK_DEADLINE_S",
     "visibility_timeout_s": "WXTASKS_VISIBILITY_TIMEOUT_S",
     "heartbeat_interval_s": "WXTASKS_HEARTBEAT_INTERVAL_S",
     "heartbeat_batch": "WXTASKS_HEARTBEAT_BATCH",
@@ -243,6 +243,8 @@ _POSITIVE = (
     "account_burst",
     "dedup_ttl_s",
     "send_deadline_s",
+    "bulk_deadline_s",
+    "visibility_timeout_s",
     "heartbeat_interval_s",
     "heartbeat_batch",
     "backoff_base_s",

@@ -14,6 +14,7 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from wxtasks.runtime import runtime_for
+from wxtasks.sendcore import DeadLetter, Status
 
 logger = logging.getLogger(__name__)
 
@@ -31,30 +32,15 @@ class Consumer(CeleryConsumer):
         headers = getattr(message, "headers", None) or {}
         task_id = str(headers.get("id") or f"undecodable-{id(message)}")
         raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-        entry: dict[str, Any] = {
-            "task_id": task_id,
-            "task": str(headers.get("task") or ""),
-            "kwargs": {},
-            "status": "failed",
-            "error": error,
-            "app_id": None,
-            "to_wxid": None,
-            "content": raw[:500].decode("utf-8", "replace"),
-            "retries": 0,
-            "claim_key": "",
-        }
+        entry = DeadLetter.of(
+            task_id,
+            str(headers.get("task") or ""),
+            {"content": raw[:500].decode("utf-8", "replace")},
+            Status.FAILED,
+            error,
+        )
         try:
-            runtime_for(self.app).deadletters.add(entry)
-            result = {
-                "status": "failed",
-                "app_id": None,
-                "to_wxid": None,
-                "msgId": "",
-                "newMsgId": "",
-                "createTime": None,
-                "error": error,
-                "task_id": task_id,
-            }
-            self.app.backend.store_result(task_id, result, "SUCCESS")
+            runtime_for(self.app).deadletters.add(entry.as_dict())
+            self.app.backend.store_result(task_id, entry.result().as_dict(), "SUCCESS")
         except Exception:
             logger.exception("could not dead-letter the unreadable message %s", task_id)

@@ -23,13 +23,17 @@ class DeadLetters:
         self.redis = client
         self.keys = keys
 
-    def add(self, entry: dict[str, Any]) -> None:
-        """Store ``entry`` (must carry ``task_id``); a later entry for the same id replaces it."""
+    def add(self, entry: dict[str, Any], *, pipe: Any = None) -> None:
+        """Store ``entry`` (must carry ``task_id``); a later entry for the same id replaces
+        it. With ``pipe``, only queue the commands on it."""
         entry = {**entry, "dead_lettered_at": time.time()}
-        pipe = self.redis.pipeline(transaction=True)
+        own = pipe is None
+        if own:
+            pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.deadletters, entry["task_id"], json.dumps(entry, ensure_ascii=False))
         pipe.zadd(self.keys.deadletters_order, {entry["task_id"]: entry["dead_lettered_at"]})
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def count(self) -> int:
         return int(self.redis.zcard(self.keys.deadletters_order))

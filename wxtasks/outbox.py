@@ -229,20 +229,20 @@ class Dispatcher:
 
     def tick(self) -> int:
         """Dispatch what is due now; returns how many messages went out."""
-        self.reclaim()
+        now_s, now_us = self.outbox.redis.time()
+        now_ms = now_s * 1000 + now_us / 1000
+        self.reclaim(now_ms)
         sent = 0
         for lane in LANES:
             while True:
-                n, full = self._dispatch_lane(lane)
+                n, full = self._dispatch_lane(lane, now_ms)
                 sent += n
                 if not full:
                     break
         return sent
 
-    def _dispatch_lane(self, lane: Lane) -> tuple[int, bool]:
+    def _dispatch_lane(self, lane: Lane, now_ms: float) -> tuple[int, bool]:
         ob, keys, s = self.outbox, self.outbox.keys, self.outbox.settings
-        now_s, now_us = ob.redis.time()
-        now_ms = now_s * 1000 + now_us / 1000
         due = ob.redis.zrangebyscore(
             keys.outbox_ready(lane), "-inf", now_ms, start=0, num=ACCOUNTS_PER_CALL, withscores=True
         )
@@ -264,7 +264,7 @@ class Dispatcher:
                 *account_keys,
             ],
             args=[
-                repr(now_ms),
+                "",
                 int(LEASE_S * 1000),
                 s.rate_per_second,
                 s.burst,
@@ -293,13 +293,11 @@ class Dispatcher:
             self.publish(batch)
         return len(batch), len(batch) >= DISPATCH_BATCH
 
-    def reclaim(self, limit: int = 500) -> int:
+    def reclaim(self, now_ms: float, limit: int = 500) -> int:
         """Park again what was dispatched and whose lease ran out (its holder died, or
         the dispatcher died before publishing it); the claim keeps it from going out
         twice."""
         ob, keys = self.outbox, self.outbox.keys
-        now_s, now_us = ob.redis.time()
-        now_ms = now_s * 1000 + now_us / 1000
         expired = ob.redis.zrangebyscore(
             keys.outbox_inflight, "-inf", now_ms, start=0, num=limit, withscores=True
         )

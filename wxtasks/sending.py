@@ -1,8 +1,9 @@
-"""The send path: validate → admit (one Lua round trip) → gateway → record (one round trip).
+"""The send path's steps: validate → admit (one Lua round trip) → gateway → finish (one
+round trip).
 
-``Message`` is one outgoing message; ``SendPipeline`` runs its three steps. The decision of
-what to do with each admission answer (wait, retry, fail) belongs to the ``send`` tasks,
-which call these plain methods; tests call them directly too.
+``Message`` is one outgoing message; ``SendPipeline`` runs the steps. What to do after each
+answer (send, sleep, park in the outbox, finish) is :func:`wxtasks.sendcore.decide`; the
+``send`` tasks carry it out. Tests call these plain methods directly too.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from wxtasks.config import Settings
+from wxtasks.deadletters import DeadLetters
 from wxtasks.errors import BadInputError
 from wxtasks.gateway.client import GatewayClient, SendReceipt
 from wxtasks.keys import Keys, validate_app_id
+from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
+from wxtasks.sendcore import Admission, Admit, DeadLetter, Lane, Status, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +38,6 @@ KINDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "file": (("file_url", "file_name"), ()),
     "link": (("title", "desc", "link_url", "thumb_url"), ()),
 }
-
-
-class Status(StrEnum):
-    SENT = "sent"
-    DUPLICATE = "duplicate"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -102,29 +98,10 @@ def _text(kwargs: Mapping[str, Any], name: str, limit: int) -> str:
     return value
 
 
-class Admit(StrEnum):
-    ADMITTED = "admitted"
-    UNKNOWN_ACCOUNT = "unknown_account"
-    DUPLICATE = "duplicate"
-    REDELIVERED = "redelivered"
-    NOT_ONLINE = "not_online"
-    SCHEDULED = "scheduled"
-    WAIT = "wait"
-
-
-@dataclass(frozen=True)
-class Admission:
-    outcome: Admit
-    state: str = ""
-    wait_s: float = 0.0
-    claim: dict[str, str] = field(default_factory=dict)
-
-
-_DUPLICATE_FIELDS = ("owner", "status", "msgId", "newMsgId", "createTime")
-_REDELIVERED_FIELDS = ("status", "msgId", "newMsgId", "createTime")
-
-
 class SendPipeline:
+    """The send path's Redis and gateway steps; :func:`wxtasks.sendcore.decide` says
+    which to take."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -137,20 +114,42 @@ class SendPipeline:
         self.gateway = gateway
         self.keys = Keys(settings.key_prefix)
         self.scripts = scripts or Scripts(client)
+        self.outbox = Outbox(client, settings, self.keys, self.scripts)
+        self.deadletters = DeadLetters(client, self.keys)
+        #: how long an admitted send may take: its claim's hold (connect + read timeout)
+        self.hold_ms = int((2 * settings.gateway_timeout_s + 5) * 1000)
 
     def claim_key(self, message: Message) -> str:
         return self.keys.claim(message.app_id, message.digest)
 
+    def ticket(
+        self,
+        task_id: str,
+        lane: Lane,
+        enqueued_at: float | None,
+        attempt: int = 0,
+        *,
+        from_outbox: bool = False,
+    ) -> Ticket:
+        """``enqueued_at`` None: the message does not say; admission finds out."""
+        return Ticket(
+            task_id,
+            lane,
+            enqueued_at if enqueued_at is not None else -1.0,
+            self.outbox.window_s(lane),
+            attempt,
+            from_outbox,
+        )
+
     def admit(
         self,
         message: Message,
-        owner: str,
+        ticket: Ticket,
         *,
+        paid_at_ms: float | None = None,
         now_ms: float | None = None,
-        max_wait_s: float | None = None,
     ) -> Admission:
-        """One Lua round trip; ``max_wait_s``: book no account slot further away than this
-        (the message's deadline), so slots it could never use stay free for others."""
+        """One Lua round trip (``admit.lua``)."""
         s = self.settings
         reply = self.scripts.admit(
             keys=[
@@ -158,32 +157,26 @@ class SendPipeline:
                 self.keys.account_bucket(message.app_id),
                 self.keys.global_bucket,
                 self.claim_key(message),
+                self.keys.outbox_lane(message.app_id, ticket.lane),
+                self.keys.seen(message.app_id, ticket.task_id),
             ],
             args=[
-                owner,
+                ticket.task_id,
                 s.dedup_ttl_s,
                 s.rate_per_second,
                 s.burst,
                 s.account_rate_per_second,
                 s.account_burst,
                 "" if now_ms is None else repr(now_ms),
-                "" if max_wait_s is None else str(int(max_wait_s * 1000)),
+                repr(ticket.enqueued_at * 1000) if ticket.enqueued_at >= 0 else "",
+                int(ticket.window_s * 1000),
+                self.outbox.reserve(ticket.lane),
+                "0" if ticket.from_outbox else "1",
+                "1" if paid_at_ms is not None else "0",
+                self.hold_ms,
             ],
         )
-        outcome = Admit(_s(reply[0]))
-        if outcome in (Admit.WAIT, Admit.SCHEDULED):
-            return Admission(outcome, wait_s=int(reply[1]) / 1000.0)
-        if outcome is Admit.NOT_ONLINE:
-            return Admission(outcome, state=_s(reply[1]))
-        if outcome is Admit.DUPLICATE:
-            return Admission(
-                outcome, claim=dict(zip(_DUPLICATE_FIELDS, map(_s, reply[1:]), strict=True))
-            )
-        if outcome is Admit.REDELIVERED:
-            return Admission(
-                outcome, claim=dict(zip(_REDELIVERED_FIELDS, map(_s, reply[1:]), strict=True))
-            )
-        return Admission(outcome)
+        return _admission(reply)
 
     def deliver(self, message: Message) -> SendReceipt:
         f = message.fields
@@ -198,17 +191,25 @@ class SendPipeline:
             message.app_id, message.to_wxid, f["title"], f["desc"], f["link_url"], f["thumb_url"]
         )
 
-    def record(
-        self, message: Message, owner: str, status: Status, receipt: SendReceipt | None = None
+    def finish(
+        self,
+        message: Message | None,
+        ticket: Ticket,
+        status: Status,
+        *,
+        receipt: SendReceipt | None = None,
+        dead_letter: DeadLetter | None = None,
     ) -> None:
-        """Write the outcome on the claim and count it, in one round trip."""
+        """Record how the message ended, in one round trip: its outcome on the claim (sent
+        or unknown after a gateway call), the count, the dead letter, and the outbox
+        forgetting it."""
         pipe = self.redis.pipeline(transaction=False)
-        if status in (Status.SENT, Status.UNKNOWN):
+        if message is not None and (receipt is not None or status is Status.UNKNOWN):
             r = receipt
             self.scripts.claim_record(
                 keys=[self.claim_key(message)],
                 args=[
-                    owner,
+                    ticket.task_id,
                     status.value,
                     r.msg_id if r else "",
                     r.new_msg_id if r else "",
@@ -217,17 +218,42 @@ class SendPipeline:
                 client=pipe,
             )
         pipe.hincrby(self.keys.send_stats, status.value, 1)
+        if dead_letter is not None:
+            self.deadletters.add(dead_letter.as_dict(), pipe=pipe)
+        if ticket.from_outbox:
+            self.outbox.finished(ticket.task_id, pipe)
         pipe.execute()
 
     def release(self, message: Message, owner: str) -> None:
         """The message did not go out: free its claim so a retry (or a repeat) may send."""
         self.scripts.claim_release(keys=[self.claim_key(message)], args=[owner])
 
-    def count_wait(self, wait_s: float) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(self.keys.send_stats, "token_waits", 1)
-        pipe.hincrbyfloat(self.keys.send_stats, "token_wait_seconds", wait_s)
-        pipe.execute()
+
+def _admission(reply: list[Any]) -> Admission:
+    outcome = Admit(_s(reply[0]))
+    if outcome in (Admit.ADMITTED, Admit.EXPIRED):
+        return Admission(outcome, enqueued_at=float(reply[1]) / 1000)
+    if outcome is Admit.WAIT:
+        return Admission(
+            outcome,
+            wait_s=int(reply[1]) / 1000.0,
+            why=_s(reply[2]),
+            enqueued_at=float(reply[3]) / 1000,
+        )
+    if outcome is Admit.NOT_ONLINE:
+        return Admission(outcome, state=_s(reply[1]), enqueued_at=float(reply[2]) / 1000)
+    if outcome is Admit.DUPLICATE:
+        return Admission(
+            outcome, claim=dict(zip(_DUPLICATE_FIELDS, map(_s, reply[1:]), strict=True))
+        )
+    if outcome is Admit.REDELIVERED:
+        claim = dict(zip(_REDELIVERED_FIELDS, map(_s, reply[1:5]), strict=True))
+        return Admission(outcome, claim=claim, wait_s=int(reply[5]) / 1000.0)
+    return Admission(outcome)
+
+
+_DUPLICATE_FIELDS = ("owner", "status", "msgId", "newMsgId", "createTime")
+_REDELIVERED_FIELDS = ("status", "msgId", "newMsgId", "createTime")
 
 
 def _s(x: Any) -> str:

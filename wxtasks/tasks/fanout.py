@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Task, chord, shared_task
 
-from wxtasks.sending import Status
+from wxtasks.sendcore import Status
 from wxtasks.tasks.send import dead_letter, send_text
 
 

@@ -1,24 +1,26 @@
 """Send tasks on queue ``send`` — the public contract other apps call by name.
 
-Each message ends as ``sent``, ``duplicate``, ``failed`` or ``unknown``; ``failed`` and
-``unknown`` ones also land in the dead-letter list. The order of work per attempt:
-
-    validate → deadline → admit (Lua) → gateway → record
-
-and what each admission or gateway answer leads to is the table in shared/DESIGN.md.
+Each message ends ``sent``, ``duplicate``, ``failed``, ``unknown`` or (an operator's
+doing) ``cancelled``; failed and unknown ones are also dead-lettered. A task is a thin
+adapter: it asks :func:`wxtasks.sendcore.decide` after each step and carries the answer
+out. A message that cannot go out now is parked in the Redis outbox and its Celery
+message acknowledged (the task ends IGNORED, its result shows state ``WAITING``); the
+dispatcher publishes it again under the same task id, so ``AsyncResult(id).get()`` returns
+the final result whenever it comes.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
 from celery import Task, shared_task, signals
-from celery.exceptions import Reject
+from celery.exceptions import Ignore, Reject
 
+from wxtasks.celeryconf import ATTEMPT_HEADER, ENQUEUED_HEADER, OUTBOX_HEADER, PAID_HEADER
 from wxtasks.errors import (
     AccountOfflineError,
     BadInputError,
@@ -27,31 +29,40 @@ from wxtasks.errors import (
     GatewayOutcomeUnknownError,
     GatewayUnavailableError,
 )
-from wxtasks.sending import Admit, Message, Status
+from wxtasks.gateway.client import SendReceipt
+from wxtasks.outbox import Waiting
+from wxtasks.sendcore import (
+    Action,
+    Admission,
+    DeadLetter,
+    Do,
+    Gateway,
+    GatewayAnswer,
+    Lane,
+    SendResult,
+    Status,
+    Ticket,
+    decide,
+)
+from wxtasks.sending import Message, SendPipeline
 from wxtasks.tasks.common import lifecycle, pipeline, runtime
 
 logger = logging.getLogger(__name__)
 
-#: a global-token wait up to this long sleeps in the task; a longer one requeues it
-SHORT_WAIT_S = 1.0
-#: a booked account slot this close is slept for; a later one requeues the task, so one
-#: busy account (a 群发 at 1 msg/s) never holds the workers other accounts need
-SHORT_SCHEDULE_S = 0.25
-#: generic gateway errors (ret != 200, not offline) are retried this many times
-BUSINESS_RETRIES = 3
-DEADLINE_HEADER = "wx_deadline"
 #: how long a send waits for Redis to come back before handing the message back
 REDIS_OUTAGE_WAIT_S = 60.0
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError)
+#: the state a parked message's result shows until it ends
+WAITING_STATE = "WAITING"
 
 #: positional parameter order per kind, as in the public signatures
 _POSITIONAL = {
-    "text": ("app_id", "to_wxid", "content", "ats", "dedup_key"),
-    "image": ("app_id", "to_wxid", "img_url", "dedup_key"),
-    "file": ("app_id", "to_wxid", "file_url", "file_name", "dedup_key"),
-    "link": ("app_id", "to_wxid", "title", "desc", "link_url", "thumb_url", "dedup_key"),
+    "text": ("app_id", "to_wxid", "content", "ats", "dedup_key", "lane"),
+    "image": ("app_id", "to_wxid", "img_url", "dedup_key", "lane"),
+    "file": ("app_id", "to_wxid", "file_url", "file_name", "dedup_key", "lane"),
+    "link": ("app_id", "to_wxid", "title", "desc", "link_url", "thumb_url", "dedup_key", "lane"),
 }
-_TASK_NAMES = {kind: f"wxtasks.send_{kind}" for kind in _POSITIONAL}
+TASK_NAMES = {kind: f"wxtasks.send_{kind}" for kind in _POSITIONAL}
 
 _SEND_OPTIONS: dict[str, Any] = {
     "bind": True,
@@ -61,16 +72,11 @@ _SEND_OPTIONS: dict[str, Any] = {
 }
 
 
-class _Retry(Exception):
-    def __init__(self, countdown: float, reason: str) -> None:
-        super().__init__(reason)
-        self.countdown = countdown
-
-
 def run_send(
     task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    """One attempt at one message; returns the result dict or raises Celery's Retry.
+    """Carry one message as far as it can go now; returns its result dict, or parks it
+    (raising Ignore).
 
     Redis going away mid-attempt (a restart, a failover) does not lose the message: the
     attempt waits for Redis to answer again and starts over (the claim tells a send that
@@ -84,37 +90,6 @@ def run_send(
         if not wait_for_redis(runtime(task.app).redis, REDIS_OUTAGE_WAIT_S):
             raise Reject(f"Redis unavailable for {REDIS_OUTAGE_WAIT_S}s", requeue=True) from exc
         return _run_send(task, kind, args, kwargs)
-
-
-def _run_send(
-    task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> dict[str, Any]:
-    task_id = str(task.request.id)
-    raw = _merge(kind, args, kwargs)
-    try:
-        message = Message.parse(kind, raw)
-    except BadInputError as exc:
-        return dead_letter(task, kind, raw, Status.FAILED, f"bad input: {exc}")
-    deadline = _deadline(task)
-    try:
-        return _attempt(task, message, task_id, deadline)
-    except _Retry as retry:
-        left = deadline - time.time()
-        if retry.countdown >= left:
-            pipeline(task.app).release(message, task_id)  # a booked slot, if any
-            return dead_letter(
-                task,
-                kind,
-                raw,
-                Status.FAILED,
-                f"deadline passed: {retry} (message waited "
-                f"{runtime(task.app).settings.send_deadline_s}s)",
-            )
-        headers = {**(task.request.headers or {}), DEADLINE_HEADER: deadline}
-        logger.info(
-            "send %s appId=%s retry in %.1fs: %s", task_id, message.app_id, retry.countdown, retry
-        )
-        raise task.retry(countdown=retry.countdown, headers=headers, max_retries=None) from None
 
 
 def wait_for_redis(client: redis.Redis, timeout_s: float) -> bool:
@@ -131,170 +106,169 @@ def wait_for_redis(client: redis.Redis, timeout_s: float) -> bool:
     return False
 
 
-def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dict[str, Any]:
+def _run_send(
+    task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     pipe = pipeline(task.app)
-    kind, raw = message.kind, _kwargs_of(message)
-    while True:
-        if time.time() > deadline:
-            pipe.release(message, task_id)  # a booked slot, if any
-            return dead_letter(task, kind, raw, Status.FAILED, "deadline passed before a send slot")
-        admission = pipe.admit(message, task_id, max_wait_s=max(0.0, deadline - time.time()))
-        outcome = admission.outcome
-        if outcome is Admit.ADMITTED:
-            break
-        if outcome is Admit.WAIT:  # the global bucket: every process waits alike
-            pipe.count_wait(admission.wait_s)  # off the fast path: we are about to wait
-            if admission.wait_s <= SHORT_WAIT_S:
-                time.sleep(admission.wait_s)
-                continue
-            raise _Retry(admission.wait_s, "waiting for a send token")
-        if outcome is Admit.SCHEDULED:  # the account's slot is booked: free the worker
-            pipe.count_wait(admission.wait_s)
-            if admission.wait_s <= SHORT_SCHEDULE_S:
-                time.sleep(admission.wait_s)
-                continue
-            raise _Retry(admission.wait_s, "waiting for the account's send slot")
-        if outcome is Admit.DUPLICATE:
-            pipe.record(message, task_id, Status.DUPLICATE)
-            claim = admission.claim
-            return _result(
-                message, task_id, Status.DUPLICATE, claim=claim, first_task_id=claim.get("owner")
-            )
-        if outcome is Admit.REDELIVERED:
-            claim = admission.claim
-            if claim.get("status") == Status.SENT:
-                return _result(message, task_id, Status.SENT, claim=claim)
-            pipe.record(message, task_id, Status.UNKNOWN)
-            return dead_letter(
-                task,
-                kind,
-                raw,
-                Status.UNKNOWN,
-                "redelivered after a worker stopped mid-send: the gateway may have "
-                "sent it, so it was not sent again",
-                claim_key=pipe.claim_key(message),
-            )
-        if outcome is Admit.UNKNOWN_ACCOUNT:
-            return dead_letter(
-                task,
-                kind,
-                raw,
-                Status.FAILED,
-                f"unknown account: appId {message.app_id} is not registered",
-            )
-        # NOT_ONLINE
-        if admission.state in ("RECONNECTING", "LOGGING_IN"):
-            raise _Retry(_backoff(task.request.retries), f"account is {admission.state}")
-        return dead_letter(
-            task,
-            kind,
-            raw,
-            Status.FAILED,
-            f"account is {admission.state}: it cannot send until it logs in",
-        )
-
+    task_id = str(task.request.id)
+    raw = _merge(kind, args, kwargs)
+    from_outbox = _header(task.request, OUTBOX_HEADER) == "1"
     try:
-        receipt = pipe.deliver(message)
-    except AccountOfflineError as exc:
-        pipe.release(message, task_id)
-        lifecycle(task.app).liveness_failed(message.app_id, f"send failed: {exc.msg}")
-        raise _Retry(_backoff(task.request.retries), f"account offline: {exc.msg}") from None
-    except GatewayAuthError as exc:
-        pipe.release(message, task_id)
-        return dead_letter(task, kind, raw, Status.FAILED, str(exc))
-    except GatewayBusinessError as exc:
-        pipe.release(message, task_id)
-        if task.request.retries < BUSINESS_RETRIES:
-            raise _Retry(_backoff(task.request.retries), str(exc)) from None
-        return dead_letter(task, kind, raw, Status.FAILED, str(exc))
-    except GatewayUnavailableError as exc:
-        pipe.release(message, task_id)
-        raise _Retry(_backoff(task.request.retries), str(exc)) from None
-    except GatewayOutcomeUnknownError as exc:
-        pipe.record(message, task_id, Status.UNKNOWN)
-        return dead_letter(
-            task, kind, raw, Status.UNKNOWN, f"{exc}; not resent", claim_key=pipe.claim_key(message)
-        )
+        lane = parse_lane(raw.get("lane"))
+        message = Message.parse(kind, {k: v for k, v in raw.items() if k != "lane"})
     except BadInputError as exc:
-        pipe.release(message, task_id)
-        return dead_letter(task, kind, raw, Status.FAILED, f"bad input: {exc}")
-    # the message went out: its record must land even across a Redis restart
+        ticket = pipe.ticket(task_id, Lane.INTERACTIVE, time.time(), from_outbox=from_outbox)
+        return _finish(task, pipe, None, raw, ticket, Action(
+            Do.FINISH, Status.FAILED, f"bad input: {exc}", dead_letter=True
+        ))
+    ticket = pipe.ticket(
+        task_id,
+        lane,
+        _float(_header(task.request, ENQUEUED_HEADER)),
+        int(_float(_header(task.request, ATTEMPT_HEADER)) or 0),
+        from_outbox=from_outbox,
+    )
+    paid_at = _float(_header(task.request, PAID_HEADER))
+
+    while True:
+        admission = pipe.admit(message, ticket, paid_at_ms=paid_at)
+        if admission.enqueued_at is not None and ticket.enqueued_at < 0:
+            ticket = replace(ticket, enqueued_at=admission.enqueued_at)
+        action = decide(ticket, admission, time.time())
+        if action.do is not Do.SLEEP:
+            break
+        time.sleep(action.wait_s)
+        paid_at = None  # the tokens it was dispatched with are spent; ask the buckets
+    receipt: SendReceipt | None = None
+    if action.do is Do.SEND:
+        receipt, answer = _deliver(pipe, message)
+        action = decide(ticket, answer, time.time())
+    if action.do is Do.PARK:
+        _park(task, pipe, message, raw, ticket, action)
+    return _finish(task, pipe, message, raw, ticket, action, receipt=receipt, admission=admission)
+
+
+def _deliver(pipe: SendPipeline, message: Message) -> tuple[SendReceipt | None, GatewayAnswer]:
     try:
-        pipe.record(message, task_id, Status.SENT, receipt)
+        return pipe.deliver(message), GatewayAnswer(Gateway.SENT)
+    except AccountOfflineError as exc:  # before its base class, GatewayBusinessError
+        return None, GatewayAnswer(Gateway.OFFLINE, exc.msg)
+    except GatewayAuthError as exc:
+        return None, GatewayAnswer(Gateway.AUTH, str(exc))
+    except GatewayBusinessError as exc:
+        return None, GatewayAnswer(Gateway.BUSINESS, str(exc))
+    except GatewayUnavailableError as exc:
+        return None, GatewayAnswer(Gateway.UNAVAILABLE, str(exc))
+    except GatewayOutcomeUnknownError as exc:
+        return None, GatewayAnswer(Gateway.UNKNOWN, str(exc))
+    except BadInputError as exc:
+        return None, GatewayAnswer(Gateway.BAD_INPUT, str(exc))
+
+
+def _park(
+    task: Task,
+    pipe: SendPipeline,
+    message: Message,
+    raw: dict[str, Any],
+    ticket: Ticket,
+    action: Action,
+) -> None:
+    """Hand the message to the outbox and end this attempt without a result."""
+    if action.release:
+        pipe.release(message, ticket.task_id)
+    if action.offline:
+        lifecycle(task.app).liveness_failed(message.app_id, action.reason)
+    waiting = Waiting(
+        task_id=ticket.task_id,
+        task=TASK_NAMES[message.kind],
+        kwargs={**_kwargs_of(message), "lane": ticket.lane.value},
+        app_id=message.app_id,
+        lane=ticket.lane.value,
+        enqueued_at=ticket.enqueued_at,
+        attempt=ticket.attempt + (1 if action.retry else 0),
+        why=action.reason,
+        parked_at=time.time(),
+    )
+    pipe.outbox.park(waiting, action.wait_s, hold=action.retry)
+    logger.info(
+        "send %s appId=%s parked (%s lane): %s",
+        ticket.task_id,
+        message.app_id,
+        ticket.lane,
+        action.reason,
+    )
+    task.update_state(
+        state=WAITING_STATE,
+        meta={
+            "app_id": message.app_id,
+            "to_wxid": message.to_wxid,
+            "lane": ticket.lane.value,
+            "why": action.reason,
+            "enqueued_at": ticket.enqueued_at,
+        },
+    )
+    raise Ignore()
+
+
+def _finish(
+    task: Task,
+    pipe: SendPipeline,
+    message: Message | None,
+    raw: dict[str, Any],
+    ticket: Ticket,
+    action: Action,
+    *,
+    receipt: SendReceipt | None = None,
+    admission: Admission | None = None,
+) -> dict[str, Any]:
+    assert action.status is not None
+    status = action.status
+    if action.release and message is not None:
+        pipe.release(message, ticket.task_id)
+    claim = admission.claim if admission is not None else {}
+    dead = None
+    if action.dead_letter:
+        dead = DeadLetter.of(
+            ticket.task_id,
+            TASK_NAMES.get(message.kind if message else "", str(task.name)),
+            raw,
+            status,
+            action.reason,
+            attempts=ticket.attempt,
+            lane=ticket.lane.value,
+            claim_key=pipe.claim_key(message) if message and status is Status.UNKNOWN else "",
+        )
+    try:
+        pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead)
     except REDIS_DOWN:
+        # the outcome must land even across a Redis restart (a sent message above all)
         if not wait_for_redis(pipe.redis, REDIS_OUTAGE_WAIT_S):
             raise
-        pipe.record(message, task_id, Status.SENT, receipt)
-    return _result(message, task_id, Status.SENT, receipt=receipt.as_dict())
+        pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead)
+    if dead is not None:
+        logger.warning(
+            "send %s appId=%s %s: %s", ticket.task_id, dead.app_id, status.value, action.reason
+        )
+        return dead.result().as_dict()
+    assert message is not None
+    ids: Any = receipt.as_dict() if receipt is not None else claim
+    extra: dict[str, Any] = {}
+    if status is Status.DUPLICATE:
+        extra["first_task_id"] = claim.get("owner")
+    return SendResult.from_ids(
+        status, message.app_id, message.to_wxid, ticket.task_id, ids, **extra
+    ).as_dict()
 
 
-def _result(
-    message: Message,
-    task_id: str,
-    status: Status,
-    *,
-    receipt: dict[str, Any] | None = None,
-    claim: dict[str, str] | None = None,
-    error: str | None = None,
-    first_task_id: str | None = None,
-) -> dict[str, Any]:
-    ids = receipt or {}
-    if claim:
-        ids = {
-            "msgId": claim.get("msgId", ""),
-            "newMsgId": claim.get("newMsgId", ""),
-            "createTime": int(claim["createTime"]) if claim.get("createTime") else None,
-        }
-    result: dict[str, Any] = {
-        "status": status.value,
-        "app_id": message.app_id,
-        "to_wxid": message.to_wxid,
-        "msgId": ids.get("msgId", ""),
-        "newMsgId": ids.get("newMsgId", ""),
-        "createTime": ids.get("createTime"),
-        "task_id": task_id,
-    }
-    if error:
-        result["error"] = error
-    if first_task_id:
-        result["first_task_id"] = first_task_id
-    return result
-
-
-def dead_letter(
-    task: Task, kind: str, raw: dict[str, Any], status: Status, error: str, *, claim_key: str = ""
-) -> dict[str, Any]:
-    """End the message as failed/unknown: keep it in the dead-letter list, return why."""
-    rt = runtime(task.app)
-    task_id = str(task.request.id)
-    entry = {
-        "task_id": task_id,
-        "task": _TASK_NAMES.get(kind, str(task.name)),
-        "kwargs": _jsonable(raw),
-        "status": status.value,
-        "error": error,
-        "app_id": _str_or_none(raw.get("app_id")),
-        "to_wxid": _str_or_none(raw.get("to_wxid")),
-        "content": _str_or_none(
-            raw.get("content") or raw.get("img_url") or raw.get("file_url") or raw.get("link_url")
-        ),
-        "retries": task.request.retries,
-        "claim_key": claim_key,
-    }
-    rt.deadletters.add(entry)
-    if status is Status.FAILED:
-        rt.redis.hincrby(rt.keys.send_stats, status.value, 1)
-    logger.warning("send %s appId=%s %s: %s", task_id, entry["app_id"], status.value, error)
-    return {
-        "status": status.value,
-        "app_id": entry["app_id"],
-        "to_wxid": entry["to_wxid"],
-        "msgId": "",
-        "newMsgId": "",
-        "createTime": None,
-        "error": error,
-        "task_id": task_id,
-    }
+def parse_lane(value: Any) -> Lane:
+    """The ``lane`` task argument: interactive (the default) or bulk."""
+    if value in (None, ""):
+        return Lane.INTERACTIVE
+    try:
+        return Lane(value)
+    except ValueError:
+        lanes = ", ".join(lane.value for lane in Lane)
+        raise BadInputError(f"lane must be one of {lanes}; got {value!r}") from None
 
 
 def _merge(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -313,36 +287,18 @@ def _kwargs_of(message: Message) -> dict[str, Any]:
     return raw
 
 
-def _deadline(task: Task) -> float:
-    headers = task.request.headers or {}
-    value = headers.get(DEADLINE_HEADER) or getattr(task.request, DEADLINE_HEADER, None)
+def _header(request: Any, name: str) -> Any:
+    headers = getattr(request, "headers", None)
+    if isinstance(headers, dict) and headers.get(name) is not None:
+        return headers[name]
+    return getattr(request, name, None)
+
+
+def _float(value: Any) -> float | None:
     try:
-        return float(str(value))
-    except (TypeError, ValueError):
-        return time.time() + runtime(task.app).settings.send_deadline_s
-
-
-def _backoff(retries: int) -> float:
-    return min(30.0, 2.0 ** min(retries, 5)) * (0.75 + 0.5 * random.random())
-
-
-def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, str):
-            out[key] = value.encode("utf-8", "replace").decode("utf-8")
-        elif value is None or isinstance(value, int | float | bool | list | dict):
-            out[key] = value
-        else:
-            out[key] = repr(value)
-    return out
-
-
-def _str_or_none(value: Any) -> str | None:
-    if value is None:
+        return float(str(value)) if value not in (None, "") else None
+    except ValueError:
         return None
-    text = value if isinstance(value, str) else repr(value)
-    return text.encode("utf-8", "replace").decode("utf-8")[:500]
 
 
 @signals.task_failure.connect
@@ -362,20 +318,11 @@ def _dead_letter_failures(
     if not name.startswith("wxtasks.send_") or task_id is None:
         return
     raw = kwargs if isinstance(kwargs, dict) else {"_arguments": repr((args, kwargs))[:500]}
-    entry = {
-        "task_id": task_id,
-        "task": name,
-        "kwargs": _jsonable(raw),
-        "status": "failed",
-        "error": f"task raised {type(exception).__name__}: {exception}",
-        "app_id": _str_or_none(raw.get("app_id")),
-        "to_wxid": _str_or_none(raw.get("to_wxid")),
-        "content": _str_or_none(raw.get("content")),
-        "retries": 0,
-        "claim_key": "",
-    }
+    entry = DeadLetter.of(
+        task_id, name, raw, Status.FAILED, f"task raised {type(exception).__name__}: {exception}"
+    )
     try:
-        runtime(sender.app).deadletters.add(entry)  # type: ignore[union-attr]
+        runtime(sender.app).deadletters.add(entry.as_dict())  # type: ignore[union-attr]
     except Exception:
         logger.exception("could not dead-letter failed task %s", task_id)
 
@@ -385,23 +332,24 @@ def _dead_letter_failures(
 
 @shared_task(name="wxtasks.send_text", **_SEND_OPTIONS)
 def send_text(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """send_text(app_id, to_wxid, content, ats=None, dedup_key=None)"""
+    """send_text(app_id, to_wxid, content, ats=None, dedup_key=None, lane="interactive")"""
     return run_send(self, "text", args, kwargs)
 
 
 @shared_task(name="wxtasks.send_image", **_SEND_OPTIONS)
 def send_image(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """send_image(app_id, to_wxid, img_url, dedup_key=None)"""
+    """send_image(app_id, to_wxid, img_url, dedup_key=None, lane="interactive")"""
     return run_send(self, "image", args, kwargs)
 
 
 @shared_task(name="wxtasks.send_file", **_SEND_OPTIONS)
 def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """send_file(app_id, to_wxid, file_url, file_name, dedup_key=None)"""
+    """send_file(app_id, to_wxid, file_url, file_name, dedup_key=None, lane="interactive")"""
     return run_send(self, "file", args, kwargs)
 
 
 @shared_task(name="wxtasks.send_link", **_SEND_OPTIONS)
 def send_link(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """send_link(app_id, to_wxid, title, desc, link_url, thumb_url, dedup_key=None)"""
+    """send_link(app_id, to_wxid, title, desc, link_url, thumb_url, dedup_key=None,
+    lane="interactive")"""
     return run_send(self, "link", args, kwargs)
