@@ -11,7 +11,6 @@ even two beats running at once could not double a heartbeat.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import redis
@@ -32,7 +31,7 @@ class LockedScheduler(beat.Scheduler):
         self._lock: Any = None
         self._active = False
         super().__init__(*args, **kwargs)
-        self.lock_ttl_s = float(os.environ.get("WXTASKS_BEAT_LOCK_TTL_S", "10"))
+        self.lock_ttl_s = runtime_for(self.app).settings.beat_lock_ttl_s
 
     def _hold_lock(self) -> bool:
         rt = runtime_for(self.app)
