@@ -105,3 +105,14 @@ def test_every_setting_is_read_documented_and_round_trips() -> None:
     assert all(setting.doc for setting in SETTINGS)
     with pytest.raises(ConfigError, match="WXTASKS_BEAT_LOCK_TTL_S must be > 0"):
         Settings.from_env({"WXTASKS_BEAT_LOCK_TTL_S": "0"})
+
+
+def test_only_settings_reads_the_environment() -> None:
+    package = Path(__file__).resolve().parents[1] / "wxtasks"
+    readers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "config.py"
+        and any(word in path.read_text() for word in ("os.environ", "getenv", "load_dotenv"))
+    ]
+    assert readers == []

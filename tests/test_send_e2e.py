@@ -244,8 +244,7 @@ def test_requeued_dead_letters_are_sent(
     store.transition("later", Event.LOGIN_SUCCEEDED)
     for name, value in env["settings"].environ().items():
         monkeypatch.setenv(name, value)
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
     runner = CliRunner()
     listed = json.loads(runner.invoke(main, ["deadletters", "list", "--json"]).output)
     assert [e["task_id"] for e in listed] == [failed.id]
@@ -254,8 +253,7 @@ def test_requeued_dead_letters_are_sent(
     assert out.exit_code == 0, out.output
     wait_until(lambda: len(sim.sends()) == 1, 30, what="the requeued send")
     assert env["dl"].count() == 0
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
 
 
 def test_events_record_the_offline_send_signal(env: dict[str, Any], sim: Simulator) -> None:

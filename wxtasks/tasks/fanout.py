@@ -13,6 +13,7 @@ from typing import Any
 from celery import Task, chord, shared_task
 
 from wxtasks.sending import Status
+from wxtasks.tasks.base import WxTask
 from wxtasks.tasks.send import dead_letter, send_text
 
 
@@ -61,7 +62,7 @@ def _strings(value: Any) -> list[str] | None:
     return None
 
 
-@shared_task(name="wxtasks.broadcast", bind=True, acks_late=True)
+@shared_task(name="wxtasks.broadcast", base=WxTask, bind=True, acks_late=True)
 def broadcast(
     self: Task,
     app_ids: list[str] | None = None,
@@ -84,7 +85,7 @@ def broadcast(
     )
 
 
-@shared_task(name="wxtasks.bulk_send", bind=True, acks_late=True)
+@shared_task(name="wxtasks.bulk_send", base=WxTask, bind=True, acks_late=True)
 def bulk_send(
     self: Task,
     app_id: str | None = None,

@@ -28,7 +28,7 @@ from wxtasks.errors import (
     GatewayUnavailableError,
 )
 from wxtasks.sending import Admit, Message, Status
-from wxtasks.tasks.common import lifecycle, pipeline, runtime
+from wxtasks.tasks.base import WxTask
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ _POSITIONAL = {
 _TASK_NAMES = {kind: f"wxtasks.send_{kind}" for kind in _POSITIONAL}
 
 _SEND_OPTIONS: dict[str, Any] = {
+    "base": WxTask,
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -81,7 +82,7 @@ def run_send(
         return _run_send(task, kind, args, kwargs)
     except REDIS_DOWN as exc:
         logger.warning("send %s: Redis unavailable (%s); waiting for it", task.request.id, exc)
-        if not wait_for_redis(runtime(task.app).redis, REDIS_OUTAGE_WAIT_S):
+        if not wait_for_redis(task.rt.redis, REDIS_OUTAGE_WAIT_S):
             raise Reject(f"Redis unavailable for {REDIS_OUTAGE_WAIT_S}s", requeue=True) from exc
         return _run_send(task, kind, args, kwargs)
 
@@ -101,14 +102,13 @@ def _run_send(
     except _Retry as retry:
         left = deadline - time.time()
         if retry.countdown >= left:
-            pipeline(task.app).release(message, task_id)  # a booked slot, if any
+            task.rt.pipeline.release(message, task_id)  # a booked slot, if any
             return dead_letter(
                 task,
                 kind,
                 raw,
                 Status.FAILED,
-                f"deadline passed: {retry} (message waited "
-                f"{runtime(task.app).settings.send_deadline_s}s)",
+                f"deadline passed: {retry} (message waited {task.rt.settings.send_deadline_s}s)",
             )
         headers = {**(task.request.headers or {}), DEADLINE_HEADER: deadline}
         logger.info(
@@ -132,7 +132,7 @@ def wait_for_redis(client: redis.Redis, timeout_s: float) -> bool:
 
 
 def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dict[str, Any]:
-    pipe = pipeline(task.app)
+    pipe = task.rt.pipeline
     kind, raw = message.kind, _kwargs_of(message)
     while True:
         if time.time() > deadline:
@@ -197,7 +197,7 @@ def _attempt(task: Task, message: Message, task_id: str, deadline: float) -> dic
         receipt = pipe.deliver(message)
     except AccountOfflineError as exc:
         pipe.release(message, task_id)
-        lifecycle(task.app).liveness_failed(message.app_id, f"send failed: {exc.msg}")
+        task.rt.lifecycle.liveness_failed(message.app_id, f"send failed: {exc.msg}")
         raise _Retry(_backoff(task.request.retries), f"account offline: {exc.msg}") from None
     except GatewayAuthError as exc:
         pipe.release(message, task_id)
@@ -265,7 +265,7 @@ def dead_letter(
     task: Task, kind: str, raw: dict[str, Any], status: Status, error: str, *, claim_key: str = ""
 ) -> dict[str, Any]:
     """End the message as failed/unknown: keep it in the dead-letter list, return why."""
-    rt = runtime(task.app)
+    rt = task.rt
     task_id = str(task.request.id)
     entry = {
         "task_id": task_id,
@@ -313,13 +313,13 @@ def _kwargs_of(message: Message) -> dict[str, Any]:
     return raw
 
 
-def _deadline(task: Task) -> float:
+def _deadline(task: WxTask) -> float:
     headers = task.request.headers or {}
     value = headers.get(DEADLINE_HEADER) or getattr(task.request, DEADLINE_HEADER, None)
     try:
         return float(str(value))
     except (TypeError, ValueError):
-        return time.time() + runtime(task.app).settings.send_deadline_s
+        return time.time() + task.rt.settings.send_deadline_s
 
 
 def _backoff(retries: int) -> float:
@@ -375,7 +375,7 @@ def _dead_letter_failures(
         "claim_key": "",
     }
     try:
-        runtime(sender.app).deadletters.add(entry)  # type: ignore[union-attr]
+        sender.rt.deadletters.add(entry)  # type: ignore[union-attr]
     except Exception:
         logger.exception("could not dead-letter failed task %s", task_id)
 
