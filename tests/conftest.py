@@ -188,6 +188,7 @@ def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
         "gateway_token": sim.token,
         "gateway_profile": sim.profile,
         "gateway_timeout_s": 2.0,
+        "beat_lock_ttl_s": 3.0,  # a standby beat takes over within 3 s
     }
     values.update(overrides)
     return Settings.from_env({}, **values)
@@ -220,11 +221,7 @@ class Stack:
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            **self.settings.environ(),
-            "WXTASKS_LOG_FORMAT": "text",
-            "WXTASKS_BEAT_LOCK_TTL_S": "3",
-        }
+        return {**self.settings.environ(), "WXTASKS_LOG_FORMAT": "text"}
 
     def worker(
         self, queues: str = "send,control", name: str = "w", concurrency: int = 2, *extra: str

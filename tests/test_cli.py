@@ -21,8 +21,7 @@ def cli(redis_url: str, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.setenv(name, value)
 
     def clear() -> None:
-        for cached in (context.runtime, context.celery_app, context.lifecycle):
-            cached.cache_clear()
+        context.runtime.cache_clear()
 
     clear()
 
@@ -99,13 +98,11 @@ def test_check_fails_without_workers_and_names_the_failing_part(cli: Any) -> Non
 
 def test_redis_down_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WXTASKS_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
     out = CliRunner().invoke(main, ["accounts", "list"])
     assert out.exit_code == 1
     assert out.output.startswith("error: cannot reach Redis") and "Traceback" not in out.output
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
 
 
 def test_status_json(cli: Any) -> None:
@@ -133,12 +130,10 @@ def test_status_json(cli: Any) -> None:
 
 def test_bad_setting_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WXTASKS_BURST", "-3")
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
     out = CliRunner().invoke(main, ["accounts", "list"])
     assert out.exit_code == 1 and out.output.strip() == ("error: WXTASKS_BURST must be > 0, got -3")
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
 
 
 def test_an_app_id_outside_the_rule_is_refused_naming_the_rule(cli: Any) -> None:

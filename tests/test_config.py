@@ -80,3 +80,39 @@ def test_environ_round_trips_for_child_processes() -> None:
     env = s.environ()
     assert set(env) == set(ENV_NAMES)
     assert Settings.from_env(env) == s
+
+
+def test_the_docstring_and_readme_tables_are_the_settings_table() -> None:
+    import wxtasks.config as config
+
+    assert config.docstring_table() in (config.__doc__ or ""), (
+        "wxtasks/config.py's docstring lists other settings than SETTINGS; paste in:\n"
+        + config.docstring_table()
+    )
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert config.markdown_table() in readme, (
+        "README's Configuration table differs from SETTINGS; paste in:\n" + config.markdown_table()
+    )
+
+
+def test_every_setting_is_read_documented_and_round_trips() -> None:
+    from wxtasks.config import SETTINGS
+
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS)
+    assert "WXTASKS_BACKOFF_BASE_S" in ENV_NAMES and "WXTASKS_BEAT_LOCK_TTL_S" in ENV_NAMES
+    s = Settings.from_env({"WXTASKS_BACKOFF_BASE_S": "2", "WXTASKS_BEAT_LOCK_TTL_S": "3"})
+    assert (s.backoff_base_s, s.beat_lock_ttl_s) == (2, 3)
+    assert all(setting.doc for setting in SETTINGS)
+    with pytest.raises(ConfigError, match="WXTASKS_BEAT_LOCK_TTL_S must be > 0"):
+        Settings.from_env({"WXTASKS_BEAT_LOCK_TTL_S": "0"})
+
+
+def test_only_settings_reads_the_environment() -> None:
+    package = Path(__file__).resolve().parents[1] / "wxtasks"
+    readers = [
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if path.name != "config.py"
+        and any(word in path.read_text() for word in ("os.environ", "getenv", "load_dotenv"))
+    ]
+    assert readers == []

@@ -9,6 +9,7 @@ from wxtasks.config import Settings
 from wxtasks.gateway import GatewayClient
 from wxtasks.machine import Event
 from wxtasks.metrics import RedisCollector
+from wxtasks.runtime import Runtime
 from wxtasks.sending import Message, SendPipeline, Status
 
 
@@ -25,7 +26,7 @@ def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -
     pipe.count_wait(0.25)
     r.lpush(store.keys.heartbeat_lateness, "0.5", "1.5")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(r, settings))
+    registry.register(RedisCollector(Runtime(settings)))
     text = generate_latest(registry).decode()
     assert 'wxtasks_accounts{state="ONLINE"} 1.0' in text
     assert 'wxtasks_accounts{state="IDLE"} 1.0' in text

@@ -18,6 +18,8 @@ from wxtasks.deadletters import DeadLetters
 from wxtasks.events import read_events
 from wxtasks.keys import Keys
 from wxtasks.machine import Event, State
+from wxtasks.outbox import Outbox
+from wxtasks.scripts import Scripts
 from wxtasks.runtime import redis_client
 from wxtasks.stack import Supervisor, wait_until
 
@@ -34,7 +36,6 @@ def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator
     settings = settings_for(
         redis_server,
         sim,
-        send_deadline_s=8,
         account_rate_per_second=50,
         account_burst=50,
         rate_per_second=50,
@@ -44,6 +45,7 @@ def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator
     )
     stack = Stack(settings, supervisor)
     stack.worker("send,control", "e2e", 2)
+    stack.beat()  # the outbox's dispatcher runs in the active beat
     stack.wait_workers(1)
     yield stack
     stack.stop()
@@ -150,14 +152,20 @@ def test_idle_account_fails_and_is_dead_lettered(env: dict[str, Any]) -> None:
     assert env["dl"].get(result.id)["app_id"] == "sleepy"
 
 
-def test_a_logging_in_account_is_retried_until_the_deadline(
+def test_a_logging_in_accounts_message_waits_in_the_outbox_and_goes_once_it_is_online(
     env: dict[str, Any], sim: Simulator
 ) -> None:
     env["store"].register("qr")
     env["store"].transition("qr", Event.LOGIN_STARTED)
-    out = send(env["producer"], app_id="qr", to_wxid="w", content="hi").get(timeout=30)
-    assert out["status"] == "failed" and "deadline" in out["error"]
-    assert sim.sends() == []
+    result = send(env["producer"], app_id="qr", to_wxid="w", content="hi")
+    outbox = Outbox(env["r"], env["settings"], Keys(env["settings"].key_prefix), Scripts(env["r"]))
+    waiting = wait_until(lambda: outbox.waiting(app_id="qr"), 20, what="the message to be parked")
+    assert waiting[0].task_id == result.id and waiting[0].why == "account is LOGGING_IN"
+    assert result.state == "WAITING"  # acknowledged: nothing waits in the broker
+    env["store"].transition("qr", Event.LOGIN_SUCCEEDED)
+    assert result.get(timeout=30)["status"] == "sent"
+    assert [s["content"] for s in sim.sends()] == ["hi"]
+    assert outbox.waiting(app_id="qr") == []
 
 
 def test_a_reconnecting_account_sends_once_it_is_back(env: dict[str, Any], sim: Simulator) -> None:
@@ -244,8 +252,7 @@ def test_requeued_dead_letters_are_sent(
     store.transition("later", Event.LOGIN_SUCCEEDED)
     for name, value in env["settings"].environ().items():
         monkeypatch.setenv(name, value)
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
     runner = CliRunner()
     listed = json.loads(runner.invoke(main, ["deadletters", "list", "--json"]).output)
     assert [e["task_id"] for e in listed] == [failed.id]
@@ -254,8 +261,7 @@ def test_requeued_dead_letters_are_sent(
     assert out.exit_code == 0, out.output
     wait_until(lambda: len(sim.sends()) == 1, 30, what="the requeued send")
     assert env["dl"].count() == 0
-    for cached in (context.runtime, context.celery_app, context.lifecycle):
-        cached.cache_clear()
+    context.runtime.cache_clear()
 
 
 def test_events_record_the_offline_send_signal(env: dict[str, Any], sim: Simulator) -> None:

@@ -12,7 +12,6 @@ even two beats running at once could not double a heartbeat.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,24 +20,28 @@ import redis
 from celery import beat
 from redis.exceptions import LockError
 
+from wxtasks.campaigns import Campaigns
 from wxtasks.celeryconf import (
     ATTEMPT_HEADER,
+    CAMPAIGN_HEADER,
     ENQUEUED_HEADER,
     OUTBOX_HEADER,
     PAID_HEADER,
     SEND_QUEUE,
 )
 from wxtasks.keys import Keys
-from wxtasks.outbox import Dispatched, Dispatcher, Outbox
+from wxtasks.outbox import Dispatched, Dispatcher
 from wxtasks.runtime import runtime_for
 
 logger = logging.getLogger(__name__)
 
 
-def publisher(app: Any) -> Callable[[list[Dispatched]], None]:
-    """Publish dispatched messages as send tasks under their own task ids."""
+def publisher(app: Any, campaigns: Campaigns) -> Callable[[list[Dispatched]], None]:
+    """Publish dispatched messages as send tasks under their own task ids (a campaign's
+    target gets the campaign's content)."""
 
     def publish(batch: list[Dispatched]) -> None:
+        contents: dict[str, dict[str, str]] = {}
         with app.producer_or_acquire() as producer:
             for d in batch:
                 w = d.waiting
@@ -49,9 +52,15 @@ def publisher(app: Any) -> Callable[[list[Dispatched]], None]:
                 }
                 if d.paid_at_ms is not None:
                     headers[PAID_HEADER] = d.paid_at_ms
+                kwargs = w.kwargs
+                if w.campaign:
+                    headers[CAMPAIGN_HEADER] = w.campaign
+                    if w.campaign not in contents:
+                        contents[w.campaign] = campaigns.content(w.campaign)
+                    kwargs = {**contents[w.campaign], **kwargs}
                 app.send_task(
                     w.task,
-                    kwargs=w.kwargs,
+                    kwargs=kwargs,
                     task_id=w.task_id,
                     queue=SEND_QUEUE,
                     headers=headers,
@@ -71,8 +80,9 @@ class LockedScheduler(beat.Scheduler):
         self._lock_checked = 0.0
         self._dispatcher: Dispatcher | None = None
         self._dispatch_failing = False
+        self._chores_at = 0.0
         super().__init__(*args, **kwargs)
-        self.lock_ttl_s = float(os.environ.get("WXTASKS_BEAT_LOCK_TTL_S", "10"))
+        self.lock_ttl_s = runtime_for(self.app).settings.beat_lock_ttl_s
 
     def _hold_lock(self) -> bool:
         rt = runtime_for(self.app)
@@ -111,10 +121,12 @@ class LockedScheduler(beat.Scheduler):
     def _dispatch(self) -> None:
         if self._dispatcher is None:
             rt = runtime_for(self.app)
-            outbox = Outbox(rt.redis, rt.settings, rt.keys, rt.scripts)
-            self._dispatcher = Dispatcher(outbox, publisher(self.app))
+            self._dispatcher = Dispatcher(rt.outbox, publisher(self.app, rt.campaigns))
         try:
             self._dispatcher.tick()
+            if time.monotonic() - self._chores_at >= 1.0:
+                self._chores_at = time.monotonic()
+                runtime_for(self.app).campaigns.tick()
             if self._dispatch_failing:
                 logger.info("dispatcher: working again")
             self._dispatch_failing = False

@@ -22,6 +22,7 @@ from tornado.httpserver import HTTPServer
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, ConfigError
 from wxtasks.inbound import InboundMessage, parse_event
+from wxtasks.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ def make_app(secret: str, celery_app: Celery) -> web.Application:
     )
 
 
-def serve(settings: Settings, celery_app: Celery, *, host: str, port: int) -> None:
-    app = make_app(settings.callback_secret, celery_app)
+def serve(rt: Runtime, *, host: str, port: int) -> None:
+    app = make_app(rt.settings.callback_secret, rt.celery)
 
     async def main() -> None:
         server = HTTPServer(app)

@@ -24,6 +24,8 @@ ATTEMPT_HEADER = "wx_attempt"
 OUTBOX_HEADER = "wx_outbox"
 #: the Redis time (ms) at which the dispatcher took its tokens
 PAID_HEADER = "wx_paid_at"
+#: the campaign whose target the message is
+CAMPAIGN_HEADER = "wx_campaign"
 
 SEND_TASKS = (
     "wxtasks.send_text",
@@ -32,7 +34,7 @@ SEND_TASKS = (
     "wxtasks.send_link",
     "wxtasks.broadcast",
     "wxtasks.bulk_send",
-    "wxtasks.send_report",
+    "wxtasks.campaign",
 )
 CONTROL_TASKS = (
     "wxtasks.login",

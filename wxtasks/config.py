@@ -3,63 +3,97 @@
 ``Settings.from_env()`` reads ``os.environ`` (after loading a ``.env`` file from the
 working directory, which never overrides variables already set) and validates every
 value; a bad one raises :class:`~wxtasks.errors.ConfigError` naming the variable.
-Everything else takes a ``Settings`` object: no module reads the environment itself.
+Everything else takes a ``Settings`` object: no other module reads the environment.
+
+Each setting is declared once, as a field of ``Settings``: its environment name, type,
+default, check and meaning. :data:`SETTINGS` is that table; the list below and the
+README's "Configuration" table are generated from it (a test keeps them equal).
 
 Public names (other teams' deploy scripts and docker-compose use them):
 
-=================================  =======================================  ==========
-variable                           meaning                                  default
-=================================  =======================================  ==========
-WECHATAPI_BASE_URL                 gateway base URL                         http://127.0.0.1:2531
-VIDEOS_API_TOKEN                   gateway token (a secret)                 ""
-WECHATAPI_PROFILE                  videosapi | gewe | v1                    videosapi
-WECHATAPI_TIMEOUT_S                HTTP timeout per gateway call            10
-WXTASKS_REDIS_URL                  state store                              redis://localhost:6379/0
-CELERY_BROKER_URL                  broker (redis:// or amqp://)             state Redis, db 1
-CELERY_RESULT_BACKEND              task results                             state Redis URL
-WXTASKS_RATE_PER_SECOND            global send rate                         5
-WXTASKS_BURST                      global burst                             10
-WXTASKS_ACCOUNT_RATE_PER_SECOND    default per-account rate                 1
-WXTASKS_ACCOUNT_BURST              default per-account burst                2
-WXTASKS_DEDUP_TTL_S                how long a send claim blocks repeats     300
-WXTASKS_SEND_DEADLINE_S            how long a reply may wait to go out,     600
-                                   from its first enqueue
-WXTASKS_BULK_DEADLINE_S            how long a bulk message may wait         86400
-WXTASKS_VISIBILITY_TIMEOUT_S       Redis broker: redeliver an unacked task  20
-                                   (its worker died) after this long
-WXTASKS_HEARTBEAT_INTERVAL_S       heartbeat period per account             30
-WXTASKS_HEARTBEAT_BATCH            accounts probed per heartbeat task       50
-WXTASKS_MAX_RETRY                  reconnect attempts before ERROR          5
-WXTASKS_BACKOFF_MAX_S              reconnect backoff cap                    60
-WXTASKS_ERROR_RETRY_INTERVAL_S     ERROR accounts retried this often        1800
-WXTASKS_LOGIN_QR_TTL_S             a QR login older than this gives up      120
-WXTASKS_KEY_PREFIX                 prefix of every Redis key                wx
-WXTASKS_EVENTS_MAXLEN              events stream cap (approximate)          10000
-WXTASKS_ALERT_WEBHOOK_URL          alert robot URL (empty: no alerts)       ""
-WXTASKS_ALERT_FORMAT               dingtalk | feishu | wecom | json         json
-WXTASKS_LOG_FORMAT                 text | json                              text
-WXTASKS_CALLBACK_SECRET            the secret path part of the callback URL ""
-WXTASKS_MESSAGE_HANDLERS           handlers for received messages: dotted   the two shipped
-                                   ``module:function`` names, comma-separated
-WXTASKS_AUTOREPLY_RULES            JSON {"keyword": "reply", ...}           {}
-WXTASKS_FORWARD_RULES              JSON [{"from_app_id", "to_app_id",       []
-                                   "to_wxid", "keyword"?}, ...]
-WXTASKS_INBOUND_MAXLEN             received messages kept (newest)          10000
-WXTASKS_QUORUM_QUEUES              RabbitMQ: declare send/control as        false
-                                   quorum queues (producers must too)
-WXTASKS_LOG_LEVEL                  logging level name                       INFO
-=================================  =======================================  ==========
+``WECHATAPI_BASE_URL`` (default ``http://127.0.0.1:2531``)
+    gateway base URL
+``VIDEOS_API_TOKEN`` (default empty)
+    gateway token (a secret: never logged, never a task argument)
+``WECHATAPI_PROFILE`` (default ``videosapi``)
+    the gateway's route table: videosapi, gewe, v1
+``WECHATAPI_TIMEOUT_S`` (default ``10``)
+    HTTP timeout per gateway call
+``WXTASKS_REDIS_URL`` (default ``redis://localhost:6379/0``)
+    state store (and task results)
+``CELERY_BROKER_URL`` (default state Redis, db 1)
+    broker: redis://... or amqp://...
+``CELERY_RESULT_BACKEND`` (default WXTASKS_REDIS_URL)
+    task results
+``WXTASKS_RATE_PER_SECOND`` (default ``5``)
+    global send rate (token bucket)
+``WXTASKS_BURST`` (default ``10``)
+    global burst
+``WXTASKS_ACCOUNT_RATE_PER_SECOND`` (default ``1``)
+    default per-account send rate (override per account)
+``WXTASKS_ACCOUNT_BURST`` (default ``2``)
+    default per-account burst
+``WXTASKS_DEDUP_TTL_S`` (default ``300``)
+    how long a send blocks its repeats
+``WXTASKS_SEND_DEADLINE_S`` (default ``600``)
+    how long a message may wait to go out
+``WXTASKS_VISIBILITY_TIMEOUT_S`` (default deadline + backoff max + 60)
+    Redis broker: redeliver a dead worker's task after this long; longer than
+    WXTASKS_SEND_DEADLINE_S
+``WXTASKS_HEARTBEAT_INTERVAL_S`` (default ``30``)
+    heartbeat period per account
+``WXTASKS_HEARTBEAT_BATCH`` (default ``50``)
+    accounts probed per heartbeat task
+``WXTASKS_MAX_RETRY`` (default ``5``)
+    reconnect attempts before ERROR
+``WXTASKS_BACKOFF_BASE_S`` (default ``1``)
+    first reconnect backoff (doubles each attempt)
+``WXTASKS_BACKOFF_MAX_S`` (default ``60``)
+    reconnect backoff cap
+``WXTASKS_ERROR_RETRY_INTERVAL_S`` (default ``1800``)
+    ERROR accounts are retried (IDLE + login) this often
+``WXTASKS_LOGIN_QR_TTL_S`` (default ``120``)
+    a QR login older than this gives up
+``WXTASKS_KEY_PREFIX`` (default ``wx``)
+    prefix of every Redis key
+``WXTASKS_EVENTS_MAXLEN`` (default ``10000``)
+    events stream cap (approximate)
+``WXTASKS_ALERT_WEBHOOK_URL`` (default empty)
+    alert robot URL (empty: no alerts)
+``WXTASKS_ALERT_FORMAT`` (default ``json``)
+    alert body: dingtalk, feishu, wecom, json
+``WXTASKS_LOG_FORMAT`` (default ``text``)
+    log lines: text, or json (JSON lines with app_id)
+``WXTASKS_LOG_LEVEL`` (default ``INFO``)
+    logging level name
+``WXTASKS_BEAT_LOCK_TTL_S`` (default ``10``)
+    the active beat's lock period: a standby beat takes over within this long
+``WXTASKS_CALLBACK_SECRET`` (default empty)
+    the secret path part of the callback URL
+``WXTASKS_MESSAGE_HANDLERS`` (default the two shipped)
+    handlers for received messages: module:function names, comma-separated
+``WXTASKS_AUTOREPLY_RULES`` (default ``{}``)
+    keyword_reply's rules, JSON {"keyword": "reply", ...}
+``WXTASKS_FORWARD_RULES`` (default ``[]``)
+    forward's rules, JSON [{"from_app_id", "to_app_id", "to_wxid", "keyword"?}, ...]
+``WXTASKS_INBOUND_MAXLEN`` (default ``10000``)
+    received messages kept (newest)
+``WXTASKS_QUORUM_QUEUES`` (default ``false``)
+    RabbitMQ: declare send and control as quorum queues (producers must too)
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wxtasks.errors import ConfigError
 
@@ -69,43 +103,339 @@ LOG_FORMATS = ("text", "json")
 
 T = TypeVar("T")
 
+#: a check takes a parsed value and returns what is wrong with it (after the variable's
+#: name: "must be > 0, got -1"), or None when the value is fine
+Check = Callable[[Any], str | None]
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value!r}"
+
+
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value!r}"
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}; got {value!r}"
+
+    return check
+
+
+def _url(*schemes: str) -> Check:
+    def check(value: str) -> str | None:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            return f"is not a URL: {exc}"
+        if parts.scheme not in schemes or not (parts.netloc or parts.path):
+            return f"expected a {'/'.join(schemes)} URL, got {_redact(value)!r}"
+        return None
+
+    return check
+
+
+def _json(kind: type) -> Check:
+    def check(value: str) -> str | None:
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            return f"is not valid JSON: {exc}"
+        if not isinstance(parsed, kind):
+            return f"must be a JSON {'object' if kind is dict else 'array'}"
+        return None
+
+    return check
+
+
+def _span(value: str) -> str | None:
+    low, _, high = value.partition("-")
+    try:
+        if 0 <= float(low) <= float(high):
+            return None
+    except ValueError:
+        pass
+    return f"must be MIN-MAX seconds with 0 <= MIN <= MAX, got {value!r}"
+
+
+def _quiet_hours(value: str) -> str | None:
+    if not value.strip():
+        return None
+    start, _, end = value.partition("-")
+    try:
+        dt.time.fromisoformat(start.strip())
+        dt.time.fromisoformat(end.strip())
+    except ValueError:
+        return f"must be HH:MM-HH:MM or empty, got {value!r}"
+    return None
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ValueError, ZoneInfoNotFoundError):
+        return f"is not a known time zone, got {value!r}"
+    return None
+
+
+def _key_prefix(value: str) -> str | None:
+    if value and not any(c in value for c in " {}"):
+        return None
+    return f"must be non-empty without spaces or braces, got {value!r}"
+
+
+def _setting(
+    env: str,
+    default: T,
+    doc: str,
+    *,
+    check: Check | None = None,
+    shown: str | None = None,
+    secret: bool = False,
+    empty_ok: bool = False,
+) -> T:
+    """A Settings field and its row in the table: environment name, default, check, meaning.
+    ``shown`` documents a default computed from other settings; a secret stays out of
+    ``repr``; with ``empty_ok`` a variable set to the empty string means "" (say, "off")
+    instead of the default."""
+    spec = {
+        "env": env,
+        "doc": doc,
+        "check": check,
+        "shown": shown,
+        "secret": secret,
+        "empty_ok": empty_ok,
+    }
+    return field(default=default, repr=not secret, metadata={"setting": spec})
+
 
 @dataclass(frozen=True)
 class Settings:
-    gateway_base_url: str = "http://127.0.0.1:2531"
-    gateway_token: str = field(default="", repr=False)
-    gateway_profile: str = "videosapi"
-    gateway_timeout_s: float = 10.0
-    redis_url: str = "redis://localhost:6379/0"
-    broker_url: str = ""
-    result_backend_url: str = ""
-    rate_per_second: float = 5.0
-    burst: int = 10
-    account_rate_per_second: float = 1.0
-    account_burst: int = 2
-    dedup_ttl_s: int = 300
-    send_deadline_s: int = 600
-    bulk_deadline_s: int = 86_400
-    visibility_timeout_s: int = 20
-    heartbeat_interval_s: float = 30.0
-    heartbeat_batch: int = 50
-    max_retry: int = 5
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 60.0
-    error_retry_interval_s: float = 1800.0
-    login_qr_ttl_s: float = 120.0
-    key_prefix: str = "wx"
-    events_maxlen: int = 10_000
-    alert_webhook_url: str = field(default="", repr=False)
-    alert_format: str = "json"
-    log_format: str = "text"
-    log_level: str = "INFO"
-    callback_secret: str = field(default="", repr=False)
-    message_handlers: str = "wxtasks.handlers:keyword_reply,wxtasks.handlers:forward"
-    autoreply_rules: str = "{}"
-    forward_rules: str = "[]"
-    inbound_maxlen: int = 10_000
-    quorum_queues: bool = False
+    """Every setting of wxtasks; each field is one row of the table (see :data:`SETTINGS`)."""
+
+    gateway_base_url: str = _setting(
+        "WECHATAPI_BASE_URL",
+        "http://127.0.0.1:2531",
+        "gateway base URL",
+        check=_url("http", "https"),
+    )
+    gateway_token: str = _setting(
+        "VIDEOS_API_TOKEN",
+        "",
+        "gateway token (a secret: never logged, never a task argument)",
+        secret=True,
+    )
+    gateway_profile: str = _setting(
+        "WECHATAPI_PROFILE",
+        "videosapi",
+        "the gateway's route table: " + ", ".join(PROFILES),
+        check=_choice(*PROFILES),
+    )
+    gateway_timeout_s: float = _setting(
+        "WECHATAPI_TIMEOUT_S", 10.0, "HTTP timeout per gateway call", check=_positive
+    )
+    redis_url: str = _setting(
+        "WXTASKS_REDIS_URL",
+        "redis://localhost:6379/0",
+        "state store (and task results)",
+        check=_url("redis", "rediss", "unix"),
+    )
+    broker_url: str = _setting(
+        "CELERY_BROKER_URL",
+        "",
+        "broker: redis://... or amqp://...",
+        check=_url("redis", "rediss", "amqp", "pyamqp", "amqps"),
+        shown="state Redis, db 1",
+    )
+    result_backend_url: str = _setting(
+        "CELERY_RESULT_BACKEND",
+        "",
+        "task results",
+        check=_url("redis", "rediss"),
+        shown="WXTASKS_REDIS_URL",
+    )
+    rate_per_second: float = _setting(
+        "WXTASKS_RATE_PER_SECOND", 5.0, "global send rate (token bucket)", check=_positive
+    )
+    burst: int = _setting("WXTASKS_BURST", 10, "global burst", check=_positive)
+    account_rate_per_second: float = _setting(
+        "WXTASKS_ACCOUNT_RATE_PER_SECOND",
+        1.0,
+        "default per-account send rate (override per account)",
+        check=_positive,
+    )
+    account_burst: int = _setting(
+        "WXTASKS_ACCOUNT_BURST", 2, "default per-account burst", check=_positive
+    )
+    dedup_ttl_s: int = _setting(
+        "WXTASKS_DEDUP_TTL_S", 300, "how long a send blocks its repeats", check=_positive
+    )
+    send_deadline_s: int = _setting(
+        "WXTASKS_SEND_DEADLINE_S",
+        600,
+        "how long an interactive message may wait to go out, counted from its first enqueue",
+        check=_positive,
+    )
+    bulk_deadline_s: int = _setting(
+        "WXTASKS_BULK_DEADLINE_S",
+        86_400,
+        "how long a bulk message (群发, campaigns) may wait to go out, from its first enqueue",
+        check=_positive,
+    )
+    visibility_timeout_s: int = _setting(
+        "WXTASKS_VISIBILITY_TIMEOUT_S",
+        20,
+        "Redis broker: hand a dead worker's messages to another worker after this long "
+        "(nothing waits in the broker, so it only has to outlast one gateway call)",
+        check=_positive,
+    )
+    heartbeat_interval_s: float = _setting(
+        "WXTASKS_HEARTBEAT_INTERVAL_S", 30.0, "heartbeat period per account", check=_positive
+    )
+    heartbeat_batch: int = _setting(
+        "WXTASKS_HEARTBEAT_BATCH", 50, "accounts probed per heartbeat task", check=_positive
+    )
+    max_retry: int = _setting(
+        "WXTASKS_MAX_RETRY", 5, "reconnect attempts before ERROR", check=_not_negative
+    )
+    backoff_base_s: float = _setting(
+        "WXTASKS_BACKOFF_BASE_S",
+        1.0,
+        "first reconnect backoff (doubles each attempt)",
+        check=_positive,
+    )
+    backoff_max_s: float = _setting(
+        "WXTASKS_BACKOFF_MAX_S", 60.0, "reconnect backoff cap", check=_positive
+    )
+    error_retry_interval_s: float = _setting(
+        "WXTASKS_ERROR_RETRY_INTERVAL_S",
+        1800.0,
+        "ERROR accounts are retried (IDLE + login) this often",
+        check=_positive,
+    )
+    login_qr_ttl_s: float = _setting(
+        "WXTASKS_LOGIN_QR_TTL_S", 120.0, "a QR login older than this gives up", check=_positive
+    )
+    key_prefix: str = _setting(
+        "WXTASKS_KEY_PREFIX", "wx", "prefix of every Redis key", check=_key_prefix
+    )
+    events_maxlen: int = _setting(
+        "WXTASKS_EVENTS_MAXLEN", 10_000, "events stream cap (approximate)", check=_positive
+    )
+    alert_webhook_url: str = _setting(
+        "WXTASKS_ALERT_WEBHOOK_URL", "", "alert robot URL (empty: no alerts)", secret=True
+    )
+    alert_format: str = _setting(
+        "WXTASKS_ALERT_FORMAT",
+        "json",
+        "alert body: " + ", ".join(ALERT_FORMATS),
+        check=_choice(*ALERT_FORMATS),
+    )
+    log_format: str = _setting(
+        "WXTASKS_LOG_FORMAT",
+        "text",
+        "log lines: text, or json (JSON lines with app_id)",
+        check=_choice(*LOG_FORMATS),
+    )
+    log_level: str = _setting("WXTASKS_LOG_LEVEL", "INFO", "logging level name")
+    beat_lock_ttl_s: float = _setting(
+        "WXTASKS_BEAT_LOCK_TTL_S",
+        10.0,
+        "the active beat's lock period: a standby beat takes over within this long",
+        check=_positive,
+    )
+    callback_secret: str = _setting(
+        "WXTASKS_CALLBACK_SECRET", "", "the secret path part of the callback URL", secret=True
+    )
+    message_handlers: str = _setting(
+        "WXTASKS_MESSAGE_HANDLERS",
+        "wxtasks.handlers:keyword_reply,wxtasks.handlers:forward",
+        "handlers for received messages: module:function names, comma-separated",
+        shown="the two shipped",
+    )
+    autoreply_rules: str = _setting(
+        "WXTASKS_AUTOREPLY_RULES",
+        "{}",
+        'keyword_reply\'s rules, JSON {"keyword": "reply", ...}',
+        check=_json(dict),
+    )
+    forward_rules: str = _setting(
+        "WXTASKS_FORWARD_RULES",
+        "[]",
+        'forward\'s rules, JSON [{"from_app_id", "to_app_id", "to_wxid", "keyword"?}, ...]',
+        check=_json(list),
+    )
+    inbound_maxlen: int = _setting(
+        "WXTASKS_INBOUND_MAXLEN", 10_000, "received messages kept (newest)", check=_positive
+    )
+    quorum_queues: bool = _setting(
+        "WXTASKS_QUORUM_QUEUES",
+        False,
+        "RabbitMQ: declare send and control as quorum queues (producers must too)",
+    )
+    bulk_jitter_s: str = _setting(
+        "WXTASKS_BULK_JITTER_S",
+        "1-3",
+        "bulk sends: a random gap of MIN-MAX seconds after each private recipient "
+        "(0-0: none; per account and per campaign too)",
+        check=_span,
+    )
+    group_jitter_s: str = _setting(
+        "WXTASKS_GROUP_JITTER_S",
+        "2-5",
+        "bulk sends: a random gap of MIN-MAX seconds after each group (…@chatroom)",
+        check=_span,
+    )
+    daily_bulk_cap: int = _setting(
+        "WXTASKS_DAILY_BULK_CAP",
+        0,
+        "bulk sends per account and local day (0: no cap)",
+        check=_not_negative,
+    )
+    quiet_hours: str = _setting(
+        "WXTASKS_QUIET_HOURS",
+        "00:00-07:00",
+        "no bulk sends inside this local-time window, HH:MM-HH:MM (empty: none)",
+        check=_quiet_hours,
+        empty_ok=True,
+    )
+    timezone: str = _setting(
+        "WXTASKS_TIMEZONE",
+        "Asia/Shanghai",
+        "the time zone of quiet hours and of the daily cap's day",
+        check=_timezone,
+    )
+    warmup_s: float = _setting(
+        "WXTASKS_WARMUP_S",
+        14_400.0,
+        "no bulk sends this long after an account's first login on a new device (0: none)",
+        check=_not_negative,
+    )
+    cooloff_s: float = _setting(
+        "WXTASKS_COOLOFF_S",
+        3_600.0,
+        "the circuit breaker pauses an account's bulk lane this long",
+        check=_positive,
+    )
+    risk_patterns: str = _setting(
+        "WXTASKS_RISK_PATTERNS",
+        "操作过于频繁",
+        "gateway answers that trip the circuit breaker (substrings, |-separated)",
+    )
+    breaker_errors: int = _setting(
+        "WXTASKS_BREAKER_ERRORS",
+        5,
+        "... as do this many gateway errors in a row on bulk sends",
+        check=_positive,
+    )
+    campaign_stall_s: float = _setting(
+        "WXTASKS_CAMPAIGN_STALL_S",
+        1_800.0,
+        "alert when a running campaign has sent nothing for this long",
+        check=_positive,
+    )
 
     def __post_init__(self) -> None:
         if not self.broker_url:
@@ -116,18 +446,10 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ConfigError (naming the variable) for any value wxtasks cannot run with."""
-        _url(self.gateway_base_url, "WECHATAPI_BASE_URL", ("http", "https"))
-        _url(self.redis_url, "WXTASKS_REDIS_URL", ("redis", "rediss", "unix"))
-        _url(self.broker_url, "CELERY_BROKER_URL", ("redis", "rediss", "amqp", "pyamqp", "amqps"))
-        _url(self.result_backend_url, "CELERY_RESULT_BACKEND", ("redis", "rediss"))
-        _choice(self.gateway_profile, "WECHATAPI_PROFILE", PROFILES)
-        _choice(self.alert_format, "WXTASKS_ALERT_FORMAT", ALERT_FORMATS)
-        _choice(self.log_format, "WXTASKS_LOG_FORMAT", LOG_FORMATS)
-        for name in _POSITIVE:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{_ENV_NAMES[name]} must be > 0, got {getattr(self, name)!r}")
-        if self.max_retry < 0:
-            raise ConfigError(f"WXTASKS_MAX_RETRY must be >= 0, got {self.max_retry!r}")
+        for s in SETTINGS:
+            problem = s.check(getattr(self, s.name)) if s.check else None
+            if problem:
+                raise ConfigError(f"{s.env} {problem}")
         if self.visibility_timeout_s <= self.gateway_timeout_s:
             # a worker holds a message for one gateway call at most (waiting happens in
             # the Redis outbox), so only that has to fit
@@ -135,90 +457,53 @@ class Settings:
                 "WXTASKS_VISIBILITY_TIMEOUT_S must be longer than WECHATAPI_TIMEOUT_S"
             )
         if self.backoff_max_s < self.backoff_base_s:
-            raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= the first backoff (1 s)")
-        for name, env, kind in (
-            ("autoreply_rules", "WXTASKS_AUTOREPLY_RULES", dict),
-            ("forward_rules", "WXTASKS_FORWARD_RULES", list),
-        ):
-            try:
-                parsed = json.loads(getattr(self, name))
-            except ValueError as exc:
-                raise ConfigError(f"{env} is not valid JSON: {exc}") from None
-            if not isinstance(parsed, kind):
-                raise ConfigError(f"{env} must be a JSON {'object' if kind is dict else 'array'}")
-        if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
-            raise ConfigError(
-                f"WXTASKS_KEY_PREFIX must be non-empty without spaces or braces, "
-                f"got {self.key_prefix!r}"
-            )
+            raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= WXTASKS_BACKOFF_BASE_S")
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, *, dotenv: bool = True, **overrides: Any
     ) -> Settings:
         """Build settings from ``environ`` (default: ``os.environ`` plus ``./.env``)."""
-        if environ is None:
-            if dotenv:
-                from dotenv import load_dotenv
-
-                load_dotenv(Path.cwd() / ".env", override=False)
-            environ = os.environ
+        environ = _environ(dotenv) if environ is None else environ
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            env = _ENV_NAMES[f.name]
-            raw = environ.get(env)
-            if raw is None or raw.strip() == "":
+        for s in SETTINGS:
+            raw = environ.get(s.env)
+            if raw is None or (raw.strip() == "" and not s.empty_ok):
                 continue
-            values[f.name] = _parse(raw.strip(), _TYPES[f.name], env)
+            values[s.name] = s.parse(raw.strip())
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def configured(cls, environ: Mapping[str, str] | None = None) -> frozenset[str]:
+        """The variables set (non-empty) in ``environ`` (default: ``os.environ`` plus
+        ``./.env``): what was chosen rather than left at its default."""
+        environ = _environ(True) if environ is None else environ
+        return frozenset(s.env for s in SETTINGS if (environ.get(s.env) or "").strip())
 
     def replace(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     def environ(self) -> dict[str, str]:
         """These settings as environment variables (for child processes)."""
-        return {_ENV_NAMES[f.name]: str(getattr(self, f.name)) for f in fields(self)}
+        return {s.env: str(getattr(self, s.name)) for s in SETTINGS}
 
 
-_ENV_NAMES: dict[str, str] = {
-    "gateway_base_url": "WECHATAPI_BASE_URL",
-    "gateway_token": "VIDEOS_API_TOKEN",
-    "gateway_profile": "WECHATAPI_PROFILE",
-    "gateway_timeout_s": "WECHATAPI_TIMEOUT_S",
-    "redis_url": "WXTASKS_REDIS_URL",
-    "broker_url": "CELERY_BROKER_URL",
-    "result_backend_url": "CELERY_RESULT_BACKEND",
-    "rate_per_second": "WXTASKS_RATE_PER_SECOND",
-    "burst": "WXTASKS_BURST",
-    "account_rate_per_second": "WXTASKS_ACCOUNT_RATE_PER_SECOND",
-    "account_burst": "WXTASKS_ACCOUNT_BURST",
-    "dedup_ttl_s": "WXTASKS_DEDUP_TTL_S",
-    "send_deadline_s": "WXTASKS_SEND_DEADLINE_S",
-    "bulk_deadline_s": "WXTASKS_BULK_DEADLINE_S",
-    "visibility_timeout_s": "WXTASKS_VISIBILITY_TIMEOUT_S",
-    "heartbeat_interval_s": "WXTASKS_HEARTBEAT_INTERVAL_S",
-    "heartbeat_batch": "WXTASKS_HEARTBEAT_BATCH",
-    "max_retry": "WXTASKS_MAX_RETRY",
-    "backoff_base_s": "WXTASKS_BACKOFF_BASE_S",
-    "backoff_max_s": "WXTASKS_BACKOFF_MAX_S",
-    "error_retry_interval_s": "WXTASKS_ERROR_RETRY_INTERVAL_S",
-    "login_qr_ttl_s": "WXTASKS_LOGIN_QR_TTL_S",
-    "key_prefix": "WXTASKS_KEY_PREFIX",
-    "events_maxlen": "WXTASKS_EVENTS_MAXLEN",
-    "alert_webhook_url": "WXTASKS_ALERT_WEBHOOK_URL",
-    "alert_format": "WXTASKS_ALERT_FORMAT",
-    "log_format": "WXTASKS_LOG_FORMAT",
-    "log_level": "WXTASKS_LOG_LEVEL",
-    "callback_secret": "WXTASKS_CALLBACK_SECRET",
-    "message_handlers": "WXTASKS_MESSAGE_HANDLERS",
-    "autoreply_rules": "WXTASKS_AUTOREPLY_RULES",
-    "forward_rules": "WXTASKS_FORWARD_RULES",
-    "inbound_maxlen": "WXTASKS_INBOUND_MAXLEN",
-    "quorum_queues": "WXTASKS_QUORUM_QUEUES",
-}
+def inherited_environ(*overrides: Mapping[str, str]) -> dict[str, str]:
+    """What a child process starts with: this process's environment (PATH, ...) with
+    ``overrides`` (``Settings.environ()``, say) on top."""
+    merged = dict(os.environ)
+    for override in overrides:
+        merged.update(override)
+    return merged
 
-ENV_NAMES = frozenset(_ENV_NAMES.values())
+
+def _environ(dotenv: bool) -> Mapping[str, str]:
+    if dotenv:
+        from dotenv import load_dotenv
+
+        load_dotenv(Path.cwd() / ".env", override=False)
+    return os.environ
 
 
 def _bool(raw: str) -> bool:
@@ -230,52 +515,76 @@ def _bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
-_bool.__name__ = "bool (true/false)"
+_PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "str": (str, "str"),
+    "float": (float, "float"),
+    "int": (int, "int"),
+    "bool": (_bool, "bool (true/false)"),
+}
 
-_PARSERS: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int": int, "bool": _bool}
-_TYPES: dict[str, Callable[[str], Any]] = {f.name: _PARSERS[str(f.type)] for f in fields(Settings)}
 
-_POSITIVE = (
-    "gateway_timeout_s",
-    "rate_per_second",
-    "burst",
-    "account_rate_per_second",
-    "account_burst",
-    "dedup_ttl_s",
-    "send_deadline_s",
-    "bulk_deadline_s",
-    "visibility_timeout_s",
-    "heartbeat_interval_s",
-    "heartbeat_batch",
-    "backoff_base_s",
-    "backoff_max_s",
-    "error_retry_interval_s",
-    "login_qr_ttl_s",
-    "events_maxlen",
-    "inbound_maxlen",
+@dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    env: str
+    kind: str
+    default: Any
+    doc: str
+    check: Check | None = None
+    shown: str | None = None
+    secret: bool = False
+    empty_ok: bool = False
+
+    def parse(self, raw: str) -> Any:
+        """``raw`` (from the environment) as this setting's type; ConfigError names it."""
+        parser, what = _PARSERS[self.kind]
+        try:
+            return parser(raw)
+        except ValueError:
+            raise ConfigError(f"{self.env}: cannot read {raw!r} as {what}") from None
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the documentation shows it."""
+        if self.shown is not None:
+            return self.shown
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+
+#: the settings table: the one source of every variable's name, type, default, check and
+#: meaning; the docstring above and the README's "Configuration" table are its renderings
+#: (a test keeps them equal: ``docstring_table()``, ``markdown_table()``)
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(name=f.name, kind=str(f.type), default=f.default, **f.metadata["setting"])
+    for f in fields(Settings)
 )
+ENV_NAMES = frozenset(s.env for s in SETTINGS)
 
 
-def _parse(raw: str, kind: Callable[[str], T], env: str) -> T:
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ConfigError(f"{env}: cannot read {raw!r} as {kind.__name__}") from None
+def docstring_table() -> str:
+    """The settings table as this module's docstring shows it."""
+    lines = []
+    for s in SETTINGS:
+        default = f"``{s.shown_default}``" if s.shown is None else s.shown_default
+        lines.append(f"``{s.env}`` (default {default if s.shown_default else 'empty'})")
+        lines += textwrap.wrap(s.doc, 88, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
 
 
-def _url(value: str, env: str, schemes: tuple[str, ...]) -> None:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{env}: not a URL: {exc}") from None
-    if parts.scheme not in schemes or not (parts.netloc or parts.path):
-        raise ConfigError(f"{env}: expected a {'/'.join(schemes)} URL, got {_redact(value)!r}")
-
-
-def _choice(value: str, env: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{env} must be one of {', '.join(choices)}; got {value!r}")
+def markdown_table() -> str:
+    """The settings table as the README's "Configuration" section shows it."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        shown = s.shown_default
+        default = f"`{shown}`" if shown and s.shown is None else shown
+        rows.append(f"| `{s.env}` | {default} | {s.doc} |")
+    return "\n".join(rows)
 
 
 def _with_db(redis_url: str, db: int) -> str:

@@ -43,6 +43,19 @@ key                                    type    content / TTL
                                                lease that runs out is parked again
 ``wx:outbox:stats``                    hash    dispatcher figures per lane: dispatched,
                                                lag_ms, tick_at
+``wx:outbox:held``                     zset    messages of paused campaigns, set aside
+                                               by the dispatcher: task id -> order
+``wx:bulkday:{appId}:<YYYYMMDD>``      string  bulk sends dispatched on that local day
+                                               (daily cap); TTL 2 days
+``wx:campaigns``                       zset    campaign id -> created (unix seconds)
+``wx:campaigns:stopped``               hash    campaign id -> paused | cancelled
+``wx:campaigns:scheduled``             zset    campaign id -> start (unix seconds)
+``wx:campaign:{id}``                   hash    the campaign: state, kind, content, start,
+                                               jitter, total, ended, counts' times
+``wx:campaign:{id}:targets``           hash    target index -> appId TAB wxid
+``wx:campaign:{id}:counts``            hash    status -> n, appId|status -> n,
+                                               appId|total -> n
+``wx:campaign:{id}:results``           hash    target index -> its outcome (JSON)
 =====================================  ======  =============================================
 
 An appId is part of these names, so every appId follows one rule, :data:`APP_ID_RULE`,
@@ -149,3 +162,34 @@ class Keys:
     @property
     def outbox_stats(self) -> str:
         return f"{self.prefix}:outbox:stats"
+
+    @property
+    def outbox_held(self) -> str:
+        return f"{self.prefix}:outbox:held"
+
+    def bulk_day(self, app_id: str, day: str) -> str:
+        return f"{self.prefix}:bulkday:{{{app_id}}}:{day}"
+
+    @property
+    def campaigns(self) -> str:
+        return f"{self.prefix}:campaigns"
+
+    @property
+    def campaigns_stopped(self) -> str:
+        return f"{self.prefix}:campaigns:stopped"
+
+    @property
+    def campaigns_scheduled(self) -> str:
+        return f"{self.prefix}:campaigns:scheduled"
+
+    def campaign(self, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{{{campaign_id}}}"
+
+    def campaign_targets(self, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{{{campaign_id}}}:targets"
+
+    def campaign_counts(self, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{{{campaign_id}}}:counts"
+
+    def campaign_results(self, campaign_id: str) -> str:
+        return f"{self.prefix}:campaign:{{{campaign_id}}}:results"

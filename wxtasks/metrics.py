@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import redis
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -30,10 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from wxtasks.accounts import AccountStore
-from wxtasks.config import Settings
-from wxtasks.deadletters import DeadLetters
-from wxtasks.keys import Keys
+from wxtasks.runtime import Runtime
 
 OUTCOMES = ("sent", "duplicate", "failed", "unknown")
 
@@ -58,11 +54,14 @@ def bucket_tokens(tat_ms: bytes | str | None, now_ms: float, rate: float, burst:
 
 
 class RedisCollector(Collector):
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self.redis = client
-        self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.accounts = AccountStore(client, settings)
+    """Reads every metric from Redis at scrape time, through the exporter's Runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.redis = rt.redis
+        self.settings = rt.settings
+        self.keys = rt.keys
+        self.accounts = rt.accounts
+        self.deadletters = rt.deadletters
 
     def collect(self) -> Iterator[Metric]:
         accounts = GaugeMetricFamily("wxtasks_accounts", "Accounts in each state", labels=["state"])
@@ -107,7 +106,7 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily(
             "wxtasks_deadletters",
             "Messages waiting for an operator",
-            value=DeadLetters(self.redis, self.keys).count(),
+            value=self.deadletters.count(),
         )
         seconds, micros = self.redis.time()
         yield GaugeMetricFamily(
@@ -122,16 +121,14 @@ class RedisCollector(Collector):
         )
 
 
-def serve(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
+def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:
     """Serve /metrics until interrupted."""
     import threading
 
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from wxtasks.runtime import redis_client
-
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(redis_client(settings.redis_url), settings))
+    registry.register(RedisCollector(rt))
     start_http_server(port, addr=host, registry=registry)
     print(f"wxtasks metrics: http://{host}:{port}/metrics", flush=True)
     try:

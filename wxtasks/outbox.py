@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -29,7 +30,9 @@ from typing import Any
 
 import redis
 
+from wxtasks import pacing
 from wxtasks.config import Settings
+from wxtasks.errors import BadInputError
 from wxtasks.keys import Keys
 from wxtasks.scripts import Scripts
 from wxtasks.sendcore import HOLD_POLL_S, Lane
@@ -59,6 +62,10 @@ class Waiting:
     attempt: int = 0
     why: str = ""
     parked_at: float = 0.0
+    #: a campaign's target: the content comes from the campaign when it is published
+    campaign: str = ""
+    #: the campaign's own spacing between its bulk sends, "MIN-MAX" seconds
+    jitter: str = ""
 
     def body(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
@@ -109,26 +116,25 @@ class Outbox:
         self, waiting: Waiting, due_in_s: float, mode: str, lease_by: str, client: Any
     ) -> int:
         due_ms = (time.time() + max(0.0, due_in_s)) * 1000
-        return int(
-            self.scripts.park(
-                keys=[
-                    self.keys.outbox_messages,
-                    self.keys.outbox_lane(waiting.app_id, waiting.lane),
-                    self.keys.outbox_ready(waiting.lane),
-                    self.keys.outbox_inflight,
-                ],
-                args=[
-                    waiting.task_id,
-                    waiting.body(),
-                    repr(waiting.enqueued_at * 1000),
-                    waiting.app_id,
-                    repr(due_ms),
-                    mode,
-                    lease_by,
-                ],
-                client=client,
-            )
+        reply = self.scripts.park(
+            keys=[
+                self.keys.outbox_messages,
+                self.keys.outbox_lane(waiting.app_id, waiting.lane),
+                self.keys.outbox_ready(waiting.lane),
+                self.keys.outbox_inflight,
+            ],
+            args=[
+                waiting.task_id,
+                waiting.body(),
+                repr(waiting.enqueued_at * 1000),
+                waiting.app_id,
+                repr(due_ms),
+                mode,
+                lease_by,
+            ],
+            client=client,
         )
+        return -1 if client is not None else int(reply)
 
     def finished(self, task_id: str, pipe: Any) -> None:
         """The message ended: forget it (queued on ``pipe``, with the outcome's record)."""
@@ -223,14 +229,29 @@ class Dispatcher:
 
     TICK_S = 0.05
 
-    def __init__(self, outbox: Outbox, publish: Callable[[list[Dispatched]], None]) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        publish: Callable[[list[Dispatched]], None],
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock``: unix seconds; by default Redis ``TIME``, the clock of every bucket."""
         self.outbox = outbox
         self.publish = publish
+        self.clock = clock
+        self.policy = pacing.policy_from(outbox.settings)
+        self._random = random.Random()
+
+    def now_ms(self) -> float:
+        if self.clock is not None:
+            return self.clock() * 1000
+        now_s, now_us = self.outbox.redis.time()
+        return float(now_s * 1000 + now_us / 1000)
 
     def tick(self) -> int:
         """Dispatch what is due now; returns how many messages went out."""
-        now_s, now_us = self.outbox.redis.time()
-        now_ms = now_s * 1000 + now_us / 1000
+        now_ms = self.now_ms()
         self.reclaim(now_ms)
         sent = 0
         for lane in LANES:
@@ -248,12 +269,29 @@ class Dispatcher:
         )
         if not due:
             return 0, False
+        apps = [str(app_id) for app_id, _ in due]
+        day = pacing.local_day(now_ms / 1000, self.policy.timezone)
+        gates = self._gates(apps, day, now_ms) if lane is Lane.BULK else {}
         account_keys: list[str] = []
-        for app_id, _ in due:
+        account_args: list[Any] = []
+        for app_id in apps:
             account_keys += [
                 keys.account(app_id),
                 keys.account_bucket(app_id),
                 keys.outbox_lane(app_id, lane),
+                keys.bulk_day(app_id, day),
+            ]
+            g = gates.get(app_id)
+            account_args += [
+                app_id,
+                int(g.open_at * 1000) if g else 0,
+                g.sends_left_today if g else -1,
+                *((int(g.bulk_jitter.low * 1000), int(g.bulk_jitter.high * 1000)) if g else (0, 0)),
+                *(
+                    (int(g.group_jitter.low * 1000), int(g.group_jitter.high * 1000))
+                    if g
+                    else (0, 0)
+                ),
             ]
         reply = ob.scripts.dispatch(
             keys=[
@@ -261,10 +299,12 @@ class Dispatcher:
                 keys.outbox_ready(lane),
                 keys.outbox_inflight,
                 keys.outbox_messages,
+                keys.campaigns_stopped,
+                keys.outbox_held,
                 *account_keys,
             ],
             args=[
-                "",
+                repr(now_ms),
                 int(LEASE_S * 1000),
                 s.rate_per_second,
                 s.burst,
@@ -274,7 +314,9 @@ class Dispatcher:
                 int(ob.window_s(lane) * 1000),
                 DISPATCH_BATCH,
                 int(HOLD_POLL_S * 1000),
-                *[app_id for app_id, _ in due],
+                self._random.randrange(1 << 30),
+                "1" if lane is Lane.BULK else "0",
+                *account_args,
             ],
         )
         at = float(reply[0])
@@ -292,6 +334,40 @@ class Dispatcher:
         if batch:
             self.publish(batch)
         return len(batch), len(batch) >= DISPATCH_BATCH
+
+    def _gates(self, apps: list[str], day: str, now_ms: float) -> dict[str, pacing.Gate]:
+        """Each account's bulk gate now (quiet hours, warm-up, cap, cool-off); the reason a
+        closed one gives is kept on the account (``bulk_wait``) for operators."""
+        ob, keys = self.outbox, self.outbox.keys
+        pipe = ob.redis.pipeline(transaction=False)
+        for app_id in apps:
+            pipe.hmget(keys.account(app_id), pacing.GATE_FIELDS)
+            pipe.get(keys.bulk_day(app_id, day))
+        replies = pipe.execute()
+        gates: dict[str, pacing.Gate] = {}
+        pipe = ob.redis.pipeline(transaction=False)
+        for i, app_id in enumerate(apps):
+            fields = {
+                k: v
+                for k, v in zip(pacing.GATE_FIELDS, replies[2 * i], strict=True)
+                if v is not None
+            }
+            try:
+                g = pacing.gate(fields, int(replies[2 * i + 1] or 0), now_ms / 1000, self.policy)
+            except BadInputError as exc:  # an account's own policy is unreadable: say so
+                g = pacing.Gate(
+                    now_ms / 1000 + 60,
+                    -1,
+                    f"bad pacing setting: {exc}",
+                    self.policy.bulk_jitter,
+                    self.policy.group_jitter,
+                )
+            gates[app_id] = g
+            ob.scripts.hset_existing(
+                keys=[keys.account(app_id)], args=["bulk_wait", g.reason], client=pipe
+            )
+        pipe.execute()
+        return gates
 
     def reclaim(self, now_ms: float, limit: int = 500) -> int:
         """Park again what was dispatched and whose lease ran out (its holder died, or

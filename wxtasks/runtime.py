@@ -1,24 +1,34 @@
-"""What a worker process needs, built once per process from Settings.
+"""The composition root: every per-process object wxtasks uses, built once from Settings.
 
-Celery tasks reach it through their app (``runtime_for(task.app)``); library code takes
-its parts as arguments. Nothing here connects at import time.
+A worker's tasks reach their process's Runtime as ``self.rt`` (the task base class,
+:class:`wxtasks.tasks.base.WxTask`), the beat scheduler through :func:`runtime_for`; the
+CLI, the metrics exporter, the callback receiver and ``wxtasks dev`` build one from
+``Settings.from_env()``. Library code takes the parts it needs as arguments and never
+builds them itself. Nothing here connects at import time: each part is built on first use.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import redis
+from celery import Celery
 
 from wxtasks.accounts import AccountStore
+from wxtasks.campaigns import Campaigns
+from wxtasks.celeryconf import configure
 from wxtasks.config import Settings
 from wxtasks.deadletters import DeadLetters
 from wxtasks.gateway.client import GatewayClient
+from wxtasks.inbound import Handler, InboundStore, load_handlers
 from wxtasks.keys import Keys
+from wxtasks.lifecycle import Lifecycle
+from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
+from wxtasks.sending import SendPipeline
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -31,9 +41,38 @@ def redis_client(url: str) -> redis.Redis:
     )
 
 
+def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    """True when a Redis answers PING at ``url`` within ``timeout_s``."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.AuthenticationError,
+        redis.ResponseError,
+    ):
+        return False
+    finally:
+        client.close()
+
+
 @dataclass
 class Runtime:
+    """One process's objects, each built on first use and then kept."""
+
     settings: Settings
+    #: the Celery app tasks are sent with: a worker's own app, or None for a producer-only
+    #: app configured from ``settings`` (the CLI, metrics, callbacks, ``wxtasks dev``)
+    app: Celery | None = None
+    #: the process this runtime belongs to (a forked pool child builds its own)
+    pid: int = field(default_factory=os.getpid)
+
+    @cached_property
+    def celery(self) -> Celery:
+        if self.app is not None:
+            return self.app
+        return configure(Celery("wxtasks-producer"), self.settings)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -59,12 +98,50 @@ class Runtime:
     def gateway(self) -> GatewayClient:
         return GatewayClient.from_settings(self.settings)
 
+    @cached_property
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.redis, self.settings, self.accounts, self.gateway, self.dispatch)
 
-def runtime_for(app: Any) -> Runtime:
-    """The runtime of this process for a Celery app configured by wxtasks."""
-    cached: tuple[int, Runtime] | None = getattr(app, "_wxtasks_runtime", None)
-    if cached is None or cached[0] != os.getpid():
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.redis, self.settings, self.keys, self.scripts)
+
+    @cached_property
+    def campaigns(self) -> Campaigns:
+        return Campaigns(self.redis, self.settings, self.keys, self.scripts, self.outbox)
+
+    @cached_property
+    def pipeline(self) -> SendPipeline:
+        return SendPipeline(
+            self.redis, self.settings, self.gateway, self.scripts, outbox=self.outbox
+        )
+
+    @cached_property
+    def inbound(self) -> InboundStore:
+        return InboundStore(self.redis, self.settings, self.scripts)
+
+    @cached_property
+    def handlers(self) -> list[tuple[str, Handler]]:
+        """The message handlers (WXTASKS_MESSAGE_HANDLERS, then entry points), loaded once."""
+        return load_handlers(self.settings)
+
+    def dispatch(
+        self,
+        task: str,
+        kwargs: dict[str, Any],
+        countdown: float | None = None,
+        expires: float | None = None,
+    ) -> None:
+        """Send a task by name (the lifecycle's way of scheduling its next step)."""
+        self.celery.send_task(task, kwargs=kwargs, countdown=countdown, expires=expires)
+
+
+def runtime_for(app: Celery) -> Runtime:
+    """This process's Runtime for a Celery app configured by wxtasks: one per app and
+    process, built on first use (in a prefork pool, in each child)."""
+    rt: Runtime | None = getattr(app, "wxtasks_runtime", None)
+    if rt is None or rt.pid != os.getpid():
         settings = getattr(app, "wxtasks_settings", None) or Settings.from_env()
-        cached = (os.getpid(), Runtime(settings))
-        app._wxtasks_runtime = cached
-    return cached[1]
+        rt = Runtime(settings, app)
+        app.wxtasks_runtime = rt
+    return rt

@@ -17,6 +17,9 @@ from redis.commands.core import Script
 _NAMES = (
     "admit",
     "bucket_levels",
+    "campaign_add",
+    "campaign_record",
+    "campaign_unhold",
     "claim_record",
     "claim_release",
     "dispatch",
@@ -49,6 +52,9 @@ def _read(name: str) -> str:
 class Scripts:
     admit: Script
     bucket_levels: Script
+    campaign_add: Script
+    campaign_record: Script
+    campaign_unhold: Script
     claim_record: Script
     claim_release: Script
     dispatch: Script

@@ -51,6 +51,7 @@ class Admit(StrEnum):
     DUPLICATE = "duplicate"
     REDELIVERED = "redelivered"
     NOT_ONLINE = "not_online"
+    STOPPED = "stopped"
     WAIT = "wait"
 
 
@@ -77,6 +78,8 @@ class Ticket:
     window_s: float
     attempt: int = 0
     from_outbox: bool = False
+    #: the campaign this message is a target of ("" for none)
+    campaign: str = ""
 
     @property
     def deadline_at(self) -> float:
@@ -174,10 +177,16 @@ def _after_admission(ticket: Ticket, a: Admission, now: float) -> Action:
             if a.state in ("RECONNECTING", "LOGGING_IN"):
                 return Action(Do.PARK, reason=f"account is {a.state}", wait_s=HOLD_POLL_S)
             return _fail(f"account is {a.state}: it cannot send until it logs in")
+        case Admit.STOPPED:
+            if a.state == "cancelled":
+                return Action(Do.FINISH, Status.CANCELLED, "campaign cancelled")
+            return Action(Do.PARK, reason="campaign paused")
         case Admit.WAIT:
             reason = _WAIT_REASONS.get(a.why, a.why)
-            if a.why != "behind" and a.wait_s <= SHORT_WAIT_S and now + a.wait_s <= (
-                ticket.deadline_at
+            if (
+                a.why != "behind"
+                and a.wait_s <= SHORT_WAIT_S
+                and now + a.wait_s <= (ticket.deadline_at)
             ):
                 return Action(Do.SLEEP, reason=reason, wait_s=a.wait_s)
             return Action(Do.PARK, reason=reason, wait_s=a.wait_s)
@@ -200,7 +209,7 @@ def _after_gateway(ticket: Ticket, g: GatewayAnswer, rand: Callable[[], float]) 
         case Gateway.OFFLINE:
             return Action(
                 Do.PARK,
-                reason=f"account offline: {g.error}",
+                reason=f"send failed: account offline: {g.error}",
                 wait_s=backoff_s(ticket.attempt, rand()),
                 release=True,
                 offline=True,
@@ -246,9 +255,9 @@ class SendResult:
     app_id: str | None
     to_wxid: str | None
     task_id: str
-    msgId: str = ""  # noqa: N815 - the gateway's field names are the contract
-    newMsgId: str = ""  # noqa: N815
-    createTime: int | None = None  # noqa: N815
+    msgId: str = ""
+    newMsgId: str = ""
+    createTime: int | None = None
     error: str | None = None
     first_task_id: str | None = None
 
@@ -333,7 +342,9 @@ class DeadLetter:
         return asdict(self)
 
     def result(self) -> SendResult:
-        return SendResult(Status(self.status), self.app_id, self.to_wxid, self.task_id, error=self.error)
+        return SendResult(
+            Status(self.status), self.app_id, self.to_wxid, self.task_id, error=self.error
+        )
 
 
 def jsonable(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,13 +108,15 @@ class SendPipeline:
         settings: Settings,
         gateway: GatewayClient,
         scripts: Scripts | None = None,
+        *,
+        outbox: Outbox | None = None,
     ) -> None:
         self.redis = client
         self.settings = settings
         self.gateway = gateway
         self.keys = Keys(settings.key_prefix)
         self.scripts = scripts or Scripts(client)
-        self.outbox = Outbox(client, settings, self.keys, self.scripts)
+        self.outbox = outbox or Outbox(client, settings, self.keys, self.scripts)
         self.deadletters = DeadLetters(client, self.keys)
         #: how long an admitted send may take: its claim's hold (connect + read timeout)
         self.hold_ms = int((2 * settings.gateway_timeout_s + 5) * 1000)
@@ -130,6 +132,7 @@ class SendPipeline:
         attempt: int = 0,
         *,
         from_outbox: bool = False,
+        campaign: str = "",
     ) -> Ticket:
         """``enqueued_at`` None: the message does not say; admission finds out."""
         return Ticket(
@@ -139,6 +142,7 @@ class SendPipeline:
             self.outbox.window_s(lane),
             attempt,
             from_outbox,
+            campaign,
         )
 
     def admit(
@@ -159,6 +163,7 @@ class SendPipeline:
                 self.claim_key(message),
                 self.keys.outbox_lane(message.app_id, ticket.lane),
                 self.keys.seen(message.app_id, ticket.task_id),
+                self.keys.campaigns_stopped,
             ],
             args=[
                 ticket.task_id,
@@ -174,6 +179,7 @@ class SendPipeline:
                 "0" if ticket.from_outbox else "1",
                 "1" if paid_at_ms is not None else "0",
                 self.hold_ms,
+                ticket.campaign,
             ],
         )
         return _admission(reply)
@@ -199,10 +205,11 @@ class SendPipeline:
         *,
         receipt: SendReceipt | None = None,
         dead_letter: DeadLetter | None = None,
-    ) -> None:
+        also: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         """Record how the message ended, in one round trip: its outcome on the claim (sent
-        or unknown after a gateway call), the count, the dead letter, and the outbox
-        forgetting it."""
+        or unknown after a gateway call), the count, the dead letter, the outbox
+        forgetting it, and whatever ``also`` queues (a campaign's record, last)."""
         pipe = self.redis.pipeline(transaction=False)
         if message is not None and (receipt is not None or status is Status.UNKNOWN):
             r = receipt
@@ -222,7 +229,9 @@ class SendPipeline:
             self.deadletters.add(dead_letter.as_dict(), pipe=pipe)
         if ticket.from_outbox:
             self.outbox.finished(ticket.task_id, pipe)
-        pipe.execute()
+        if also is not None:
+            also(pipe)
+        return list(pipe.execute())
 
     def release(self, message: Message, owner: str) -> None:
         """The message did not go out: free its claim so a retry (or a repeat) may send."""
@@ -240,7 +249,7 @@ def _admission(reply: list[Any]) -> Admission:
             why=_s(reply[2]),
             enqueued_at=float(reply[3]) / 1000,
         )
-    if outcome is Admit.NOT_ONLINE:
+    if outcome in (Admit.NOT_ONLINE, Admit.STOPPED):
         return Admission(outcome, state=_s(reply[1]), enqueued_at=float(reply[2]) / 1000)
     if outcome is Admit.DUPLICATE:
         return Admission(

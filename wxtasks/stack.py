@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from wxtasks.config import Settings
+from wxtasks.config import Settings, inherited_environ, redact_url
 from wxtasks.redis_server import RedisServer, redis_answers
+from wxtasks.runtime import Runtime
 
 _PR_SET_PDEATHSIG = 1
 
@@ -71,7 +72,7 @@ class Supervisor:
             out = open(log_path, "ab")  # noqa: SIM115 - the child owns it
         process = subprocess.Popen(
             list(args),
-            env={**os.environ, **(env or {})},
+            env=inherited_environ(env or {}),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -239,10 +240,11 @@ class DevStack:
             )
 
     def start(self) -> None:
-        env: dict[str, str] = {}
-        redis_url = os.environ.get("WXTASKS_REDIS_URL") or Settings.redis_url
+        configured = Settings.configured()
+        settings = Settings.from_env()
+        redis_url = settings.redis_url
         if redis_answers(redis_url):
-            self.say(f"Redis: using {redis_url}")
+            self.say(f"Redis: using {redact_url(redis_url)}")
         else:
             parts = urlsplit(redis_url)
             data_dir = os.path.join(os.getcwd(), ".wxtasks", "redis")
@@ -258,27 +260,23 @@ class DevStack:
                 f"Redis: started the embedded redis-server on {parts.hostname}:"
                 f"{self.redis_server.port} (data in {data_dir})"
             )
-        env["WXTASKS_REDIS_URL"] = redis_url
-        if not os.environ.get("WECHATAPI_BASE_URL"):
+        own_simulator = "WECHATAPI_BASE_URL" not in configured
+        if own_simulator:
             base_url = f"http://127.0.0.1:{self.simulator_port}"
-            env["WECHATAPI_BASE_URL"] = base_url
-            env.setdefault("WECHATAPI_PROFILE", os.environ.get("WECHATAPI_PROFILE", "videosapi"))
+            settings = settings.replace(gateway_base_url=base_url)
             self.supervisor.start(
                 "simulator",
                 [sys.executable, "-m", "wxtasks", "simulator", "--port", str(self.simulator_port)],
-                env,
+                settings.environ(),
             )
             wait_until(lambda: _http_answers(base_url + "/admin/stats"), 15, what="simulator")
             self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
         else:
-            self.say(f"gateway: {os.environ['WECHATAPI_BASE_URL']}")
+            self.say(f"gateway: {settings.gateway_base_url}")
         # the callback receiver's secret: the operator's, or one for this run
-        env["WXTASKS_CALLBACK_SECRET"] = os.environ.get("WXTASKS_CALLBACK_SECRET") or (
-            secrets.token_urlsafe(24)
-        )
-        os.environ.update(env)
-        settings = Settings.from_env()
-        env["FLOWER_UNAUTHENTICATED_API"] = "true"
+        if not settings.callback_secret:
+            settings = settings.replace(callback_secret=secrets.token_urlsafe(24))
+        env = {**settings.environ(), "FLOWER_UNAUTHENTICATED_API": "true"}
         sup = self.supervisor
         sup.start("worker-send", worker_args("send", "send", self.send_concurrency), env)
         sup.start(
@@ -286,7 +284,7 @@ class DevStack:
         )
         sup.start("beat", celery_cmd("beat", "-l", "INFO"), env)
         # Flower asks the workers what they are once, at start: start it after they answer
-        self._wait_workers(2)
+        self._wait_workers(settings, 2)
         sup.start(
             "flower", celery_cmd("flower", f"--port={self.flower_port}", "--address=127.0.0.1"), env
         )
@@ -301,7 +299,7 @@ class DevStack:
             env,
         )
         receiver = f"http://127.0.0.1:{self.callback_port}"
-        if "WECHATAPI_BASE_URL" in env:  # our simulator: have it push events to the receiver
+        if own_simulator:  # have it push events to the receiver
             from wxtasks.callbacks import callback_url
             from wxtasks.gateway import GatewayClient
 
@@ -327,10 +325,8 @@ class DevStack:
         )
         self.say("Ctrl-C stops everything")
 
-    def _wait_workers(self, n: int) -> None:
-        from wxtasks.cli.context import celery_app
-
-        control = celery_app().control
+    def _wait_workers(self, settings: Settings, n: int) -> None:
+        control = Runtime(settings).celery.control
         try:
             wait_until(
                 lambda: len(control.ping(timeout=0.5) or []) >= n, 90, 0.5, f"{n} workers to answer"
@@ -339,16 +335,16 @@ class DevStack:
             self.say(f"workers did not all answer within 90 s; see {self.supervisor.log_dir}")
 
     def _demo_accounts(self, settings: Settings) -> None:
-        from wxtasks.cli.context import dispatch, runtime
         from wxtasks.lifecycle import LOGIN_TASK
         from wxtasks.machine import State
 
-        store = runtime().accounts
+        rt = Runtime(settings)
+        store = rt.accounts
         ids = [f"demo-{i:02d}" for i in range(1, self.n_accounts + 1)]
         for app_id in ids:
             account, _ = store.register(app_id, note="demo account")
             if account.state is State.IDLE:
-                dispatch(LOGIN_TASK, {"app_id": app_id})
+                rt.dispatch(LOGIN_TASK, {"app_id": app_id})
         try:
             wait_until(
                 lambda: all(a.state is State.ONLINE for a in store.get_many(ids)),

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
-from wxtasks.cli.context import dispatch, lifecycle, runtime
+from wxtasks.cli.context import runtime
 from wxtasks.errors import GatewayError
 from wxtasks.lifecycle import LOGIN_TASK
 from wxtasks.machine import Event, State
@@ -49,7 +49,7 @@ def add(
             app_id, rate=rate, burst=burst, note=note, tags=tags or None
         )
         if not no_login and account.state is State.IDLE:
-            dispatch(LOGIN_TASK, {"app_id": app_id})
+            runtime().dispatch(LOGIN_TASK, {"app_id": app_id})
         click.echo(f"{app_id}: {'registered' if created else 'updated'} ({account.state})")
 
 
@@ -121,7 +121,7 @@ def remove(app_ids: tuple[str, ...]) -> None:
 def reset(app_ids: tuple[str, ...]) -> None:
     """Back to IDLE (from ERROR or any state) and log in again."""
     for app_id in app_ids:
-        decision = lifecycle().reset(app_id)
+        decision = runtime().lifecycle.reset(app_id)
         state = decision.state.value if decision else runtime().accounts.get(app_id).state
         click.echo(f"{app_id}: {state}; login started")
 
@@ -146,13 +146,13 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
         click.echo(f"{app_id} is already ONLINE")
         return
     if account.state is not State.IDLE:
-        lifecycle().reset(app_id, "operator QR login")
+        runtime().lifecycle.reset(app_id, "operator QR login")
     if gateway.check_online(app_id):
         decision = store.transition(
             app_id, Event.LOGIN_SUCCEEDED, reason="already online", expect=[State.IDLE]
         )
         if decision:
-            lifecycle().follow_up(app_id, decision)
+            runtime().lifecycle.follow_up(app_id, decision)
         click.echo(f"{app_id}: ONLINE (the gateway already had its session)")
         return
     qr = gateway.get_login_qr(app_id)
@@ -184,7 +184,7 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
                 extra={"wxid": status.wxid, "nick_name": status.nick_name},
             )
             if decision:
-                lifecycle().follow_up(app_id, decision)
+                runtime().lifecycle.follow_up(app_id, decision)
             click.echo(f"{app_id}: ONLINE as {status.nick_name or status.wxid}")
             return
         if status.status == 4:
@@ -203,5 +203,5 @@ def _give_up(app_id: str, reason: str) -> None:
         app_id, Event.LOGIN_FAILED, reason=reason, expect=[State.LOGGING_IN]
     )
     if decision:
-        lifecycle().follow_up(app_id, decision)
+        runtime().lifecycle.follow_up(app_id, decision)
     raise click.ClickException(f"{app_id}: {reason}; still IDLE")

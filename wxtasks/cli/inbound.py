@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from wxtasks.cli.common import echo_json, friendly
-from wxtasks.cli.context import celery_app, runtime
+from wxtasks.cli.context import runtime
 
 
 @click.command()
@@ -30,7 +30,7 @@ def callbacks(host: str, port: int, register_url: str | None) -> None:
         rt.gateway.set_callback(callback_url(register_url, rt.settings), rt.settings.gateway_token)
         click.echo(f"gateway will push to {register_url.rstrip('/')}/callback/<secret>")
         return
-    serve(rt.settings, celery_app(), host=host, port=port)
+    serve(rt, host=host, port=port)
 
 
 @click.group()
@@ -44,10 +44,7 @@ def inbound() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @friendly
 def inbound_list(limit: int, app_id: str | None, as_json: bool) -> None:
-    from wxtasks.inbound import InboundStore
-
-    rt = runtime()
-    items = InboundStore(rt.redis, rt.settings, rt.scripts).list(limit, app_id)
+    items = runtime().inbound.list(limit, app_id)
     if as_json:
         echo_json(items)
         return

@@ -11,7 +11,7 @@ import click
 
 from wxtasks.accounts import Account
 from wxtasks.cli.common import echo_json, friendly
-from wxtasks.cli.context import celery_app, runtime
+from wxtasks.cli.context import runtime
 from wxtasks.config import redact_url
 from wxtasks.events import follow_events, read_events
 from wxtasks.machine import State
@@ -25,7 +25,7 @@ def queue_depths() -> dict[str, int | None]:
     from wxtasks.celeryconf import CONTROL_QUEUE, DEFAULT_QUEUE, SEND_QUEUE
 
     depths: dict[str, int | None] = {}
-    with celery_app().connection_for_write() as conn:
+    with runtime().celery.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
         for queue in (SEND_QUEUE, CONTROL_QUEUE, DEFAULT_QUEUE):
             try:
@@ -199,28 +199,27 @@ def check(timeout_s: float) -> None:
 
 
 def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
-    from wxtasks.config import Settings
     from wxtasks.errors import GatewayAuthError, GatewayError, WxTasksError
-    from wxtasks.redis_server import redis_answers
+    from wxtasks.runtime import redis_answers
 
     results: list[tuple[str, bool, str]] = []
     try:
-        settings = Settings.from_env()
+        rt = runtime()
     except WxTasksError as exc:
         return [("config", False, str(exc))]
+    settings = rt.settings
     results.append(("config", True, f"profile {settings.gateway_profile}"))
     ok = redis_answers(settings.redis_url, timeout_s)
     results.append(("redis", ok, redact_url(settings.redis_url)))
     try:
-        with celery_app().connection_for_write() as conn:
+        with rt.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout_s)
         results.append(("broker", True, redact_url(settings.broker_url)))
     except Exception as exc:
         results.append(("broker", False, f"{redact_url(settings.broker_url)}: {exc}"))
         return results
-    gateway = runtime().gateway
     try:
-        gateway.check_online("wxtasks-check")
+        rt.gateway.check_online("wxtasks-check")
         results.append(("gateway", True, f"{settings.gateway_base_url} accepted the token"))
     except GatewayAuthError:
         results.append(
@@ -233,7 +232,7 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
         )
         results.append(("gateway", not unreachable, f"{settings.gateway_base_url}: {exc}"))
     try:
-        queues = celery_app().control.inspect(timeout=timeout_s).active_queues() or {}
+        queues = rt.celery.control.inspect(timeout=timeout_s).active_queues() or {}
     except Exception as exc:
         queues = {}
         results.append(("workers", False, f"cannot ask workers: {exc}"))
@@ -260,7 +259,7 @@ def metrics(host: str, port: int) -> None:
     heartbeat lateness, dead letters) read from Redis at each scrape."""
     from wxtasks.metrics import serve
 
-    serve(runtime().settings, port, host)
+    serve(runtime(), port, host)
 
 
 @click.command()

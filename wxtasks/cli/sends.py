@@ -7,12 +7,12 @@ from typing import Any
 import click
 
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
-from wxtasks.cli.context import celery_app, runtime
+from wxtasks.cli.context import runtime
 from wxtasks.client import WxTasksClient
 
 
 def _client() -> WxTasksClient:
-    return WxTasksClient(app=celery_app())
+    return WxTasksClient(app=runtime().celery)
 
 
 def _wait(result: Any, timeout_s: float) -> None:

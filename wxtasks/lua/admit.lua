@@ -8,6 +8,7 @@
 -- KEYS[4] = send claim                (wx:claim:{appId}:<digest>)
 -- KEYS[5] = the message's lane        (wx:outbox:{appId}:<lane>)
 -- KEYS[6] = first-seen mark           (wx:seen:{appId}:<task id>)
+-- KEYS[7] = stopped campaigns         (wx:campaigns:stopped)  hash: id -> paused|cancelled
 -- ARGV[1] = owner: the task id
 -- ARGV[2] = claim TTL, seconds
 -- ARGV[3] = global rate, per second     ARGV[4] = global burst
@@ -20,12 +21,14 @@
 -- ARGV[11] = "1" when the message comes fresh (it queues behind waiting ones in its lane)
 -- ARGV[12] = "1" when the dispatcher already took its tokens (dispatched just now)
 -- ARGV[13] = how long an admitted send may take, ms (its claim's hold)
+-- ARGV[14] = the message's campaign id, or ""
 -- returns {"admitted", enqueued}
 --       | {"unknown_account"}
 --       | {"expired", enqueued}
 --       | {"duplicate", owner, status, msgId, newMsgId, createTime}  another task's claim
 --       | {"redelivered", status, msgId, newMsgId, createTime, hold_left_ms}  this task's
 --       | {"not_online", state, enqueued}
+--       | {"stopped", paused|cancelled, enqueued}   its campaign was paused or cancelled
 --       | {"wait", ms, why, enqueued}  why: account | global | behind; nothing taken
 local acct = redis.call('HMGET', KEYS[1], 'state', 'rate', 'burst')
 if not acct[1] then
@@ -53,6 +56,12 @@ if claim[1] then
     tostring(hold_left)}
 end
 
+if ARGV[14] ~= '' then
+  local stopped = redis.call('HGET', KEYS[7], ARGV[14])
+  if stopped then
+    return {'stopped', stopped, enqueued}
+  end
+end
 if now > tonumber(enqueued) + tonumber(ARGV[9]) then
   return {'expired', enqueued}
 end

@@ -1,11 +1,12 @@
--- Take one waiting message out of its lane (an operator cancelled it).
+-- Take one waiting message out of the outbox (an operator cancelled it, or its campaign).
 -- KEYS[1] = waiting messages          (wx:outbox:messages)
 -- KEYS[2] = its lane                  (wx:outbox:{appId}:<lane>)
+-- KEYS[3] = held messages             (wx:outbox:held)
 -- ARGV[1] = task id
--- returns its body, or false when it was not waiting there (already dispatched or done)
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
+-- returns its body, or false when it was not waiting (already dispatched, or done)
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 and redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then
   return false
 end
 local body = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
-return body
+return body or false

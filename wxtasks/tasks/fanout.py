@@ -1,57 +1,27 @@
-"""Fan-out tasks on queue ``send``: ``wxtasks.broadcast`` (one message from many accounts)
-and ``wxtasks.bulk_send`` (one account to many recipients, 群发).
+"""Campaign tasks on queue ``send``: ``wxtasks.campaign`` and the two thin campaigns,
+``wxtasks.bulk_send`` (one account to many recipients, 群发) and ``wxtasks.broadcast``
+(one message from many accounts).
 
-Each replaces itself with one ``wxtasks.send_text`` per message plus a report task under
-the same task id (a chord), so every message passes the same limits and dedup, and
-``AsyncResult(broadcast_id).get()`` returns the per-message report.
+Each creates a campaign (:mod:`wxtasks.campaigns`) whose targets wait in the accounts'
+bulk lanes, so they get progress, pause, resume and cancel. A bulk_send or broadcast is
+the campaign named by its own task id; its task result shows state ``RUNNING`` with the
+progress until the last target ends, then the report (``AsyncResult(id).get()``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, chord, shared_task
+from celery import shared_task
+from celery.exceptions import Ignore
 
-from wxtasks.sendcore import Status
-from wxtasks.tasks.send import dead_letter, send_text
+from wxtasks.campaigns import Content
+from wxtasks.errors import BadInputError
+from wxtasks.pacing import Span
+from wxtasks.sendcore import DeadLetter, Status
+from wxtasks.tasks.base import WxTask
 
-
-@shared_task(name="wxtasks.send_report", bind=True)
-def send_report(self: Task, results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """Sum up the results of a broadcast or bulk send."""
-    counts = {s.value: 0 for s in Status}
-    for r in results:
-        status = r.get("status") if isinstance(r, dict) else None
-        counts[status if status in counts else Status.FAILED.value] += 1
-    return {"status": "done", "kind": kind, "total": len(results), **counts, "results": results}
-
-
-def _fan_out(
-    task: Task,
-    kind: str,
-    pairs: list[tuple[Any, Any]] | None,
-    content: Any,
-    dedup_key: str | None,
-    raw: dict[str, Any],
-    problem: str,
-) -> Any:
-    """Replace ``task`` with one send_text per (app_id, to_wxid) plus a report, under the
-    same task id, so ``AsyncResult(task_id).get()`` returns the report."""
-    if not pairs:
-        return dead_letter(task, kind, raw, Status.FAILED, f"bad input: {problem}")
-    sends = [
-        send_text.signature(
-            kwargs={
-                "app_id": a,
-                "to_wxid": t,
-                "content": content,
-                **({"dedup_key": f"{dedup_key}:{a}:{t}"} if dedup_key else {}),
-            },
-            immutable=True,
-        )
-        for a, t in dict.fromkeys(pairs)
-    ]
-    return task.replace(chord(sends, send_report.s(kind)))
+RUNNING_STATE = "RUNNING"
 
 
 def _strings(value: Any) -> list[str] | None:
@@ -61,47 +31,108 @@ def _strings(value: Any) -> list[str] | None:
     return None
 
 
-@shared_task(name="wxtasks.broadcast", bind=True, acks_late=True)
+def _bad_input(task: WxTask, raw: dict[str, Any], problem: str) -> dict[str, Any]:
+    entry = DeadLetter.of(
+        str(task.request.id), str(task.name), raw, Status.FAILED, f"bad input: {problem}"
+    )
+    task.rt.deadletters.add(entry.as_dict())
+    return entry.result().as_dict()
+
+
+def _run_campaign(
+    task: WxTask,
+    source: str,
+    pairs: list[tuple[str, str]],
+    content: Any,
+    raw: dict[str, Any],
+    **options: Any,
+) -> dict[str, Any]:
+    campaign_id = str(task.request.id)
+    try:
+        summary = task.rt.campaigns.create(
+            campaign_id,
+            Content.parse("text", {"content": content}),
+            dict.fromkeys(pairs),
+            source=source,
+            **options,
+        )
+    except BadInputError as exc:
+        return _bad_input(task, raw, str(exc))
+    summary.pop("accounts", None)
+    task.update_state(state=RUNNING_STATE, meta=summary)
+    raise Ignore()
+
+
+@shared_task(name="wxtasks.broadcast", base=WxTask, bind=True, acks_late=True)
 def broadcast(
-    self: Task,
+    self: WxTask,
     app_ids: list[str] | None = None,
     to_wxid: str | None = None,
     content: str | None = None,
     dedup_key: str | None = None,
 ) -> dict[str, Any]:
     """One message from many accounts; the result reports each account's outcome."""
-    senders = _strings(app_ids)
-    pairs = [(a, to_wxid) for a in senders] if senders else None
     raw = {"app_ids": app_ids, "to_wxid": to_wxid, "content": content}
-    return _fan_out(  # type: ignore[no-any-return]
-        self,
-        "broadcast",
-        pairs,
-        content,
-        dedup_key,
-        raw,
-        "app_ids must be a non-empty list of appIds",
-    )
+    senders = _strings(app_ids)
+    if not senders:
+        return _bad_input(self, raw, "app_ids must be a non-empty list of appIds")
+    if not isinstance(to_wxid, str) or not to_wxid:
+        return _bad_input(self, raw, "to_wxid is required")
+    return _run_campaign(self, "broadcast", [(a, to_wxid) for a in senders], content, raw)
 
 
-@shared_task(name="wxtasks.bulk_send", bind=True, acks_late=True)
+@shared_task(name="wxtasks.bulk_send", base=WxTask, bind=True, acks_late=True)
 def bulk_send(
-    self: Task,
+    self: WxTask,
     app_id: str | None = None,
     to_wxids: list[str] | None = None,
     content: str | None = None,
     dedup_key: str | None = None,
 ) -> dict[str, Any]:
-    """One account to many recipients (群发), each its own message through the limits."""
-    recipients = _strings(to_wxids)
-    pairs = [(app_id, t) for t in recipients] if recipients else None
+    """One account to many recipients (群发), each its own message, paced in the bulk lane."""
     raw = {"app_id": app_id, "to_wxids": to_wxids, "content": content}
-    return _fan_out(  # type: ignore[no-any-return]
-        self,
-        "bulk_send",
-        pairs,
-        content,
-        dedup_key,
-        raw,
-        "to_wxids must be a non-empty list of wxids",
-    )
+    recipients = _strings(to_wxids)
+    if not recipients:
+        return _bad_input(self, raw, "to_wxids must be a non-empty list of wxids")
+    if not isinstance(app_id, str):
+        return _bad_input(self, raw, "app_id is required")
+    return _run_campaign(self, "bulk_send", [(app_id, t) for t in recipients], content, raw)
+
+
+@shared_task(name="wxtasks.campaign", base=WxTask, bind=True, acks_late=True)
+def campaign(
+    self: WxTask,
+    campaign_id: str | None = None,
+    kind: str = "text",
+    content: dict[str, Any] | str | None = None,
+    targets: list[list[str]] | dict[str, list[str]] | None = None,
+    start_at: float | None = None,
+    jitter: str | None = None,
+) -> dict[str, Any]:
+    """Create a campaign (idempotent by ``campaign_id``) and return its summary.
+
+    ``content``: the text, or the send task's fields for ``kind`` (``{"img_url": ...}``);
+    ``targets``: ``[[app_id, to_wxid], ...]`` or ``{app_id: [to_wxid, ...]}``;
+    ``start_at``: unix seconds; ``jitter``: ``"MIN-MAX"`` seconds between its sends.
+    """
+    raw = {"campaign_id": campaign_id, "kind": kind, "content": content, "targets": "..."}
+    try:
+        fields = {"content": content} if isinstance(content, str) else dict(content or {})
+        parsed = Content.parse(kind, fields)
+        if isinstance(targets, dict):
+            pairs = [(a, t) for a, ts in targets.items() for t in (ts or [])]
+        else:
+            pairs = [(str(p[0]), str(p[1])) for p in (targets or []) if len(p) == 2]
+        if jitter:
+            Span.parse(jitter)
+        summary = self.rt.campaigns.create(
+            str(campaign_id or self.request.id),
+            parsed,
+            pairs,
+            start_at=float(start_at) if start_at else None,
+            jitter=jitter,
+            source="campaign",
+        )
+    except (BadInputError, TypeError, ValueError) as exc:
+        return _bad_input(self, raw, str(exc))
+    return summary

@@ -4,34 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 
 from wxtasks.errors import BadInputError
-from wxtasks.inbound import (
-    GatewayEvent,
-    HandlerContext,
-    InboundMessage,
-    InboundStore,
-    load_handlers,
-    run_handlers,
+from wxtasks.inbound import GatewayEvent, HandlerContext, InboundMessage, run_handlers
+from wxtasks.tasks.base import WxTask
+
+
+@shared_task(
+    name="wxtasks.on_message", base=WxTask, bind=True, acks_late=True, reject_on_worker_lost=True
 )
-from wxtasks.tasks.common import lifecycle, runtime
-
-
-@shared_task(name="wxtasks.on_message", bind=True, acks_late=True, reject_on_worker_lost=True)
-def on_message(self: Task, event: dict[str, Any]) -> dict[str, Any]:
+def on_message(self: WxTask, event: dict[str, Any]) -> dict[str, Any]:
     """Record a received message once and run the handlers on it."""
-    rt = runtime(self.app)
+    rt = self.rt
     try:
         message = InboundMessage.from_event(GatewayEvent(**event))
     except (BadInputError, TypeError, ValueError) as exc:
         return {"status": "rejected", "error": str(exc)}
-    outcome = InboundStore(rt.redis, rt.settings, rt.scripts).claim(message, str(self.request.id))
+    outcome = rt.inbound.claim(message, str(self.request.id))
     if outcome == "duplicate":
         return {"status": "duplicate", "app_id": message.app_id, "new_msg_id": message.new_msg_id}
-    handlers = rt.__dict__.get("_handlers")
-    if handlers is None:
-        handlers = rt.__dict__["_handlers"] = load_handlers(rt.settings)
 
     def send_text(app_id: str, to_wxid: str, content: str, *, dedup_key: str | None = None) -> None:
         kwargs = {"app_id": app_id, "to_wxid": to_wxid, "content": content}
@@ -39,7 +31,7 @@ def on_message(self: Task, event: dict[str, Any]) -> dict[str, Any]:
             kwargs["dedup_key"] = dedup_key
         self.app.send_task("wxtasks.send_text", kwargs=kwargs)
 
-    errors = run_handlers(message, HandlerContext(rt.settings, send_text), handlers)
+    errors = run_handlers(message, HandlerContext(rt.settings, send_text), rt.handlers)
     return {
         "status": "handled",
         "app_id": message.app_id,
@@ -49,8 +41,10 @@ def on_message(self: Task, event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@shared_task(name="wxtasks.on_offline", bind=True, acks_late=True)
-def on_offline(self: Task, app_id: str, reason: str = "gateway Offline callback") -> dict[str, Any]:
+@shared_task(name="wxtasks.on_offline", base=WxTask, bind=True, acks_late=True)
+def on_offline(
+    self: WxTask, app_id: str, reason: str = "gateway Offline callback"
+) -> dict[str, Any]:
     """The gateway says the account dropped: leave ONLINE now, start the reconnect chain."""
-    decision = lifecycle(self.app).liveness_failed(app_id, reason)
+    decision = self.rt.lifecycle.liveness_failed(app_id, reason)
     return {"app_id": app_id, "state": decision.state.value if decision else None}

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task, shared_task
+from celery import shared_task
 
 from wxtasks.errors import GatewayUnavailableError, UnknownAccountError
 from wxtasks.events import post_alert
-from wxtasks.tasks.common import lifecycle, runtime
+from wxtasks.tasks.base import WxTask
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(
     name="wxtasks.login",
+    base=WxTask,
     bind=True,
     acks_late=True,
     max_retries=5,
@@ -23,42 +24,45 @@ logger = logging.getLogger(__name__)
     retry_backoff=2,
     retry_backoff_max=60,
 )
-def login(self: Task, app_id: str) -> dict[str, Any]:
+def login(self: WxTask, app_id: str) -> dict[str, Any]:
     """Bring a registered account ONLINE when the gateway has its session; else needLogin."""
     try:
-        state = lifecycle(self.app).login(app_id)
+        state = self.rt.lifecycle.login(app_id)
     except UnknownAccountError as exc:
         return {"app_id": app_id, "state": None, "error": str(exc)}
     return {"app_id": app_id, "state": state}
 
 
-@shared_task(name="wxtasks.heartbeat", bind=True, acks_late=True, ignore_result=True)
+@shared_task(name="wxtasks.heartbeat", base=WxTask, bind=True, acks_late=True, ignore_result=True)
 def heartbeat(
-    self: Task,
+    self: WxTask,
     app_ids: list[str] | None = None,
     due: list[float] | None = None,
     app_id: str | None = None,
 ) -> dict[str, Any]:
     """Probe a batch of accounts (or one, ``app_id``) and watch their timers."""
     ids = list(app_ids or []) + ([app_id] if app_id else [])
-    return lifecycle(self.app).heartbeat(ids, due).as_dict()
+    return self.rt.lifecycle.heartbeat(ids, due).as_dict()
 
 
-@shared_task(name="wxtasks.reconnect", bind=True, acks_late=True)
-def reconnect(self: Task, app_id: str, version: int) -> dict[str, Any]:
+@shared_task(name="wxtasks.reconnect", base=WxTask, bind=True, acks_late=True)
+def reconnect(self: WxTask, app_id: str, version: int) -> dict[str, Any]:
     """One attempt of an account's reconnect chain (the chain is tagged by ``version``)."""
-    return {"app_id": app_id, "outcome": lifecycle(self.app).reconnect(app_id, int(version))}
+    return {"app_id": app_id, "outcome": self.rt.lifecycle.reconnect(app_id, int(version))}
 
 
-@shared_task(name="wxtasks.sweep_heartbeats", bind=True, ignore_result=True, send_events=False)
-def sweep_heartbeats(self: Task) -> int:
+@shared_task(
+    name="wxtasks.sweep_heartbeats", base=WxTask, bind=True, ignore_result=True, send_events=False
+)
+def sweep_heartbeats(self: WxTask) -> int:
     """Dispatch every heartbeat that is due (run by beat every second). It sends no
     monitoring events: 86,400 sweeps a day would bury the sends in Flower."""
-    return lifecycle(self.app).sweep()
+    return self.rt.lifecycle.sweep()
 
 
 @shared_task(
     name="wxtasks.alert",
+    base=WxTask,
     bind=True,
     acks_late=True,
     max_retries=8,
@@ -67,9 +71,9 @@ def sweep_heartbeats(self: Task) -> int:
     retry_backoff_max=300,
     ignore_result=True,
 )
-def alert(self: Task, alert: str, app_id: str, reason: str = "", at: float = 0.0) -> int:
+def alert(self: WxTask, alert: str, app_id: str, reason: str = "", at: float = 0.0) -> int:
     """POST an alert to the configured robot webhook, retried with backoff."""
-    settings = runtime(self.app).settings
+    settings = self.rt.settings
     if not settings.alert_webhook_url:
         return 0
     return post_alert(settings, alert, app_id, reason, at)

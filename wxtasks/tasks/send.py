@@ -17,10 +17,17 @@ from dataclasses import replace
 from typing import Any
 
 import redis
-from celery import Task, shared_task, signals
+from celery import shared_task, signals
 from celery.exceptions import Ignore, Reject
 
-from wxtasks.celeryconf import ATTEMPT_HEADER, ENQUEUED_HEADER, OUTBOX_HEADER, PAID_HEADER
+from wxtasks.campaigns import target_of
+from wxtasks.celeryconf import (
+    ATTEMPT_HEADER,
+    CAMPAIGN_HEADER,
+    ENQUEUED_HEADER,
+    OUTBOX_HEADER,
+    PAID_HEADER,
+)
 from wxtasks.errors import (
     AccountOfflineError,
     BadInputError,
@@ -45,7 +52,7 @@ from wxtasks.sendcore import (
     decide,
 )
 from wxtasks.sending import Message, SendPipeline
-from wxtasks.tasks.common import lifecycle, pipeline, runtime
+from wxtasks.tasks.base import WxTask
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +72,7 @@ _POSITIONAL = {
 TASK_NAMES = {kind: f"wxtasks.send_{kind}" for kind in _POSITIONAL}
 
 _SEND_OPTIONS: dict[str, Any] = {
+    "base": WxTask,
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -73,7 +81,7 @@ _SEND_OPTIONS: dict[str, Any] = {
 
 
 def run_send(
-    task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: WxTask, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """Carry one message as far as it can go now; returns its result dict, or parks it
     (raising Ignore).
@@ -87,7 +95,7 @@ def run_send(
         return _run_send(task, kind, args, kwargs)
     except REDIS_DOWN as exc:
         logger.warning("send %s: Redis unavailable (%s); waiting for it", task.request.id, exc)
-        if not wait_for_redis(runtime(task.app).redis, REDIS_OUTAGE_WAIT_S):
+        if not wait_for_redis(task.rt.redis, REDIS_OUTAGE_WAIT_S):
             raise Reject(f"Redis unavailable for {REDIS_OUTAGE_WAIT_S}s", requeue=True) from exc
         return _run_send(task, kind, args, kwargs)
 
@@ -107,26 +115,33 @@ def wait_for_redis(client: redis.Redis, timeout_s: float) -> bool:
 
 
 def _run_send(
-    task: Task, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    task: WxTask, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    pipe = pipeline(task.app)
+    pipe = task.rt.pipeline
     task_id = str(task.request.id)
     raw = _merge(kind, args, kwargs)
     from_outbox = _header(task.request, OUTBOX_HEADER) == "1"
+    campaign = str(_header(task.request, CAMPAIGN_HEADER) or "")
     try:
         lane = parse_lane(raw.get("lane"))
         message = Message.parse(kind, {k: v for k, v in raw.items() if k != "lane"})
     except BadInputError as exc:
         ticket = pipe.ticket(task_id, Lane.INTERACTIVE, time.time(), from_outbox=from_outbox)
-        return _finish(task, pipe, None, raw, ticket, Action(
-            Do.FINISH, Status.FAILED, f"bad input: {exc}", dead_letter=True
-        ))
+        return _finish(
+            task,
+            pipe,
+            None,
+            raw,
+            ticket,
+            Action(Do.FINISH, Status.FAILED, f"bad input: {exc}", dead_letter=True),
+        )
     ticket = pipe.ticket(
         task_id,
         lane,
         _float(_header(task.request, ENQUEUED_HEADER)),
         int(_float(_header(task.request, ATTEMPT_HEADER)) or 0),
         from_outbox=from_outbox,
+        campaign=campaign,
     )
     paid_at = _float(_header(task.request, PAID_HEADER))
 
@@ -166,7 +181,7 @@ def _deliver(pipe: SendPipeline, message: Message) -> tuple[SendReceipt | None, 
 
 
 def _park(
-    task: Task,
+    task: WxTask,
     pipe: SendPipeline,
     message: Message,
     raw: dict[str, Any],
@@ -177,7 +192,7 @@ def _park(
     if action.release:
         pipe.release(message, ticket.task_id)
     if action.offline:
-        lifecycle(task.app).liveness_failed(message.app_id, action.reason)
+        task.rt.lifecycle.liveness_failed(message.app_id, action.reason)
     waiting = Waiting(
         task_id=ticket.task_id,
         task=TASK_NAMES[message.kind],
@@ -188,6 +203,7 @@ def _park(
         attempt=ticket.attempt + (1 if action.retry else 0),
         why=action.reason,
         parked_at=time.time(),
+        campaign=ticket.campaign,
     )
     pipe.outbox.park(waiting, action.wait_s, hold=action.retry)
     logger.info(
@@ -211,7 +227,7 @@ def _park(
 
 
 def _finish(
-    task: Task,
+    task: WxTask,
     pipe: SendPipeline,
     message: Message | None,
     raw: dict[str, Any],
@@ -238,26 +254,62 @@ def _finish(
             lane=ticket.lane.value,
             claim_key=pipe.claim_key(message) if message and status is Status.UNKNOWN else "",
         )
+    if dead is not None:
+        result = dead.result()
+    else:
+        assert message is not None
+        ids: Any = receipt.as_dict() if receipt is not None else claim
+        extra: dict[str, Any] = {}
+        if status is Status.DUPLICATE:
+            extra["first_task_id"] = claim.get("owner")
+        if status is Status.CANCELLED:
+            extra["error"] = action.reason
+        result = SendResult.from_ids(
+            status, message.app_id, message.to_wxid, ticket.task_id, ids, **extra
+        )
+    also = None
+    if ticket.campaign:
+        campaigns = task.rt.campaigns
+        campaign_id, index = target_of(ticket.task_id)
+        outcome = {k: v for k, v in result.as_dict().items() if k in _OUTCOME_FIELDS}
+
+        def also(p: Any) -> None:
+            campaigns.record(campaign_id, index, str(result.app_id), status, outcome, p)
+
     try:
-        pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead)
+        replies = pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead, also=also)
     except REDIS_DOWN:
         # the outcome must land even across a Redis restart (a sent message above all)
         if not wait_for_redis(pipe.redis, REDIS_OUTAGE_WAIT_S):
             raise
-        pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead)
+        replies = pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead, also=also)
     if dead is not None:
         logger.warning(
             "send %s appId=%s %s: %s", ticket.task_id, dead.app_id, status.value, action.reason
         )
-        return dead.result().as_dict()
-    assert message is not None
-    ids: Any = receipt.as_dict() if receipt is not None else claim
-    extra: dict[str, Any] = {}
-    if status is Status.DUPLICATE:
-        extra["first_task_id"] = claim.get("owner")
-    return SendResult.from_ids(
-        status, message.app_id, message.to_wxid, ticket.task_id, ids, **extra
-    ).as_dict()
+    if ticket.campaign:
+        summary = task.rt.campaigns.ended(target_of(ticket.task_id)[0], replies[-1])
+        if summary is not None and summary.get("source") in FANOUT_SOURCES:
+            # a bulk_send / broadcast task's own result: the per-target report
+            task.app.backend.store_result(summary["id"], fanout_report(task.rt, summary), "SUCCESS")
+    return result.as_dict()
+
+
+_OUTCOME_FIELDS = ("to_wxid", "msgId", "newMsgId", "createTime", "error")
+#: campaigns that a bulk_send or broadcast task made: their task's result is the report
+FANOUT_SOURCES = ("bulk_send", "broadcast")
+#: the per-target report goes into the task result up to this many targets
+REPORT_IN_RESULT = 1000
+
+
+def fanout_report(rt: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """What ``AsyncResult(bulk_send_id).get()`` returns: counts, and each target's result
+    (up to REPORT_IN_RESULT; ``wxtasks campaigns report`` has them all)."""
+    report = {"status": "done", "kind": summary["source"], "campaign_id": summary["id"]}
+    report.update({k: summary[k] for k in ("total", *(s.value for s in Status))})
+    if summary["total"] <= REPORT_IN_RESULT:
+        report["results"] = list(rt.campaigns.report(summary["id"]))
+    return report
 
 
 def parse_lane(value: Any) -> Lane:
@@ -304,7 +356,7 @@ def _float(value: Any) -> float | None:
 @signals.task_failure.connect
 @signals.task_internal_error.connect
 def _dead_letter_failures(
-    sender: Task | None = None,
+    sender: WxTask | None = None,
     task_id: str | None = None,
     exception: BaseException | None = None,
     args: Any = None,
@@ -322,7 +374,7 @@ def _dead_letter_failures(
         task_id, name, raw, Status.FAILED, f"task raised {type(exception).__name__}: {exception}"
     )
     try:
-        runtime(sender.app).deadletters.add(entry.as_dict())  # type: ignore[union-attr]
+        sender.rt.deadletters.add(entry.as_dict())  # type: ignore[union-attr]
     except Exception:
         logger.exception("could not dead-letter failed task %s", task_id)
 
@@ -331,25 +383,25 @@ def _dead_letter_failures(
 
 
 @shared_task(name="wxtasks.send_text", **_SEND_OPTIONS)
-def send_text(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def send_text(self: WxTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_text(app_id, to_wxid, content, ats=None, dedup_key=None, lane="interactive")"""
     return run_send(self, "text", args, kwargs)
 
 
 @shared_task(name="wxtasks.send_image", **_SEND_OPTIONS)
-def send_image(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def send_image(self: WxTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_image(app_id, to_wxid, img_url, dedup_key=None, lane="interactive")"""
     return run_send(self, "image", args, kwargs)
 
 
 @shared_task(name="wxtasks.send_file", **_SEND_OPTIONS)
-def send_file(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def send_file(self: WxTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_file(app_id, to_wxid, file_url, file_name, dedup_key=None, lane="interactive")"""
     return run_send(self, "file", args, kwargs)
 
 
 @shared_task(name="wxtasks.send_link", **_SEND_OPTIONS)
-def send_link(self: Task, *args: Any, **kwargs: Any) -> dict[str, Any]:
+def send_link(self: WxTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """send_link(app_id, to_wxid, title, desc, link_url, thumb_url, dedup_key=None,
     lane="interactive")"""
     return run_send(self, "link", args, kwargs)
