@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from tests.conftest import Simulator, settings_for
 from wxtasks.cli import context, main
-from wxtasks.redis_server import free_port
+from wxtasks.dev.redis_server import free_port
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_qr_login_ends_online(cli: Any, simulator: Simulator, tmp_path: Any) -> 
     import threading
 
     def scan_when_shown() -> None:
-        from wxtasks.stack import wait_until
+        from wxtasks.dev.stack import wait_until
 
         wait_until(lambda: png.exists(), 20, 0.05, "the QR code")
         simulator.admin("scan", {"appId": "qr1"})

@@ -14,13 +14,13 @@ import requests
 
 from tests.conftest import Simulator, Stack, _simulator, finished_tasks, online, settings_for
 from wxtasks.accounts import AccountStore
+from wxtasks.dev.redis_server import free_port
+from wxtasks.dev.stack import Child, Supervisor, wait_until
 from wxtasks.gateway import GatewayClient
 from wxtasks.inbound import InboundStore
 from wxtasks.machine import State
-from wxtasks.redis_server import free_port
 from wxtasks.runtime import redis_client
 from wxtasks.scripts import Scripts
-from wxtasks.stack import Child, Supervisor, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = "cb-secret-8c2f1e"

@@ -11,10 +11,10 @@ import redis
 from tests.conftest import Simulator, Stack, _simulator
 from wxtasks.accounts import AccountStore
 from wxtasks.client import WxTasksClient
+from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.machine import State
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import distribution
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,3 +32,36 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert lines[-1] == command, ".ci/run must end with the README's test command, verbatim"
+
+
+def test_a_worker_imports_no_dev_tooling() -> None:
+    """The supervisor, the simulator and the embedded Redis live in wxtasks.dev; nothing a
+    worker, beat, the receiver or the exporter loads pulls them in."""
+    report = "import sys; print(sorted(m for m in sys.modules if m.startswith('wxtasks.dev')))"
+    for imports in (
+        "import workers",
+        "import workers, wxtasks.beat, wxtasks.consumer, wxtasks.callbacks, wxtasks.metrics",
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", f"{imports}; {report}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
+        assert out.stdout.strip() == "[]", f"{imports} loaded {out.stdout}"
+
+
+def test_only_wxtasks_workers_and_beat_schedule_are_installed() -> None:
+    dist = distribution("wxtasks")
+    assert (dist.read_text("top_level.txt") or "").split() == [
+        "beat_schedule",
+        "workers",
+        "wxtasks",
+    ]
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    setuptools = pytest.importorskip("setuptools")
+    found = setuptools.find_packages(str(ROOT), include=config["packages"]["find"]["include"])
+    tops = {name.split(".")[0] for name in found} | set(config["py-modules"])
+    assert tops == {"beat_schedule", "workers", "wxtasks"}
+    assert "wxtasks.dev" in found

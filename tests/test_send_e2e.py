@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from tests.conftest import Simulator, Stack, _simulator, online, settings_for
 from wxtasks.accounts import AccountStore
 from wxtasks.deadletters import DeadLetters
+from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.keys import Keys
 from wxtasks.machine import Event, State
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
