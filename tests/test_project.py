@@ -65,3 +65,14 @@ def test_only_wxtasks_workers_and_beat_schedule_are_installed() -> None:
     tops = {name.split(".")[0] for name in found} | set(config["py-modules"])
     assert tops == {"beat_schedule", "workers", "wxtasks"}
     assert "wxtasks.dev" in found
+
+
+def test_errors_are_matched_by_class_never_by_name() -> None:
+    by_name = re.compile(r"__name__\s*(==|!=|in\b|not in\b)|\.__name__\)?\s*\)?\s*in\s*\(")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in (ROOT / "wxtasks").rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if by_name.search(line) and "__main__" not in line
+    ]
+    assert offenders == []

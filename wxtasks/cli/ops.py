@@ -199,7 +199,13 @@ def check(timeout_s: float) -> None:
 
 
 def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
-    from wxtasks.errors import GatewayAuthError, GatewayError, WxTasksError
+    from wxtasks.errors import (
+        GatewayAuthError,
+        GatewayError,
+        GatewayOutcomeUnknownError,
+        GatewayUnavailableError,
+        WxTasksError,
+    )
     from wxtasks.runtime import redis_answers
 
     results: list[tuple[str, bool, str]] = []
@@ -226,10 +232,7 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
             ("gateway", False, f"{settings.gateway_base_url} refused the token (VIDEOS_API_TOKEN)")
         )
     except GatewayError as exc:
-        unreachable = type(exc).__name__ in (
-            "GatewayUnavailableError",
-            "GatewayOutcomeUnknownError",
-        )
+        unreachable = isinstance(exc, GatewayUnavailableError | GatewayOutcomeUnknownError)
         results.append(("gateway", not unreachable, f"{settings.gateway_base_url}: {exc}"))
     try:
         queues = rt.celery.control.inspect(timeout=timeout_s).active_queues() or {}
