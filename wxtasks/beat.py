@@ -17,7 +17,6 @@ import redis
 from celery import beat
 from redis.exceptions import LockError
 
-from wxtasks.keys import Keys
 from wxtasks.runtime import runtime_for
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ class LockedScheduler(beat.Scheduler):
         try:
             if self._lock is None:
                 self._lock = rt.redis.lock(
-                    Keys(rt.settings.key_prefix).beat_lock,
+                    rt.keys.beat_lock,
                     timeout=self.lock_ttl_s,
                     thread_local=False,
                 )
