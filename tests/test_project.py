@@ -76,3 +76,14 @@ def test_errors_are_matched_by_class_never_by_name() -> None:
         if by_name.search(line) and "__main__" not in line
     ]
     assert offenders == []
+
+
+def test_library_code_never_imports_the_cli() -> None:
+    importers = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "wxtasks").rglob("*.py")
+        if path.parent.name != "cli"
+        and path.name != "__main__.py"
+        and re.search(r"^\s*(from|import) wxtasks\.cli\b", path.read_text(), re.M)
+    ]
+    assert importers == []
