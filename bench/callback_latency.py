@@ -20,8 +20,8 @@ from harness import bench, percentile
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from wxtasks.redis_server import free_port
-from wxtasks.stack import wait_until
+from wxtasks.dev.redis_server import free_port
+from wxtasks.dev.stack import wait_until
 
 SECRET = "bench-secret"
 

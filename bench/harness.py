@@ -14,11 +14,11 @@ import requests
 
 from wxtasks.accounts import AccountStore
 from wxtasks.config import Settings
+from wxtasks.dev.redis_server import RedisServer, free_port
+from wxtasks.dev.stack import Supervisor, celery_cmd, wait_until, worker_args
 from wxtasks.machine import Event
 from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the benches
-from wxtasks.redis_server import RedisServer, free_port
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, celery_cmd, wait_until, worker_args
 
 TOKEN = "bench-token"
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))

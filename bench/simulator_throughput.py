@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from wxtasks.redis_server import free_port
-from wxtasks.stack import Supervisor, wait_until
+from wxtasks.dev.redis_server import free_port
+from wxtasks.dev.stack import Supervisor, wait_until
 
 TOKEN = "bench-token"
 BODY = json.dumps({"appId": "bench-1", "toWxid": "wxid_x", "content": "hello"}).encode()

@@ -18,9 +18,9 @@ import redis
 import requests
 
 from wxtasks.config import Settings
-from wxtasks.redis_server import RedisServer, free_port
+from wxtasks.dev.redis_server import RedisServer, free_port
+from wxtasks.dev.stack import Child, Supervisor, celery_cmd, wait_until, worker_args
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Child, Supervisor, celery_cmd, wait_until, worker_args
 
 TOKEN = "test-token-5f1d"  # the simulator's token in tests; asserted never to leak
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 
 from tests.conftest import Simulator, settings_for
 from wxtasks.cli import context, main
-from wxtasks.redis_server import free_port
+from wxtasks.dev.redis_server import free_port
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_qr_login_ends_online(cli: Any, simulator: Simulator, tmp_path: Any) -> 
     import threading
 
     def scan_when_shown() -> None:
-        from wxtasks.stack import wait_until
+        from wxtasks.dev.stack import wait_until
 
         wait_until(lambda: png.exists(), 20, 0.05, "the QR code")
         simulator.admin("scan", {"appId": "qr1"})
@@ -145,3 +145,12 @@ def test_an_app_id_outside_the_rule_is_refused_naming_the_rule(cli: Any) -> None
     assert json.loads(cli("accounts", "list", "--json").output) == []
     sent = cli("send", "shop a", "wxid_c", "hi", "--no-wait")
     assert sent.exit_code == 2 and APP_ID_RULE in sent.output
+
+
+def test_check_names_an_unreachable_gateway(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WECHATAPI_BASE_URL", f"http://127.0.0.1:{free_port()}")
+    context.runtime.cache_clear()
+    out = cli("check", "--timeout-s", "1")
+    lines = {line.split()[1]: line for line in out.output.splitlines()}
+    assert out.exit_code == 1 and lines["gateway"].startswith("FAIL")
+    assert "Connection refused" in lines["gateway"]

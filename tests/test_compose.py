@@ -14,7 +14,7 @@ import yaml
 
 from wxtasks.cli import main
 from wxtasks.config import ENV_NAMES
-from wxtasks.stack import celery_cmd, worker_args
+from wxtasks.dev.stack import celery_cmd, worker_args
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL = {"FLOWER_BASIC_AUTH", "REDIS_PASSWORD"}  # read by Flower and the redis image

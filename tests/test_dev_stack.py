@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from wxtasks.redis_server import free_port
-from wxtasks.stack import wait_until
+from wxtasks.dev.redis_server import free_port
+from wxtasks.dev.stack import wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 

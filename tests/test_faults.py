@@ -14,11 +14,11 @@ from celery import Celery
 from tests.conftest import Simulator, Stack, _simulator, online, settings_for
 from wxtasks.accounts import AccountStore
 from wxtasks.deadletters import DeadLetters
+from wxtasks.dev.redis_server import RedisServer
+from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.keys import Keys
 from wxtasks.machine import State
-from wxtasks.redis_server import RedisServer
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, wait_until
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import TOKEN, Simulator
+from wxtasks.dev.redis_server import free_port
 from wxtasks.errors import (
     AccountOfflineError,
     BadInputError,
@@ -21,7 +22,6 @@ from wxtasks.errors import (
     GatewayUnavailableError,
 )
 from wxtasks.gateway import GatewayClient
-from wxtasks.redis_server import free_port
 
 
 def client_for(sim: Simulator, token: str = TOKEN, timeout_s: float = 2.0) -> GatewayClient:

@@ -11,10 +11,10 @@ import redis
 from tests.conftest import Simulator, Stack, _simulator
 from wxtasks.accounts import AccountStore
 from wxtasks.client import WxTasksClient
+from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.machine import State
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, wait_until
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
@@ -78,27 +78,30 @@ def test_accounts_come_online_fail_over_to_error_and_recover(
     assert not [e for e in events if e.get("app_id") in others and e.get("prev") == "ONLINE"]
     assert all(a.state is State.ONLINE for a in store.get_many(others))
 
-    # heartbeat rate at the gateway: 18 ONLINE accounts every 2 s = 9/s
+    # heartbeat rate at the gateway: 18 ONLINE accounts every 2 s = 9/s. The bounds allow
+    # for a busy shared machine and still tell the failures apart: a second beat doubling
+    # the probes (2x), or beat stopping after the failover (0x)
     expected = 18 / 2
     one_beat = heartbeat_rate(sim, 6)
-    assert expected * 0.75 <= one_beat <= expected * 1.25, one_beat
+    assert expected * 0.5 <= one_beat <= expected * 1.5, one_beat
     second = stack.beat()
     two_beats = heartbeat_rate(sim, 6)
-    assert expected * 0.75 <= two_beats <= expected * 1.25, two_beats
+    assert expected * 0.5 <= two_beats <= expected * 1.5, two_beats
 
     # kill the first beat; the standby keeps the schedule going
     first = stack.children[2]
     holder = r.get(store.keys.beat_lock)
     supervisor.kill(first)
     assert second.alive
-    # the standby takes the lock within one lock period (3 s in tests)
+    # the standby takes the lock within one lock period (3 s in tests) plus its 1 s standby
+    # check; the bound leaves room for a busy machine
     wait_until(
         lambda: r.get(store.keys.beat_lock) not in (None, holder),
-        6,
+        15,
         what="the standby beat to take the lock",
     )
     after = heartbeat_rate(sim, 6)
-    assert expected * 0.75 <= after <= expected * 1.25, after
+    assert expected * 0.5 <= after <= expected * 1.5, after
     r.close()
 
 

@@ -3,7 +3,6 @@ simulator as gateway. Every message ends sent, duplicate, failed or unknown."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -15,13 +14,14 @@ from click.testing import CliRunner
 from tests.conftest import Simulator, Stack, _simulator, online, settings_for
 from wxtasks.accounts import AccountStore
 from wxtasks.deadletters import DeadLetters
+from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.keys import Keys
 from wxtasks.machine import Event, State
 from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
+from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -320,8 +320,13 @@ def test_a_slow_accounts_bulk_send_keeps_its_pace_without_holding_up_others(
     sends = sim.sends()
     slow = [s for s in sends if s["appId"] == "bulk-slow"]
     assert sorted(s["toWxid"] for s in slow) == recipients
-    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(slow)]
-    assert min(gaps) >= 0.45  # the account's 2/s held (Redis clock vs. gateway clock)
+    # the account's 2/s held: slots are booked on the Redis clock and arrive at the gateway
+    # a little jittered (a delayed send can land close to the next), so check the envelope,
+    # burst 1 + 2/s x window, with one message of tolerance, and the pace over the whole run
+    times = [s["at"] for s in slow]
+    for width in (0.5, 1.0, 2.0):
+        assert max_in_window(times, width) <= 1 + 2 * width + 1, width
+    assert times[-1] - times[0] >= 3.5 * 0.75  # 8 messages at 2/s span 3.5 s
     last_quick = max(s["at"] for s in sends if s["appId"] == "quick")
     # the quick account did not queue behind the slow one's 4 seconds of pacing
     assert last_quick < slow[-1]["at"] - 1.0

@@ -29,7 +29,6 @@ from wxtasks.celeryconf import (
     PAID_HEADER,
     SEND_QUEUE,
 )
-from wxtasks.keys import Keys
 from wxtasks.outbox import Dispatched, Dispatcher
 from wxtasks.runtime import runtime_for
 
@@ -92,7 +91,7 @@ class LockedScheduler(beat.Scheduler):
         try:
             if self._lock is None:
                 self._lock = rt.redis.lock(
-                    Keys(rt.settings.key_prefix).beat_lock,
+                    rt.keys.beat_lock,
                     timeout=self.lock_ttl_s,
                     thread_local=False,
                 )

@@ -70,6 +70,8 @@ Public names (other teams' deploy scripts and docker-compose use them):
     the active beat's lock period: a standby beat takes over within this long
 ``WXTASKS_CALLBACK_SECRET`` (default empty)
     the secret path part of the callback URL
+``WXTASKS_CALLBACK_MAX_BODY_BYTES`` (default ``1048576``)
+    the callback receiver answers 413 to a larger body (and reads no further)
 ``WXTASKS_MESSAGE_HANDLERS`` (default the two shipped)
     handlers for received messages: module:function names, comma-separated
 ``WXTASKS_AUTOREPLY_RULES`` (default ``{}``)
@@ -348,6 +350,12 @@ class Settings:
     )
     callback_secret: str = _setting(
         "WXTASKS_CALLBACK_SECRET", "", "the secret path part of the callback URL", secret=True
+    )
+    callback_max_body_bytes: int = _setting(
+        "WXTASKS_CALLBACK_MAX_BODY_BYTES",
+        1_048_576,
+        "the callback receiver answers 413 to a larger body (and reads no further)",
+        check=_positive,
     )
     message_handlers: str = _setting(
         "WXTASKS_MESSAGE_HANDLERS",

@@ -1,4 +1,4 @@
-"""``wxtasks status | events | check | dev``: what operators look at."""
+"""``wxtasks status | events | check | metrics``: what operators look at."""
 
 from __future__ import annotations
 
@@ -199,7 +199,13 @@ def check(timeout_s: float) -> None:
 
 
 def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
-    from wxtasks.errors import GatewayAuthError, GatewayError, WxTasksError
+    from wxtasks.errors import (
+        GatewayAuthError,
+        GatewayError,
+        GatewayOutcomeUnknownError,
+        GatewayUnavailableError,
+        WxTasksError,
+    )
     from wxtasks.runtime import redis_answers
 
     results: list[tuple[str, bool, str]] = []
@@ -226,10 +232,7 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
             ("gateway", False, f"{settings.gateway_base_url} refused the token (VIDEOS_API_TOKEN)")
         )
     except GatewayError as exc:
-        unreachable = type(exc).__name__ in (
-            "GatewayUnavailableError",
-            "GatewayOutcomeUnknownError",
-        )
+        unreachable = isinstance(exc, GatewayUnavailableError | GatewayOutcomeUnknownError)
         results.append(("gateway", not unreachable, f"{settings.gateway_base_url}: {exc}"))
     try:
         queues = rt.celery.control.inspect(timeout=timeout_s).active_queues() or {}
@@ -260,49 +263,3 @@ def metrics(host: str, port: int) -> None:
     from wxtasks.metrics import serve
 
     serve(runtime(), port, host)
-
-
-@click.command()
-@click.option(
-    "--accounts",
-    "n_accounts",
-    type=int,
-    default=20,
-    show_default=True,
-    help="demo accounts to register and bring ONLINE",
-)
-@click.option("--flower-port", type=int, default=5555, show_default=True)
-@click.option("--metrics-port", type=int, default=9808, show_default=True)
-@click.option("--callback-port", type=int, default=8088, show_default=True)
-@click.option("--send-concurrency", type=int, default=2, show_default=True)
-@click.option("--control-concurrency", type=int, default=2, show_default=True)
-@click.option(
-    "--simulator-port",
-    type=int,
-    default=2531,
-    show_default=True,
-    help="used when WECHATAPI_BASE_URL is not set",
-)
-def dev(
-    n_accounts: int,
-    flower_port: int,
-    metrics_port: int,
-    callback_port: int,
-    send_concurrency: int,
-    control_concurrency: int,
-    simulator_port: int,
-) -> None:
-    """The whole stack on this machine: Redis (embedded if none answers), the gateway
-    simulator (unless WECHATAPI_BASE_URL is set), a send worker, a control worker, beat
-    and Flower. Ctrl-C stops everything it started."""
-    from wxtasks.stack import DevStack
-
-    DevStack(
-        n_accounts=n_accounts,
-        flower_port=flower_port,
-        metrics_port=metrics_port,
-        callback_port=callback_port,
-        send_concurrency=send_concurrency,
-        control_concurrency=control_concurrency,
-        simulator_port=simulator_port,
-    ).run()

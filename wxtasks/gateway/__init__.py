@@ -1,4 +1,4 @@
-"""Gateway access: vendor route tables, the HTTP client, and a simulator for dev and tests."""
+"""Gateway access: vendor route tables and the HTTP client (the simulator is in wxtasks.dev)."""
 
 from wxtasks.gateway.client import GatewayClient, LoginQr, LoginStatus, SendReceipt
 from wxtasks.gateway.profiles import PROFILES, Profile, get_profile

@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from wxtasks.config import Settings
 from wxtasks.errors import (
@@ -319,25 +320,22 @@ class GatewayClient:
         raise GatewayBusinessError(ret, msg, app_id=app_id, operation=operation)
 
 
+#: urllib3's errors for a request that failed before it was written (refused, DNS, no
+#: route, connect timeout); NameResolutionError is a NewConnectionError
+_NEVER_SENT = (NewConnectionError, ConnectTimeoutError, ConnectionRefusedError)
+
+
 def _never_sent(exc: requests.ConnectionError) -> bool:
     """True when urllib3 failed before writing the request (refused, DNS, no route)."""
     cause: BaseException | None = exc
     seen = 0
     while cause is not None and seen < 8:
-        name = type(cause).__name__
-        if name in (
-            "NewConnectionError",
-            "NameResolutionError",
-            "ConnectTimeoutError",
-            "ConnectionRefusedError",
-        ):
+        if isinstance(cause, _NEVER_SENT):
             return True
-        if name == "MaxRetryError":
-            reason = getattr(cause, "reason", None)
-            if reason is not None:
-                cause = reason
-                seen += 1
-                continue
+        if isinstance(cause, MaxRetryError) and cause.reason is not None:
+            cause = cause.reason
+            seen += 1
+            continue
         nested = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
         cause = nested or cause.__cause__ or cause.__context__
         seen += 1

@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import requests
 
 from wxtasks.config import Settings, inherited_environ, redact_url
-from wxtasks.redis_server import RedisServer, redis_answers
-from wxtasks.runtime import Runtime
+from wxtasks.dev.redis_server import RedisServer
+from wxtasks.runtime import Runtime, redis_answers
 
 _PR_SET_PDEATHSIG = 1
 

