@@ -479,19 +479,17 @@ class Campaigns:
             if state != CampaignState.RUNNING:
                 continue
             since = max(float(started or 0), float(last_sent or 0))
-            if since and now - since > self.settings.campaign_stall_s:
-                if alerted != (last_sent or "-"):
-                    self.redis.hset(
-                        self.keys.campaign(campaign_id), "stall_alerted", last_sent or "-"
-                    )
-                    publish_alert(
-                        self.redis,
-                        self.settings,
-                        campaign_id,
-                        "campaignStalled",
-                        f"campaign {campaign_id}: nothing sent for {now - since:.0f}s",
-                        state,
-                    )
+            stalled = since and now - since > self.settings.campaign_stall_s
+            if stalled and alerted != (last_sent or "-"):
+                self.redis.hset(self.keys.campaign(campaign_id), "stall_alerted", last_sent or "-")
+                publish_alert(
+                    self.redis,
+                    self.settings,
+                    campaign_id,
+                    "campaignStalled",
+                    f"campaign {campaign_id}: nothing sent for {now - since:.0f}s",
+                    state,
+                )
 
     def _start(self, campaign_id: str, now: float) -> None:
         meta = self._meta(campaign_id)

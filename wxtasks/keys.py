@@ -18,6 +18,8 @@ key                                    type    content / TTL
                                                inflight|sent|unknown, gateway ids;
                                                TTL ``WXTASKS_DEDUP_TTL_S``
 ``wx:schedule:heartbeat``              zset    appId -> next heartbeat due (unix seconds)
+``wx:schedule:later``                  zset    control tasks due later (a reconnect's backoff,
+                                               a retried login or alert): JSON -> due time
 ``wx:beat:lock``                       string  token of the active beat; PX lock period
 ``wx:events``                          stream  account transitions and alerts; capped
                                                at ``WXTASKS_EVENTS_MAXLEN`` (approximate)
@@ -110,6 +112,10 @@ class Keys:
     @property
     def heartbeat_schedule(self) -> str:
         return f"{self.prefix}:schedule:heartbeat"
+
+    @property
+    def later(self) -> str:
+        return f"{self.prefix}:schedule:later"
 
     @property
     def beat_lock(self) -> str:

@@ -12,8 +12,10 @@ attempt acts only if the account is still at that version, and its own transitio
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -93,10 +95,10 @@ class Lifecycle:
 
     def follow_up(self, app_id: str, decision: Decision) -> None:
         if decision.reconnect_in_s is not None:
-            self.dispatch(
+            self.later(
                 RECONNECT_TASK,
                 {"app_id": app_id, "version": decision.version},
-                countdown=decision.reconnect_in_s,
+                decision.reconnect_in_s,
             )
         if decision.alert:
             self.alert(app_id, decision.alert, decision.reason, decision.state.value)
@@ -263,8 +265,30 @@ class Lifecycle:
 
     # -- schedule --------------------------------------------------------------------------------
 
+    def later(self, task: str, kwargs: dict[str, Any], delay_s: float) -> None:
+        """Send ``task`` in ``delay_s``. The timer waits in Redis (``wx:schedule:later``,
+        taken by the sweep every second), never as a countdown in the broker, where it
+        would outlive the visibility timeout and be handed out twice."""
+        if delay_s <= 0:
+            self.dispatch(task, kwargs)
+            return
+        member = json.dumps({"task": task, "kwargs": kwargs, "id": uuid.uuid4().hex})
+        self.redis.zadd(self.keys.later, {member: self.clock() + delay_s})
+
+    def sweep_later(self, limit: int = 1000) -> int:
+        """Send the control tasks whose time has come; returns how many."""
+        due = self.accounts.scripts.take_due(
+            keys=[self.keys.later], args=[f"{self.clock():.3f}", limit]
+        )
+        for member in due:
+            entry = json.loads(member)
+            self.dispatch(entry["task"], entry["kwargs"])
+        return len(due)
+
     def sweep(self, limit: int = 20_000) -> int:
-        """Take the due heartbeats and dispatch them in batches; returns how many."""
+        """Take the due heartbeats (and timers) and dispatch them in batches; returns how
+        many heartbeats."""
+        self.sweep_later()
         batch_size = self.settings.heartbeat_batch
         taken = 0
         while taken < limit:

@@ -14,6 +14,11 @@ wxtasks_token_wait_seconds_total           counter time spent waiting for tokens
 wxtasks_heartbeat_lateness_seconds         summary probe time - due time (recent samples)
 wxtasks_deadletters                        gauge   messages waiting for an operator
 wxtasks_global_bucket_tokens               gauge   tokens the global bucket could give now
+wxtasks_outbox_backlog{lane}               gauge   messages waiting in the outbox
+wxtasks_outbox_oldest_age_seconds{lane}    gauge   age of the oldest waiting message
+wxtasks_outbox_dispatch_lag_seconds{lane}  gauge   how long the most overdue account has
+                                                   been due (buckets or dispatcher behind)
+wxtasks_outbox_dispatched_total{lane}      counter messages dispatched from the outbox
 =========================================  ======  ==========================================
 """
 
@@ -29,9 +34,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from wxtasks.buckets import levels
+from wxtasks.outbox import LANES
 from wxtasks.runtime import Runtime
 
-OUTCOMES = ("sent", "duplicate", "failed", "unknown")
+OUTCOMES = ("sent", "duplicate", "failed", "unknown", "cancelled")
 
 
 def max_in_window(times: list[float], width_s: float) -> int:
@@ -45,14 +52,6 @@ def max_in_window(times: list[float], width_s: float) -> int:
     return best
 
 
-def bucket_tokens(tat_ms: bytes | str | None, now_ms: float, rate: float, burst: int) -> float:
-    """Tokens a GCRA bucket could hand out at ``now_ms``."""
-    if not tat_ms:
-        return float(burst)
-    used = max(0.0, float(tat_ms) - now_ms) * rate / 1000.0
-    return max(0.0, burst - used)
-
-
 class RedisCollector(Collector):
     """Reads every metric from Redis at scrape time, through the exporter's Runtime."""
 
@@ -62,6 +61,8 @@ class RedisCollector(Collector):
         self.keys = rt.keys
         self.accounts = rt.accounts
         self.deadletters = rt.deadletters
+        self.scripts = rt.scripts
+        self.outbox = rt.outbox
 
     def collect(self) -> Iterator[Metric]:
         accounts = GaugeMetricFamily("wxtasks_accounts", "Accounts in each state", labels=["state"])
@@ -108,17 +109,41 @@ class RedisCollector(Collector):
             "Messages waiting for an operator",
             value=self.deadletters.count(),
         )
-        seconds, micros = self.redis.time()
+        (level,) = levels(
+            self.scripts,
+            [(self.keys.global_bucket, self.settings.rate_per_second, self.settings.burst)],
+        )
         yield GaugeMetricFamily(
             "wxtasks_global_bucket_tokens",
             "Tokens the global bucket could give now",
-            value=bucket_tokens(
-                self.redis.get(self.keys.global_bucket),
-                seconds * 1000 + micros / 1000,
-                self.settings.rate_per_second,
-                self.settings.burst,
-            ),
+            value=level.tokens,
         )
+        lanes = self.outbox.stats()
+        for name, doc, field in (
+            ("wxtasks_outbox_backlog", "Messages waiting in the outbox, per lane", "backlog"),
+            (
+                "wxtasks_outbox_oldest_age_seconds",
+                "Age of the oldest waiting message, per lane",
+                "oldest_age_s",
+            ),
+            (
+                "wxtasks_outbox_dispatch_lag_seconds",
+                "How long the most overdue account has been due, per lane",
+                "dispatch_lag_s",
+            ),
+        ):
+            family = GaugeMetricFamily(name, doc, labels=["lane"])
+            for lane in LANES:
+                family.add_metric([lane.value], float(lanes[lane.value][field]))
+            yield family
+        dispatched = CounterMetricFamily(
+            "wxtasks_outbox_dispatched",
+            "Messages the dispatcher moved to the send queue",
+            labels=["lane"],
+        )
+        for lane in LANES:
+            dispatched.add_metric([lane.value], float(lanes[lane.value]["dispatched"]))
+        yield dispatched
 
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:

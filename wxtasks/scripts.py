@@ -30,6 +30,7 @@ _NAMES = (
     "park",
     "register",
     "sweep_schedule",
+    "take_due",
     "transition",
 )
 
@@ -65,6 +66,7 @@ class Scripts:
     park: Script
     register: Script
     sweep_schedule: Script
+    take_due: Script
     transition: Script
 
     def __init__(self, client: redis.Redis) -> None:

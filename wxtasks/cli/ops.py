@@ -10,12 +10,12 @@ from typing import Any
 import click
 
 from wxtasks.accounts import Account
+from wxtasks.buckets import levels
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.config import redact_url
 from wxtasks.events import follow_events, read_events
 from wxtasks.machine import State
-from wxtasks.metrics import bucket_tokens
 
 
 def queue_depths() -> dict[str, int | None]:
@@ -55,16 +55,15 @@ def status_snapshot() -> dict[str, Any]:
     counts = {state.value: 0 for state in State}
     for account in accounts:
         counts[account.state.value] += 1
+    (global_level,) = levels(
+        rt.scripts, [(rt.keys.global_bucket, s.rate_per_second, s.burst)], now_ms
+    )
     return {
         "accounts": counts,
         "queues": depths,
+        "outbox": rt.outbox.stats(),
         "global_bucket": {
-            "tokens": round(
-                bucket_tokens(
-                    rt.redis.get(rt.keys.global_bucket), now_ms, s.rate_per_second, s.burst
-                ),
-                2,
-            ),
+            "tokens": round(global_level.tokens, 2),
             "rate_per_second": s.rate_per_second,
             "burst": s.burst,
         },
@@ -85,22 +84,22 @@ def busiest_buckets(accounts: list[Account], now_ms: float, top: int = 5) -> lis
     when their next message may go, and how many tokens they have now."""
     rt = runtime()
     s = rt.settings
-    pipe = rt.redis.pipeline(transaction=False)
-    for account in accounts:
-        pipe.get(rt.keys.account_bucket(account.app_id))
+    specs = [
+        (
+            rt.keys.account_bucket(a.app_id),
+            a.rate or s.account_rate_per_second,
+            a.burst or s.account_burst,
+        )
+        for a in accounts
+    ]
     busy: list[dict[str, Any]] = []
-    for account, tat in zip(accounts, pipe.execute() if accounts else [], strict=True):
-        if not tat:
-            continue
-        rate = account.rate or s.account_rate_per_second
-        burst = account.burst or s.account_burst
-        next_in = max(0.0, float(tat) + 1000 / rate - burst * 1000 / rate - now_ms) / 1000
-        if next_in > 0:
+    for account, level in zip(accounts, levels(rt.scripts, specs, now_ms), strict=True):
+        if level.next_token_s > 0:
             busy.append(
                 {
                     "app_id": account.app_id,
-                    "next_slot_in_s": round(next_in, 2),
-                    "tokens": round(bucket_tokens(tat, now_ms, rate, burst), 2),
+                    "next_slot_in_s": round(level.next_token_s, 2),
+                    "tokens": round(level.tokens, 2),
                 }
             )
     return sorted(busy, key=lambda b: float(b["next_slot_in_s"]), reverse=True)[:top]
@@ -132,6 +131,13 @@ def status(as_json: bool) -> None:
     )
     b = snap["global_bucket"]
     click.echo(f"bucket     {b['tokens']}/{b['burst']} tokens at {b['rate_per_second']}/s")
+    for lane in ("interactive", "bulk"):
+        o = snap["outbox"][lane]
+        click.echo(
+            f"outbox     {lane:<11} waiting {o['backlog']} ({o['accounts']} accounts), "
+            f"oldest {o['oldest_age_s']}s, dispatch lag {o['dispatch_lag_s']}s, "
+            f"dispatched {o['dispatched']}"
+        )
     for busy in snap["busiest_account_buckets"]:
         click.echo(f"  busy     appId={busy['app_id']} next slot in {busy['next_slot_in_s']}s")
     click.echo(

@@ -14,22 +14,29 @@ from wxtasks.tasks.base import WxTask
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    name="wxtasks.login",
-    base=WxTask,
-    bind=True,
-    acks_late=True,
-    max_retries=5,
-    autoretry_for=(GatewayUnavailableError,),
-    retry_backoff=2,
-    retry_backoff_max=60,
-)
-def login(self: WxTask, app_id: str) -> dict[str, Any]:
+#: retries of a login the gateway could not take, and of an alert the robot did not take;
+#: each waits in Redis (Lifecycle.later), never as a countdown in the broker
+LOGIN_RETRIES = 5
+ALERT_RETRIES = 8
+
+
+def _backoff_s(attempt: int, cap_s: float) -> float:
+    return float(min(cap_s, 2 ** (attempt + 1)))
+
+
+@shared_task(name="wxtasks.login", base=WxTask, bind=True, acks_late=True)
+def login(self: WxTask, app_id: str, attempt: int = 0) -> dict[str, Any]:
     """Bring a registered account ONLINE when the gateway has its session; else needLogin."""
     try:
         state = self.rt.lifecycle.login(app_id)
     except UnknownAccountError as exc:
         return {"app_id": app_id, "state": None, "error": str(exc)}
+    except GatewayUnavailableError as exc:
+        if attempt >= LOGIN_RETRIES:
+            raise
+        delay = _backoff_s(attempt, 60)
+        self.rt.lifecycle.later("wxtasks.login", {"app_id": app_id, "attempt": attempt + 1}, delay)
+        return {"app_id": app_id, "state": None, "error": str(exc), "retry_in_s": delay}
     return {"app_id": app_id, "state": state}
 
 
@@ -60,20 +67,21 @@ def sweep_heartbeats(self: WxTask) -> int:
     return self.rt.lifecycle.sweep()
 
 
-@shared_task(
-    name="wxtasks.alert",
-    base=WxTask,
-    bind=True,
-    acks_late=True,
-    max_retries=8,
-    autoretry_for=(ConnectionError,),
-    retry_backoff=2,
-    retry_backoff_max=300,
-    ignore_result=True,
-)
-def alert(self: WxTask, alert: str, app_id: str, reason: str = "", at: float = 0.0) -> int:
+@shared_task(name="wxtasks.alert", base=WxTask, bind=True, acks_late=True, ignore_result=True)
+def alert(
+    self: WxTask, alert: str, app_id: str, reason: str = "", at: float = 0.0, attempt: int = 0
+) -> int:
     """POST an alert to the configured robot webhook, retried with backoff."""
     settings = self.rt.settings
     if not settings.alert_webhook_url:
         return 0
-    return post_alert(settings, alert, app_id, reason, at)
+    try:
+        return post_alert(settings, alert, app_id, reason, at)
+    except ConnectionError:
+        if attempt >= ALERT_RETRIES:
+            raise
+        kwargs = {"alert": alert, "app_id": app_id, "reason": reason, "at": at}
+        self.rt.lifecycle.later(
+            "wxtasks.alert", {**kwargs, "attempt": attempt + 1}, _backoff_s(attempt, 300)
+        )
+        return 0
