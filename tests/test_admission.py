@@ -1,5 +1,5 @@
-"""The admit script (state, dedup, both token buckets) on a real Redis, with an explicit
-clock: no sleeps."""
+"""The admit script (state, dedup, deadline, lane order, both token buckets) on a real
+Redis, with an explicit clock: no sleeps."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from wxtasks.accounts import AccountStore
 from wxtasks.config import Settings
 from wxtasks.gateway import GatewayClient, SendReceipt
 from wxtasks.machine import Event
-from wxtasks.sending import Admit, Message, SendPipeline, Status
+from wxtasks.outbox import Waiting
+from wxtasks.sendcore import Admit, Lane, Status, Ticket
+from wxtasks.sending import Message, SendPipeline
+
+T0 = 1_700_000_000_000.0  # ms
 
 
 def setup(redis_url: str, r: redis.Redis, **overrides: object) -> tuple[AccountStore, SendPipeline]:
@@ -29,18 +33,31 @@ def msg(app_id: str = "a1", to: str = "wxid_1", content: str = "hi", **kw: str) 
     return Message.parse("text", {"app_id": app_id, "to_wxid": to, "content": content, **kw})
 
 
+def ticket(
+    pipe: SendPipeline,
+    task_id: str,
+    lane: Lane = Lane.INTERACTIVE,
+    enqueued_ms: float = T0,
+    **kw: object,
+) -> Ticket:
+    return pipe.ticket(task_id, lane, enqueued_ms / 1000, **kw)  # type: ignore[arg-type]
+
+
 def test_global_bucket_gives_burst_then_rate(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(
         redis_url, r, rate_per_second=20, burst=5, account_rate_per_second=1000, account_burst=1000
     )
     online(store, "a1")
-    t0 = 1_700_000_000_000.0
-    admitted = [pipe.admit(msg(content=f"m{i}"), f"t{i}", now_ms=t0).outcome for i in range(8)]
+    admitted = [
+        pipe.admit(msg(content=f"m{i}"), ticket(pipe, f"t{i}"), now_ms=T0).outcome for i in range(8)
+    ]
     assert admitted == [Admit.ADMITTED] * 5 + [Admit.WAIT] * 3
-    wait = pipe.admit(msg(content="m9"), "t9", now_ms=t0)
-    assert wait.wait_s == 0.05  # one token every 1/20 s
-    assert pipe.admit(msg(content="m9"), "t9", now_ms=t0 + 49).outcome is Admit.WAIT
-    assert pipe.admit(msg(content="m9"), "t9", now_ms=t0 + 50).outcome is Admit.ADMITTED
+    wait = pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0)
+    assert wait.wait_s == 0.05 and wait.why == "global"  # one token every 1/20 s
+    assert pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0 + 49).outcome is Admit.WAIT
+    assert (
+        pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0 + 50).outcome is Admit.ADMITTED
+    )
 
 
 def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.Redis) -> None:
@@ -48,11 +65,13 @@ def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.R
         redis_url, r, rate_per_second=20, burst=5, account_rate_per_second=1000, account_burst=1000
     )
     online(store, "a1")
-    t0 = 1_700_000_000_000.0
     times = []
     i = 0
     for step in range(0, 3000, 7):  # a client hammering every 7 ms for 3 s
-        while pipe.admit(msg(content=f"m{i}"), f"t{i}", now_ms=t0 + step).outcome is Admit.ADMITTED:
+        while (
+            pipe.admit(msg(content=f"m{i}"), ticket(pipe, f"t{i}"), now_ms=T0 + step).outcome
+            is Admit.ADMITTED
+        ):
             times.append(step)
             i += 1
     for start in times:
@@ -62,92 +81,154 @@ def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.R
     assert 5 + 20 * 2.9 <= len(times) <= 5 + 20 * 3
 
 
-def test_account_bucket_books_slots_in_order_and_takes_nothing_global(
-    redis_url: str, r: redis.Redis
-) -> None:
+def test_a_short_account_bucket_takes_nothing_global(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(
         redis_url, r, rate_per_second=100, burst=3, account_rate_per_second=1, account_burst=2
     )
     online(store, "slow")
     online(store, "fast", rate=50, burst=50)
-    t0 = 1_700_000_000_000.0
-    first = [pipe.admit(msg("slow", content=f"s{i}"), f"s{i}", now_ms=t0) for i in range(4)]
-    assert [a.outcome for a in first] == [
-        Admit.ADMITTED,
-        Admit.ADMITTED,
-        Admit.SCHEDULED,
-        Admit.SCHEDULED,
+    first = [
+        pipe.admit(msg("slow", content=f"s{i}"), ticket(pipe, f"s{i}"), now_ms=T0) for i in range(3)
     ]
-    # each message waiting on the account books the next slot, in arrival order
-    assert [a.wait_s for a in first[2:]] == [1.0, 2.0]
-    # a booked slot took no global token: "fast" still has the one left in the burst
-    assert pipe.admit(msg("fast", content="f0"), "f0", now_ms=t0).outcome is Admit.ADMITTED
-    # and a global shortage takes nothing from the account
-    assert pipe.admit(msg("fast", content="f1"), "f1", now_ms=t0).outcome is Admit.WAIT
-    assert pipe.admit(msg("fast", content="f1"), "f1", now_ms=t0 + 10).outcome is Admit.ADMITTED
-    # at its slot the booked message needs only a global token
-    assert pipe.admit(msg("slow", content="s2"), "s2", now_ms=t0 + 1000).outcome is Admit.ADMITTED
-    # a booked message is still "the same message" for everyone else
-    assert pipe.admit(msg("slow", content="s3"), "other", now_ms=t0).outcome is Admit.DUPLICATE
+    assert [a.outcome for a in first] == [Admit.ADMITTED, Admit.ADMITTED, Admit.WAIT]
+    assert first[2].why == "account" and first[2].wait_s == 1.0
+    # the account's shortage took no global token: "fast" still has the one left
+    assert pipe.admit(msg("fast", content="f0"), ticket(pipe, "f0"), now_ms=T0).outcome is (
+        Admit.ADMITTED
+    )
 
 
-def test_a_booked_slot_is_given_up_when_the_account_leaves_online(
+def test_bulk_leaves_a_token_in_each_bucket_for_replies(redis_url: str, r: redis.Redis) -> None:
+    store, pipe = setup(
+        redis_url, r, rate_per_second=100, burst=3, account_rate_per_second=1, account_burst=2
+    )
+    online(store, "shop")
+    bulk = pipe.admit(msg("shop", content="b0"), ticket(pipe, "b0", Lane.BULK), now_ms=T0)
+    assert bulk.outcome is Admit.ADMITTED
+    # the account's second token is the reply's: bulk may not take it
+    held = pipe.admit(msg("shop", content="b1"), ticket(pipe, "b1", Lane.BULK), now_ms=T0)
+    assert held.outcome is Admit.WAIT and held.why == "account"
+    reply = pipe.admit(msg("shop", content="r0"), ticket(pipe, "r0"), now_ms=T0)
+    assert reply.outcome is Admit.ADMITTED
+
+
+def test_a_fresh_message_queues_behind_the_waiting_ones_of_its_lane(
     redis_url: str, r: redis.Redis
 ) -> None:
-    store, pipe = setup(redis_url, r, account_rate_per_second=1, account_burst=1)
+    store, pipe = setup(redis_url, r, account_rate_per_second=10, account_burst=10)
     online(store, "a1")
-    t0 = 1_700_000_000_000.0
-    assert pipe.admit(msg(content="m0"), "t0", now_ms=t0).outcome is Admit.ADMITTED
-    booked = msg(content="m1")
-    assert pipe.admit(booked, "t1", now_ms=t0).outcome is Admit.SCHEDULED
-    store.transition("a1", Event.LIVENESS_FAILED)
-    refused = pipe.admit(booked, "t1", now_ms=t0 + 1000)
-    assert refused.outcome is Admit.NOT_ONLINE and not r.exists(pipe.claim_key(booked))
+    older = Waiting("old", "wxtasks.send_text", {"app_id": "a1"}, "a1", "interactive", T0 / 1000)
+    pipe.outbox.park(older, 0)
+    fresh = pipe.admit(msg(content="new"), ticket(pipe, "new"), now_ms=T0)
+    assert fresh.outcome is Admit.WAIT and fresh.why == "behind"
+    # the dispatched message itself is not behind anyone, nor is another lane's
+    assert (
+        pipe.admit(msg(content="old"), ticket(pipe, "old", from_outbox=True), now_ms=T0).outcome
+        is Admit.ADMITTED
+    )
+    assert (
+        pipe.admit(msg(content="b"), ticket(pipe, "b", Lane.BULK), now_ms=T0).outcome
+        is Admit.ADMITTED
+    )
+
+
+def test_the_deadline_counts_from_the_first_enqueue(redis_url: str, r: redis.Redis) -> None:
+    store, pipe = setup(redis_url, r, send_deadline_s=600, bulk_deadline_s=86_400)
+    online(store, "a1")
+    late = pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0 + 600_001)
+    assert late.outcome is Admit.EXPIRED and late.enqueued_at == T0 / 1000
+    assert r.get(pipe.keys.global_bucket) is None  # an expired message takes nothing
+    # the bulk lane's window is its own
+    bulk = pipe.admit(msg(content="y"), ticket(pipe, "t2", Lane.BULK), now_ms=T0 + 600_001)
+    assert bulk.outcome is Admit.ADMITTED
+
+
+def test_a_message_without_an_enqueue_time_keeps_its_first_sighting(
+    redis_url: str, r: redis.Redis
+) -> None:
+    store, pipe = setup(redis_url, r, send_deadline_s=600)
+    store.register("a1")  # IDLE: the first attempt fails, but it has been seen
+    plain = pipe.ticket("plain", Lane.INTERACTIVE, None)
+    first = pipe.admit(msg(content="x"), plain, now_ms=T0)
+    assert first.enqueued_at == T0 / 1000
+    store.transition("a1", Event.LOGIN_SUCCEEDED)
+    # redelivered 11 minutes later: its clock did not restart
+    again = pipe.admit(msg(content="x"), plain, now_ms=T0 + 660_000)
+    assert again.outcome is Admit.EXPIRED and again.enqueued_at == T0 / 1000
 
 
 def test_duplicates_and_redelivery(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r, account_rate_per_second=100, account_burst=100)
     online(store, "a1")
     m = msg(content="same")
-    assert pipe.admit(m, "task-1").outcome is Admit.ADMITTED
-    pipe.record(m, "task-1", Status.SENT, SendReceipt("wxid_1", "11", "9007199254740993", 5))
-    dup = pipe.admit(msg(content="same"), "task-2")
+    t1 = ticket(pipe, "task-1")
+    assert pipe.admit(m, t1, now_ms=T0).outcome is Admit.ADMITTED
+    # while the first holder may still be at the gateway, a redelivery is told how long
+    held = pipe.admit(m, t1, now_ms=T0 + 1000)
+    assert held.outcome is Admit.REDELIVERED and held.claim["status"] == "inflight"
+    assert held.wait_s == (2 * pipe.settings.gateway_timeout_s + 5) - 1
+    pipe.finish(m, t1, Status.SENT, receipt=SendReceipt("wxid_1", "11", "9007199254740993", 5))
+    dup = pipe.admit(msg(content="same"), ticket(pipe, "task-2"), now_ms=T0)
     assert dup.outcome is Admit.DUPLICATE
     assert dup.claim["owner"] == "task-1" and dup.claim["newMsgId"] == "9007199254740993"
     # the same task coming back (redelivered) is told apart from a new duplicate
-    again = pipe.admit(m, "task-1")
+    again = pipe.admit(m, t1, now_ms=T0)
     assert again.outcome is Admit.REDELIVERED and again.claim["status"] == "sent"
     # a different recipient or content is a different message
-    assert pipe.admit(msg(to="wxid_2", content="same"), "task-3").outcome is Admit.ADMITTED
+    assert (
+        pipe.admit(msg(to="wxid_2", content="same"), ticket(pipe, "t3"), now_ms=T0).outcome
+        is Admit.ADMITTED
+    )
     # the caller's dedup_key wins over the content
-    assert pipe.admit(msg(content="v1", dedup_key="order-7"), "k1").outcome is Admit.ADMITTED
-    assert pipe.admit(msg(content="v2", dedup_key="order-7"), "k2").outcome is Admit.DUPLICATE
+    k1, k2 = msg(content="v1", dedup_key="order-7"), msg(content="v2", dedup_key="order-7")
+    assert pipe.admit(k1, ticket(pipe, "k1"), now_ms=T0).outcome is Admit.ADMITTED
+    assert pipe.admit(k2, ticket(pipe, "k2"), now_ms=T0).outcome is Admit.DUPLICATE
 
 
 def test_released_claims_let_a_retry_send(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r)
     online(store, "a1")
     m = msg(content="retry me")
-    assert pipe.admit(m, "t1").outcome is Admit.ADMITTED
+    assert pipe.admit(m, ticket(pipe, "t1"), now_ms=T0).outcome is Admit.ADMITTED
     pipe.release(m, "other-task")  # not the owner: nothing happens
-    assert pipe.admit(m, "t2").outcome is Admit.DUPLICATE
+    assert pipe.admit(m, ticket(pipe, "t2"), now_ms=T0).outcome is Admit.DUPLICATE
     pipe.release(m, "t1")
-    assert pipe.admit(m, "t2").outcome is Admit.ADMITTED
+    assert pipe.admit(m, ticket(pipe, "t2"), now_ms=T0 + 1000).outcome is Admit.ADMITTED
 
 
 def test_claims_expire_after_the_dedup_window(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r, dedup_ttl_s=300)
     online(store, "a1")
     m = msg()
-    pipe.admit(m, "t1")
+    pipe.admit(m, ticket(pipe, "t1"), now_ms=T0)
     assert 295 <= r.ttl(pipe.claim_key(m)) <= 300
+
+
+def test_a_dispatched_message_was_paid_for_by_the_dispatcher(
+    redis_url: str, r: redis.Redis
+) -> None:
+    store, pipe = setup(redis_url, r, rate_per_second=1, burst=1)
+    online(store, "a1")
+    assert pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0).outcome is Admit.ADMITTED
+    paid = ticket(pipe, "t2", from_outbox=True)
+    assert pipe.admit(msg(content="y"), paid, paid_at_ms=T0, now_ms=T0).outcome is Admit.ADMITTED
+
+
+def test_a_stopped_campaigns_target_is_not_admitted(redis_url: str, r: redis.Redis) -> None:
+    store, pipe = setup(redis_url, r)
+    online(store, "a1")
+    r.hset(pipe.keys.campaigns_stopped, mapping={"c1": "paused", "c2": "cancelled"})
+    for campaign, state in (("c1", "paused"), ("c2", "cancelled")):
+        t = ticket(pipe, f"{campaign}:0", Lane.BULK, campaign=campaign)
+        refused = pipe.admit(msg(content=campaign), t, now_ms=T0)
+        assert refused.outcome is Admit.STOPPED and refused.state == state
 
 
 def test_state_and_registration_are_checked_first(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r)
-    assert pipe.admit(msg("ghost"), "t").outcome is Admit.UNKNOWN_ACCOUNT
+    assert pipe.admit(msg("ghost"), ticket(pipe, "t")).outcome is Admit.UNKNOWN_ACCOUNT
     store.register("idle")
-    refused = pipe.admit(msg("idle"), "t")
+    refused = pipe.admit(msg("idle"), ticket(pipe, "t"), now_ms=T0)
     assert refused.outcome is Admit.NOT_ONLINE and refused.state == "IDLE"
     assert r.get(pipe.keys.global_bucket) is None  # no token taken
 
@@ -155,23 +236,10 @@ def test_state_and_registration_are_checked_first(redis_url: str, r: redis.Redis
 def test_buckets_use_the_redis_clock(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r, rate_per_second=1, burst=1)
     online(store, "a1")
-    assert pipe.admit(msg(content="x"), "t1").outcome is Admit.ADMITTED
     seconds, micros = r.time()
+    now = seconds * 1000 + micros / 1000
+    assert pipe.admit(msg(content="x"), ticket(pipe, "t1", enqueued_ms=now)).outcome is (
+        Admit.ADMITTED
+    )
     tat = float(r.get(pipe.keys.global_bucket))
-    assert abs(tat - (seconds * 1000 + micros / 1000 + 1000)) < 1000
-
-
-def test_no_account_slot_is_booked_past_the_messages_deadline(
-    redis_url: str, r: redis.Redis
-) -> None:
-    store, pipe = setup(redis_url, r, account_rate_per_second=1, account_burst=1)
-    online(store, "a1")
-    t0 = 1_700_000_000_000.0
-    assert pipe.admit(msg(content="m0"), "t0", now_ms=t0).outcome is Admit.ADMITTED
-    # its slot (in 1 s) lies past what its deadline allows: nothing is booked or claimed
-    late = pipe.admit(msg(content="m1"), "t1", now_ms=t0, max_wait_s=0.5)
-    assert late.outcome is Admit.WAIT and late.wait_s == 1.0
-    assert not r.exists(pipe.claim_key(msg(content="m1")))
-    # so the next message still gets the slot at 1 s, not at 2 s
-    nxt = pipe.admit(msg(content="m2"), "t2", now_ms=t0, max_wait_s=60)
-    assert nxt.outcome is Admit.SCHEDULED and nxt.wait_s == 1.0
+    assert abs(tat - (now + 1000)) < 1000
