@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -139,13 +139,14 @@ class AccountStore:
         burst: int | None = None,
         note: str | None = None,
         tags: Iterable[str] | None = None,
+        pacing: Mapping[str, str] | None = None,
     ) -> tuple[Account, bool]:
         """Register ``app_id`` (IDLE, heartbeat scheduled); an existing one gets the options.
 
         Returns the account and whether it was new.
         """
         validate_app_id(app_id)
-        options = _options(rate, burst, note, tags)
+        options = {**_options(rate, burst, note, tags), **pacing_options(pacing)}
         now = self.clock()
         # the first heartbeat is spread over one interval, so thousands never align
         first_due = now + random.uniform(0, self.settings.heartbeat_interval_s)
@@ -168,8 +169,9 @@ class AccountStore:
         burst: int | None = None,
         note: str | None = None,
         tags: Iterable[str] | None = None,
+        pacing: Mapping[str, str] | None = None,
     ) -> Account:
-        options = _options(rate, burst, note, tags)
+        options = {**_options(rate, burst, note, tags), **pacing_options(pacing)}
         if options:
             flat = [x for kv in options.items() for x in kv]
             if not self.scripts.hset_existing(keys=[self.keys.account(app_id)], args=flat):
@@ -282,9 +284,45 @@ class AccountStore:
                 return None
         raise RuntimeError(f"transition of appId={app_id} kept losing the race")  # pragma: no cover
 
+    def note_first_login(self, app_id: str) -> None:
+        """A QR login succeeded: the first one of an appId is its new device's first login
+        (bulk sends warm up after it, WXTASKS_WARMUP_S)."""
+        self.redis.hsetnx(self.keys.account(app_id), "first_login_at", f"{self.clock():.3f}")
+
     def reschedule_heartbeat(self, app_id: str, delay_s: float | None = None) -> None:
         due = self.clock() + (self.settings.heartbeat_interval_s if delay_s is None else delay_s)
         self.redis.zadd(self.keys.heartbeat_schedule, {app_id: due}, xx=True)
+
+
+#: an account's own pacing (overrides the fleet's WXTASKS_* defaults; see wxtasks.pacing)
+PACING_FIELDS = ("bulk_jitter", "group_jitter", "quiet_hours", "warmup_s", "daily_bulk_cap")
+
+
+def pacing_options(pacing: Mapping[str, str] | None) -> dict[str, str]:
+    """Validated pacing overrides: ``bulk_jitter``/``group_jitter`` "MIN-MAX" seconds,
+    ``quiet_hours`` "HH:MM-HH:MM" ("" none), ``warmup_s`` seconds, ``daily_bulk_cap``."""
+    from wxtasks.pacing import QuietHours, Span
+
+    out: dict[str, str] = {}
+    for name, value in (pacing or {}).items():
+        if name not in PACING_FIELDS:
+            raise BadInputError(
+                f"unknown pacing option {name!r}; one of {', '.join(PACING_FIELDS)}"
+            )
+        if name.endswith("jitter"):
+            out[name] = str(Span.parse(value, name))
+        elif name == "quiet_hours":
+            QuietHours.parse(value)
+            out[name] = value.strip()
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                raise BadInputError(f"{name} must be a number, got {value!r}") from None
+            if number < 0:
+                raise BadInputError(f"{name} must be >= 0, got {value!r}")
+            out[name] = str(int(number)) if name == "daily_bulk_cap" else f"{number:g}"
+    return out
 
 
 def _options(

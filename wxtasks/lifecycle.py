@@ -112,6 +112,10 @@ class Lifecycle:
                 ALERT_TASK, {"alert": alert, "app_id": app_id, "reason": reason, "at": self.clock()}
             )
 
+    def alert_by(self, alert: str, app_id: str, reason: str) -> None:
+        """An alert that no state change carries (a breaker tripped, say)."""
+        self.alert(app_id, alert, reason)
+
     def liveness_failed(self, app_id: str, reason: str) -> Decision | None:
         """ONLINE -> RECONNECTING, once, however many signals arrive together."""
         try:

@@ -18,6 +18,7 @@ import redis
 from celery import Celery
 
 from wxtasks.accounts import AccountStore
+from wxtasks.breaker import Breaker
 from wxtasks.campaigns import Campaigns
 from wxtasks.celeryconf import configure
 from wxtasks.config import Settings
@@ -105,6 +106,10 @@ class Runtime:
     @cached_property
     def outbox(self) -> Outbox:
         return Outbox(self.redis, self.settings, self.keys, self.scripts)
+
+    @cached_property
+    def breaker(self) -> Breaker:
+        return Breaker(self.redis, self.settings, self.keys, self.scripts, self.lifecycle.alert_by)
 
     @cached_property
     def campaigns(self) -> Campaigns:

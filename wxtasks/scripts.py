@@ -16,6 +16,7 @@ from redis.commands.core import Script
 
 _NAMES = (
     "admit",
+    "breaker_trip",
     "bucket_levels",
     "campaign_add",
     "campaign_record",
@@ -52,6 +53,7 @@ def _read(name: str) -> str:
 
 class Scripts:
     admit: Script
+    breaker_trip: Script
     bucket_levels: Script
     campaign_add: Script
     campaign_record: Script

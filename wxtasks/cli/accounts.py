@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,6 +22,29 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "-"
 
 
+def _pacing(fn: Any) -> Any:
+    """Options for an account's own bulk pacing (each overrides the fleet default)."""
+    for name, help_ in reversed(
+        (
+            ("--bulk-jitter", "MIN-MAX s between its bulk sends to people (WXTASKS_BULK_JITTER_S)"),
+            ("--group-jitter", "MIN-MAX s between its bulk sends to groups"),
+            ("--quiet-hours", 'HH:MM-HH:MM without bulk sends ("" for none)'),
+            ("--warmup-s", "no bulk sends this long after its first QR login"),
+            ("--daily-bulk-cap", "bulk sends per local day (0: no cap)"),
+        )
+    ):
+        fn = click.option(name, help=help_)(fn)
+    return fn
+
+
+def _pacing_of(kwargs: dict[str, Any]) -> dict[str, str]:
+    return {
+        k: v
+        for k in ("bulk_jitter", "group_jitter", "quiet_hours", "warmup_s", "daily_bulk_cap")
+        if (v := kwargs.pop(k, None)) is not None
+    }
+
+
 @click.group()
 def accounts() -> None:
     """Register, list, inspect, log in and reset accounts."""
@@ -33,6 +57,7 @@ def accounts() -> None:
 @click.option("--note", help="free text shown in lists")
 @click.option("--tag", "tags", multiple=True, help="a tag (repeatable)")
 @click.option("--no-login", is_flag=True, help="register only; do not start the login")
+@_pacing
 @friendly
 def add(
     app_ids: tuple[str, ...],
@@ -41,12 +66,13 @@ def add(
     note: str | None,
     tags: tuple[str, ...],
     no_login: bool,
+    **pacing: Any,
 ) -> None:
     """Register APP_IDS (heartbeats scheduled) and start their login."""
     store = runtime().accounts
     for app_id in app_ids:
         account, created = store.register(
-            app_id, rate=rate, burst=burst, note=note, tags=tags or None
+            app_id, rate=rate, burst=burst, note=note, tags=tags or None, pacing=_pacing_of(pacing)
         )
         if not no_login and account.state is State.IDLE:
             runtime().dispatch(LOGIN_TASK, {"app_id": app_id})
@@ -94,13 +120,19 @@ def show(app_id: str) -> None:
 @click.option("--burst", type=int)
 @click.option("--note")
 @click.option("--tag", "tags", multiple=True)
+@_pacing
 @friendly
 def update(
-    app_id: str, rate: float | None, burst: int | None, note: str | None, tags: tuple[str, ...]
+    app_id: str,
+    rate: float | None,
+    burst: int | None,
+    note: str | None,
+    tags: tuple[str, ...],
+    **pacing: Any,
 ) -> None:
-    """Change an account's options (rate, burst, note, tags)."""
+    """Change an account's options (rate, burst, note, tags, bulk pacing)."""
     account = runtime().accounts.update(
-        app_id, rate=rate, burst=burst, note=note, tags=tags or None
+        app_id, rate=rate, burst=burst, note=note, tags=tags or None, pacing=_pacing_of(pacing)
     )
     echo_json(account.as_dict())
 
@@ -183,6 +215,7 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
                 expect=[State.LOGGING_IN],
                 extra={"wxid": status.wxid, "nick_name": status.nick_name},
             )
+            store.note_first_login(app_id)  # a new device: bulk sends warm up
             if decision:
                 runtime().lifecycle.follow_up(app_id, decision)
             click.echo(f"{app_id}: ONLINE as {status.nick_name or status.wxid}")

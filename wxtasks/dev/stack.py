@@ -342,7 +342,10 @@ class DevStack:
         store = rt.accounts
         ids = [f"demo-{i:02d}" for i in range(1, self.n_accounts + 1)]
         for app_id in ids:
-            account, _ = store.register(app_id, note="demo account")
+            # simulated accounts: no warm-up, no quiet hours, so the demo works at any hour
+            account, _ = store.register(
+                app_id, note="demo account", pacing={"quiet_hours": "", "warmup_s": "0"}
+            )
             if account.state is State.IDLE:
                 rt.dispatch(LOGIN_TASK, {"app_id": app_id})
         try:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import shared_task
 
+from wxtasks.breaker import risk_signal
 from wxtasks.errors import BadInputError
 from wxtasks.inbound import GatewayEvent, HandlerContext, InboundMessage, run_handlers
 from wxtasks.tasks.base import WxTask
+
+#: WeChat's MsgType of a system notice ("操作过于频繁" arrives as one)
+SYSTEM_MESSAGE = 10000
 
 
 @shared_task(
@@ -24,6 +29,11 @@ def on_message(self: WxTask, event: dict[str, Any]) -> dict[str, Any]:
     outcome = rt.inbound.claim(message, str(self.request.id))
     if outcome == "duplicate":
         return {"status": "duplicate", "app_id": message.app_id, "new_msg_id": message.new_msg_id}
+    if message.msg_type == SYSTEM_MESSAGE and risk_signal(message.content, rt.settings):
+        # throttled sends can be answered "ok" and the risk notice come later, as this
+        rt.breaker.trip(
+            message.app_id, f"risk control notice: {message.content[:200]}", time.time()
+        )
 
     def send_text(app_id: str, to_wxid: str, content: str, *, dedup_key: str | None = None) -> None:
         kwargs = {"app_id": app_id, "to_wxid": to_wxid, "content": content}

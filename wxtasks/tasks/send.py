@@ -20,6 +20,7 @@ import redis
 from celery import shared_task, signals
 from celery.exceptions import Ignore, Reject
 
+from wxtasks.breaker import risk_signal
 from wxtasks.campaigns import target_of
 from wxtasks.celeryconf import (
     ATTEMPT_HEADER,
@@ -158,6 +159,8 @@ def _run_send(
     if action.do is Do.SEND:
         receipt, answer = _deliver(pipe, message)
         action = decide(ticket, answer, time.time())
+        if ticket.lane is Lane.BULK:
+            _watch_bulk(task, message.app_id, answer)
     if action.do is Do.PARK:
         _park(task, pipe, message, raw, ticket, action)
     return _finish(task, pipe, message, raw, ticket, action, receipt=receipt, admission=admission)
@@ -178,6 +181,14 @@ def _deliver(pipe: SendPipeline, message: Message) -> tuple[SendReceipt | None, 
         return None, GatewayAnswer(Gateway.UNKNOWN, str(exc))
     except BadInputError as exc:
         return None, GatewayAnswer(Gateway.BAD_INPUT, str(exc))
+
+
+def _watch_bulk(task: WxTask, app_id: str, answer: GatewayAnswer) -> None:
+    """Feed the account's bulk circuit breaker (risk-control signs, errors in a row)."""
+    if answer.outcome is Gateway.SENT:
+        task.rt.breaker.after_bulk_send(app_id, None, time.time())
+    elif answer.outcome is Gateway.BUSINESS or risk_signal(answer.error, task.rt.settings):
+        task.rt.breaker.after_bulk_send(app_id, answer.error, time.time())
 
 
 def _park(
