@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import redis
@@ -162,6 +162,19 @@ class Outbox:
             for body in self.redis.hmget(self.keys.outbox_messages, chunk):
                 if body:
                     out.append(Waiting.from_body(body))
+        # a bulk message held by its account's pacing says so (quiet hours, warm-up, ...)
+        held = {w.app_id for w in out if w.lane == Lane.BULK}
+        if held:
+            pipe = self.redis.pipeline(transaction=False)
+            for a in held:
+                pipe.hget(self.keys.account(a), "bulk_wait")
+            gates = dict(zip(held, pipe.execute(), strict=True))
+            out = [
+                replace(w, why=str(gates[w.app_id]))
+                if w.lane == Lane.BULK and gates[w.app_id]
+                else w
+                for w in out
+            ]
         out.sort(key=lambda w: w.enqueued_at)
         return out
 

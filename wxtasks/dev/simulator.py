@@ -6,8 +6,10 @@ send with the server's time. Faults are injected through an admin API under ``/a
 (no token; bind it to loopback):
 
 =====================================  ================================================
-``POST /admin/accounts``               upsert ``{appId, online?, zombie?, recoverable?}``
-                                       (zombie: checkOnline says true, sends fail offline)
+``POST /admin/accounts``               upsert ``{appId, online?, zombie?, recoverable?,
+                                       fail_sends?, send_error?}`` (zombie: checkOnline
+                                       says true, sends fail offline; the next fail_sends
+                                       sends fail with send_error, e.g. "操作过于频繁")
 ``GET  /admin/accounts``               every account the simulator knows
 ``POST /admin/faults``                 ``{outage, latency_ms, error_rate, hang_sends,
                                        hang_s}``; outage answers HTTP 503, hang_sends
@@ -51,6 +53,9 @@ class SimAccount:
     online: bool = True
     zombie: bool = False
     recoverable: bool = False
+    #: the next ``fail_sends`` sends of this account fail with ``send_error`` (ret 500)
+    send_error: str = ""
+    fail_sends: int = 0
     wxid: str = ""
     nick_name: str = ""
 
@@ -284,6 +289,9 @@ class GatewayHandler(web.RequestHandler):
             return _err(f"{to_field}不能为空")
         if not acct.online or acct.zombie:
             return _err(OFFLINE_SEND_MSG)
+        if acct.fail_sends > 0:
+            acct.fail_sends -= 1
+            return _err(acct.send_error or "发送失败")
         faults = state.faults
         if faults.error_rate > 0 and random.random() < faults.error_rate:
             return _err("发送失败，请稍后重试")
@@ -399,6 +407,9 @@ class AdminHandler(web.RequestHandler):
                 for key in ("online", "zombie", "recoverable"):
                     if key in item:
                         setattr(acct, key, bool(item[key]))
+                if "fail_sends" in item:
+                    acct.fail_sends = int(item["fail_sends"])
+                    acct.send_error = str(item.get("send_error") or "")
                 if item.get("online") is False and state.callback_url:
                     await _push(state, acct.app_id, "Offline", {})
             self.finish({"ok": True})
