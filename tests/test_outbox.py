@@ -67,7 +67,7 @@ class Rig:
             {"app_id": app_id, "to_wxid": fields.pop("to_wxid", "wxid_1"), "content": task_id},
             app_id,
             lane,
-            T0 - 1 if enqueued_at is None else enqueued_at,
+            self.t - 1 if enqueued_at is None else enqueued_at,
             **fields,
         )
         self.outbox.park(waiting, 0.0, client=client)
@@ -92,6 +92,13 @@ class Rig:
 
     def ids(self, at: float | None = None) -> list[str]:
         return [w.task_id for w in self.tick(at)]
+
+    def done(self) -> None:
+        """Every dispatched message ended (as its send task would record)."""
+        pipe = self.r.pipeline(transaction=False)
+        for d in self.dispatched():
+            self.outbox.finished(d.waiting.task_id, pipe)
+        pipe.execute()
 
 
 def at_most_burst_plus_rate(times_ms: list[int], burst: int, rate: float) -> None:
