@@ -225,12 +225,23 @@ def test_bulk_sends_are_spaced_by_the_configured_jitter(redis_url: str, r: redis
         assert len({round(g, 2) for g in gaps}) > 1, (app, gaps)  # jittered, not fixed
 
 
-def test_an_accounts_own_spacing_overrides_the_fleets(redis_url: str, r: redis.Redis) -> None:
-    rig = paced_rig(redis_url, r, quiet_hours="", bulk_jitter_s="2-4")
-    rig.online("shop")
-    r.hset(rig.keys.account("shop"), "bulk_jitter", "0-0")
-    rig.park_many(((f"b{i}", "shop") for i in range(5)), lane="bulk")
-    assert len(rig.tick()) == 5
+def test_an_accounts_own_pacing_overrides_the_fleets(redis_url: str, r: redis.Redis) -> None:
+    rig = paced_rig(redis_url, r, quiet_hours="00:00-07:00", bulk_jitter_s="2-4")
+    rig.online("shop", "night-owl", "steady")
+    rig.store.update("shop", pacing={"bulk_jitter": "0-0"})
+    rig.store.update("night-owl", pacing={"bulk_jitter": "0-0", "quiet_hours": ""})
+    rig.t = at("2030-03-01 12:00:00")
+    rig.park_many(((f"shop{i}", "shop") for i in range(5)), lane="bulk")
+    rig.park_many(((f"steady{i}", "steady") for i in range(3)), lane="bulk")
+    got = rig.ids()
+    assert [i for i in got if i.startswith("shop")] == [f"shop{i}" for i in range(5)]
+    assert [i for i in got if i.startswith("steady")] == ["steady0"]  # the fleet's 2-4 s
+    rig.done()
+    # at 03:00 only the account without quiet hours sends bulk
+    rig.t = at("2030-03-02 03:00:00")
+    rig.park_many(((f"late{i}", "shop") for i in range(2)), lane="bulk")
+    rig.park_many(((f"owl{i}", "night-owl") for i in range(3)), lane="bulk")
+    assert rig.ids() == ["owl0", "owl1", "owl2"]
 
 
 def test_replies_ignore_every_pacing_gate(redis_url: str, r: redis.Redis) -> None:
