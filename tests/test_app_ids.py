@@ -17,7 +17,8 @@ from wxtasks.gateway import GatewayClient
 from wxtasks.inbound import parse_event
 from wxtasks.keys import APP_ID_PATTERN, APP_ID_RULE, validate_app_id
 from wxtasks.machine import Event, State
-from wxtasks.sending import Admit, Message, SendPipeline, Status
+from wxtasks.sendcore import Admit, Lane, Status
+from wxtasks.sending import Message, SendPipeline
 
 VALID = ["wx_7f3a9c21b0d4e5f6", "demo-01", "a", "A" * 64, "shop.eu@gw_2-b"]
 INVALID = ["", "shop a", " a", "a{b}", "a}{b:*", "x" * 65, "a:b", "a*", "a?", "商店", "a\n", 7]
@@ -77,9 +78,10 @@ def test_every_id_the_rule_accepts_registers_and_sends(
     pipe = SendPipeline(r, config, gateway)
     n = next(_counter)
     message = Message.parse("text", {"app_id": app_id, "to_wxid": "wxid_c", "content": f"m{n}"})
-    assert pipe.admit(message, f"t{n}").outcome is Admit.ADMITTED
+    ticket = pipe.ticket(f"t{n}", Lane.INTERACTIVE, None)
+    assert pipe.admit(message, ticket).outcome is Admit.ADMITTED
     receipt = pipe.deliver(message)
-    pipe.record(message, f"t{n}", Status.SENT, receipt)
+    pipe.finish(message, ticket, Status.SENT, receipt=receipt)
     gateway.close()
     assert simulator.sends()[-1]["appId"] == app_id
     assert r.hget(pipe.claim_key(message), "status") == "sent"

@@ -113,17 +113,23 @@ def test_status_json(cli: Any) -> None:
     cli("accounts", "add", "bulk", "--no-login", "--rate", "1", "--burst", "1")
     rt = context.runtime()
     rt.accounts.transition("bulk", Event.LOGIN_SUCCEEDED)
+    from wxtasks.sendcore import Admit, Lane
     from wxtasks.sending import SendPipeline
 
     pipe = SendPipeline(rt.redis, rt.settings, rt.gateway)
-    for i in range(3):  # one sent now, two booked for the next two seconds
+    outcomes = [
         pipe.admit(
-            Message.parse("text", {"app_id": "bulk", "to_wxid": f"w{i}", "content": "x"}), f"t{i}"
-        )
+            Message.parse("text", {"app_id": "bulk", "to_wxid": f"w{i}", "content": "x"}),
+            pipe.ticket(f"t{i}", Lane.INTERACTIVE, None),
+        ).outcome
+        for i in range(3)
+    ]
+    # one sent now; the others take nothing and are told to wait (all or nothing)
+    assert outcomes == [Admit.ADMITTED, Admit.WAIT, Admit.WAIT]
     snap = json.loads(cli("status", "--json").output)
     assert snap["accounts"]["IDLE"] == 1 and snap["accounts"]["ONLINE"] == 1
     busy = snap["busiest_account_buckets"]
-    assert [b["app_id"] for b in busy] == ["bulk"] and 2 < busy[0]["next_slot_in_s"] <= 3
+    assert [b["app_id"] for b in busy] == ["bulk"] and 0 < busy[0]["next_slot_in_s"] <= 1
     assert snap["global_bucket"]["tokens"] < snap["global_bucket"]["burst"]  # one taken
     assert "send" in snap["queues"] and snap["deadletters"] == 0
 

@@ -9,8 +9,10 @@ from wxtasks.config import Settings
 from wxtasks.gateway import GatewayClient
 from wxtasks.machine import Event
 from wxtasks.metrics import RedisCollector
+from wxtasks.outbox import Waiting
 from wxtasks.runtime import Runtime
-from wxtasks.sending import Message, SendPipeline, Status
+from wxtasks.sendcore import Admit, Lane, Status
+from wxtasks.sending import Message, SendPipeline
 
 
 def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -> None:
@@ -21,9 +23,14 @@ def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -
     store.transition("a1", Event.LOGIN_SUCCEEDED)
     pipe = SendPipeline(r, settings, GatewayClient("http://127.0.0.1:1", TOKEN))
     m = Message.parse("text", {"app_id": "a1", "to_wxid": "w", "content": "x"})
-    pipe.admit(m, "t1")
-    pipe.record(m, "t1", Status.SENT)
-    pipe.count_wait(0.25)
+    now_s, now_us = r.time()
+    now_ms = now_s * 1000 + now_us / 1000
+    ticket = pipe.ticket("t1", Lane.INTERACTIVE, now_ms / 1000)
+    assert pipe.admit(m, ticket, now_ms=now_ms).outcome is Admit.ADMITTED
+    pipe.finish(m, ticket, Status.SENT)
+    # one bulk message waiting in the outbox
+    waiting = Waiting("b1", "wxtasks.send_text", {"app_id": "a1"}, "a1", "bulk", now_s - 30.0)
+    pipe.outbox.park(waiting, 0)
     r.lpush(store.keys.heartbeat_lateness, "0.5", "1.5")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(Runtime(settings)))
@@ -31,7 +38,13 @@ def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -
     assert 'wxtasks_accounts{state="ONLINE"} 1.0' in text
     assert 'wxtasks_accounts{state="IDLE"} 1.0' in text
     assert 'wxtasks_sends_total{outcome="sent"} 1.0' in text
-    assert "wxtasks_token_waits_total 1.0" in text
-    assert "wxtasks_token_wait_seconds_total 0.25" in text
     assert "wxtasks_heartbeat_lateness_seconds_count 2.0" in text
     assert "wxtasks_global_bucket_tokens 9." in text  # one of ten tokens taken just now
+    assert 'wxtasks_outbox_backlog{lane="bulk"} 1.0' in text
+    assert 'wxtasks_outbox_backlog{lane="interactive"} 0.0' in text
+    age = next(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith('wxtasks_outbox_oldest_age_seconds{lane="bulk"}')
+    )
+    assert 29 <= age <= 40

@@ -189,7 +189,11 @@ class Outbox:
         if waiting is None:
             return None
         body = self.scripts.outbox_cancel(
-            keys=[self.keys.outbox_messages, self.keys.outbox_lane(waiting.app_id, waiting.lane)],
+            keys=[
+                self.keys.outbox_messages,
+                self.keys.outbox_lane(waiting.app_id, waiting.lane),
+                self.keys.outbox_held,
+            ],
             args=[task_id],
         )
         return Waiting.from_body(body) if body else None
