@@ -18,10 +18,10 @@ from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.keys import Keys
 from wxtasks.machine import Event, State
-from wxtasks.outbox import Outbox
-from wxtasks.scripts import Scripts
 from wxtasks.metrics import max_in_window
+from wxtasks.outbox import Outbox
 from wxtasks.runtime import redis_client
+from wxtasks.scripts import Scripts
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -115,7 +114,6 @@ class Outbox:
     def _park(
         self, waiting: Waiting, due_in_s: float, mode: str, lease_by: str, client: Any
     ) -> int:
-        due_ms = (time.time() + max(0.0, due_in_s)) * 1000
         reply = self.scripts.park(
             keys=[
                 self.keys.outbox_messages,
@@ -128,7 +126,7 @@ class Outbox:
                 waiting.body(),
                 repr(waiting.enqueued_at * 1000),
                 waiting.app_id,
-                repr(due_ms),
+                int(max(0.0, due_in_s) * 1000),
                 mode,
                 lease_by,
             ],

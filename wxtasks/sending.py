@@ -233,6 +233,13 @@ class SendPipeline:
             also(pipe)
         return list(pipe.execute())
 
+    def count_wait(self, wait_s: float) -> None:
+        """A send slept for a token (``wxtasks_token_waits_total`` and its seconds)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.send_stats, "token_waits", 1)
+        pipe.hincrbyfloat(self.keys.send_stats, "token_wait_seconds", wait_s)
+        pipe.execute()
+
     def release(self, message: Message, owner: str) -> None:
         """The message did not go out: free its claim so a retry (or a repeat) may send."""
         self.scripts.claim_release(keys=[self.claim_key(message)], args=[owner])

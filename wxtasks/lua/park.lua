@@ -6,7 +6,8 @@
 -- KEYS[4] = dispatched messages       (wx:outbox:inflight)  zset: task id -> lease end, ms
 -- ARGV[1] = task id    ARGV[2] = body (JSON)
 -- ARGV[3] = order in the lane: when it was first enqueued, ms (FIFO)
--- ARGV[4] = appId      ARGV[5] = when the dispatcher should look at the account, ms
+-- ARGV[4] = appId      ARGV[5] = in how many ms the dispatcher should look at the account
+--           (from Redis TIME: the dispatcher's clock, whatever the worker's)
 -- ARGV[6] = "hold": the lane waits until then (a retry's backoff, for every message of
 --           the account) | "soon": no later than then
 -- ARGV[7] = "" or a lease end: park only if the message is still dispatched with a lease
@@ -18,12 +19,14 @@ if ARGV[7] ~= '' then
     return -1
   end
 end
+local t = redis.call('TIME')
+local due = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 + tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 if ARGV[6] == 'hold' then
-  redis.call('ZADD', KEYS[3], 'GT', tonumber(ARGV[5]), ARGV[4])
+  redis.call('ZADD', KEYS[3], 'GT', due, ARGV[4])
 else
-  redis.call('ZADD', KEYS[3], 'LT', tonumber(ARGV[5]), ARGV[4])
+  redis.call('ZADD', KEYS[3], 'LT', due, ARGV[4])
 end
 return redis.call('ZCARD', KEYS[2])

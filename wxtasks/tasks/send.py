@@ -153,6 +153,7 @@ def _run_send(
         action = decide(ticket, admission, time.time())
         if action.do is not Do.SLEEP:
             break
+        pipe.count_wait(action.wait_s)  # off the fast path: it is about to sleep anyway
         time.sleep(action.wait_s)
         paid_at = None  # the tokens it was dispatched with are spent; ask the buckets
     receipt: SendReceipt | None = None
