@@ -36,10 +36,12 @@ Public names (other teams' deploy scripts and docker-compose use them):
 ``WXTASKS_DEDUP_TTL_S`` (default ``300``)
     how long a send blocks its repeats
 ``WXTASKS_SEND_DEADLINE_S`` (default ``600``)
-    how long a message may wait to go out
-``WXTASKS_VISIBILITY_TIMEOUT_S`` (default deadline + backoff max + 60)
-    Redis broker: redeliver a dead worker's task after this long; longer than
-    WXTASKS_SEND_DEADLINE_S
+    how long an interactive message may wait to go out, counted from its first enqueue
+``WXTASKS_BULK_DEADLINE_S`` (default ``86400``)
+    how long a bulk message (群发, campaigns) may wait to go out, from its first enqueue
+``WXTASKS_VISIBILITY_TIMEOUT_S`` (default ``20``)
+    Redis broker: hand a dead worker's messages to another worker after this long
+    (nothing waits in the broker, so it only has to outlast one gateway call)
 ``WXTASKS_HEARTBEAT_INTERVAL_S`` (default ``30``)
     heartbeat period per account
 ``WXTASKS_HEARTBEAT_BATCH`` (default ``50``)
@@ -82,6 +84,27 @@ Public names (other teams' deploy scripts and docker-compose use them):
     received messages kept (newest)
 ``WXTASKS_QUORUM_QUEUES`` (default ``false``)
     RabbitMQ: declare send and control as quorum queues (producers must too)
+``WXTASKS_BULK_JITTER_S`` (default ``1-3``)
+    bulk sends: a random gap of MIN-MAX seconds after each private recipient (0-0: none;
+    per account and per campaign too)
+``WXTASKS_GROUP_JITTER_S`` (default ``2-5``)
+    bulk sends: a random gap of MIN-MAX seconds after each group (…@chatroom)
+``WXTASKS_DAILY_BULK_CAP`` (default ``0``)
+    bulk sends per account and local day (0: no cap)
+``WXTASKS_QUIET_HOURS`` (default ``00:00-07:00``)
+    no bulk sends inside this local-time window, HH:MM-HH:MM (empty: none)
+``WXTASKS_TIMEZONE`` (default ``Asia/Shanghai``)
+    the time zone of quiet hours and of the daily cap's day
+``WXTASKS_WARMUP_S`` (default ``14400``)
+    no bulk sends this long after an account's first login on a new device (0: none)
+``WXTASKS_COOLOFF_S`` (default ``3600``)
+    the circuit breaker pauses an account's bulk lane this long
+``WXTASKS_RISK_PATTERNS`` (default ``操作过于频繁``)
+    gateway answers that trip the circuit breaker (substrings, |-separated)
+``WXTASKS_BREAKER_ERRORS`` (default ``5``)
+    ... as do this many gateway errors in a row on bulk sends
+``WXTASKS_CAMPAIGN_STALL_S`` (default ``1800``)
+    alert when a running campaign has sent nothing for this long
 """
 
 from __future__ import annotations
