@@ -57,7 +57,6 @@ def test_redis_restart_mid_run_loses_nothing(
         account_rate_per_second=100,
         account_burst=100,
         heartbeat_interval_s=2,
-        send_deadline_s=120,
     )
     stack = Stack(settings, supervisor)
     r = redis_client(aof_redis.url)
@@ -114,7 +113,6 @@ def test_gateway_outage_backs_off_then_everything_goes_out_once(
         burst=10,
         account_rate_per_second=50,
         account_burst=10,
-        send_deadline_s=120,
     )
     stack = Stack(settings, supervisor)
     r = redis_client(redis_url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from wxtasks.scripts import Scripts
 
@@ -27,7 +28,7 @@ def levels(
     """``buckets``: (key, rate per second, burst) each; one round trip for all of them."""
     if not buckets:
         return []
-    args: list[object] = ["" if now_ms is None else repr(now_ms)]
+    args: list[Any] = ["" if now_ms is None else repr(now_ms)]
     for _, rate, burst in buckets:
         args += [rate, burst]
     reply = scripts.bucket_levels(keys=[key for key, _, _ in buckets], args=args)

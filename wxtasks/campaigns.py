@@ -108,7 +108,8 @@ class Campaigns:
         *,
         clock: Any = time.time,
     ) -> None:
-        self.redis = client
+        #: decode_responses=True: replies are str (redis-py's types say bytes | str)
+        self.redis: Any = client
         self.settings = settings
         self.keys = keys
         self.scripts = scripts
@@ -411,7 +412,7 @@ class Campaigns:
         paused = meta["state"] == CampaignState.PAUSED
         accounts: dict[str, Any] = {}
         for app in apps:
-            row = {k: counts.get(f"{app}|{k}", 0) for k in OUTCOMES}
+            row: dict[str, Any] = {k: counts.get(f"{app}|{k}", 0) for k in OUTCOMES}
             row["total"] = counts.get(f"{app}|total", 0)
             row["waiting"] = row["total"] - sum(row[k] for k in OUTCOMES)
             if row["waiting"]:

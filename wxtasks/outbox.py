@@ -85,7 +85,8 @@ class Outbox:
     def __init__(
         self, client: redis.Redis, settings: Settings, keys: Keys, scripts: Scripts
     ) -> None:
-        self.redis = client
+        #: decode_responses=True: replies are str (redis-py's types say bytes | str)
+        self.redis: Any = client
         self.settings = settings
         self.keys = keys
         self.scripts = scripts
@@ -145,14 +146,14 @@ class Outbox:
         self, app_id: str | None = None, lane: str | None = None, limit: int = 1000
     ) -> list[Waiting]:
         """Waiting messages (not the dispatched ones), oldest first per account's lane."""
-        lanes = [Lane(lane)] if lane else list(LANES)
+        lanes: list[Lane] = [Lane(lane)] if lane else list(LANES)
         pairs: list[tuple[str, str]] = []
         for ln in lanes:
             apps = [app_id] if app_id else self.redis.zrange(self.keys.outbox_ready(ln), 0, -1)
             pairs.extend((str(a), ln.value) for a in apps)
         pipe = self.redis.pipeline(transaction=False)
-        for a, ln in pairs:
-            pipe.zrange(self.keys.outbox_lane(a, ln), 0, limit - 1)
+        for a, lane_name in pairs:
+            pipe.zrange(self.keys.outbox_lane(a, lane_name), 0, limit - 1)
         ids = [i for chunk in (pipe.execute() if pairs else []) for i in chunk]
         out: list[Waiting] = []
         for start in range(0, min(len(ids), limit), 1000):
