@@ -34,7 +34,7 @@ def list_(app_id: str | None, lane: str | None, limit: int, as_json: bool) -> No
     for w in waiting:
         click.echo(
             f"{w.task_id}  appId={w.app_id} {w.lane} to={w.kwargs.get('to_wxid')} "
-            f"waiting {now - w.enqueued_at:.0f}s: {w.why or '-'}"
+            f"waiting {now - w.enqueued_at:.0f}s: {w.why or 'in line for its send slot'}"
         )
     if not waiting:
         click.echo("nothing waiting")
