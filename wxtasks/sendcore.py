@@ -201,42 +201,28 @@ _WAIT_REASONS = {
 
 
 def _after_gateway(ticket: Ticket, g: GatewayAnswer, rand: Callable[[], float]) -> Action:
+    def retry(reason: str, *, offline: bool = False) -> Action:
+        """Free the claim and park it for a backoff that grows with its attempts."""
+        wait = backoff_s(ticket.attempt, rand())
+        return Action(
+            Do.PARK, reason=reason, wait_s=wait, release=True, offline=offline, retry=True
+        )
+
     match g.outcome:
         case Gateway.SENT:
             return Action(Do.FINISH, Status.SENT)
         case Gateway.UNKNOWN:
             return Action(Do.FINISH, Status.UNKNOWN, f"{g.error}; not resent", dead_letter=True)
         case Gateway.OFFLINE:
-            return Action(
-                Do.PARK,
-                reason=f"send failed: account offline: {g.error}",
-                wait_s=backoff_s(ticket.attempt, rand()),
-                release=True,
-                offline=True,
-                retry=True,
-            )
+            return retry(f"send failed: account offline: {g.error}", offline=True)
         case Gateway.UNAVAILABLE:
-            return Action(
-                Do.PARK,
-                reason=f"gateway unavailable: {g.error}",
-                wait_s=backoff_s(ticket.attempt, rand()),
-                release=True,
-                retry=True,
-            )
+            return retry(f"gateway unavailable: {g.error}")
         case Gateway.BUSINESS if ticket.attempt + 1 < BUSINESS_ATTEMPTS:
-            return Action(
-                Do.PARK,
-                reason=f"gateway error: {g.error}",
-                wait_s=backoff_s(ticket.attempt, rand()),
-                release=True,
-                retry=True,
-            )
+            return retry(f"gateway error: {g.error}")
         case Gateway.BUSINESS | Gateway.AUTH:
             return Action(Do.FINISH, Status.FAILED, g.error, release=True, dead_letter=True)
         case Gateway.BAD_INPUT:
-            return Action(
-                Do.FINISH, Status.FAILED, f"bad input: {g.error}", release=True, dead_letter=True
-            )
+            return _fail(f"bad input: {g.error}")
     raise ValueError(f"unhandled gateway answer {g.outcome!r}")  # pragma: no cover
 
 
