@@ -212,6 +212,11 @@ def test_a_dispatched_message_was_paid_for_by_the_dispatcher(
     assert pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0).outcome is Admit.ADMITTED
     paid = ticket(pipe, "t2", from_outbox=True)
     assert pipe.admit(msg(content="y"), paid, paid_at_ms=T0, now_ms=T0).outcome is Admit.ADMITTED
+    # one that sat in the broker (workers were down) asks the buckets again: a backlog of
+    # dispatched messages never bursts out at the gateway together
+    stale = ticket(pipe, "t3", from_outbox=True)
+    late = pipe.admit(msg(content="z"), stale, paid_at_ms=T0 - 5000, now_ms=T0)
+    assert late.outcome is Admit.WAIT and late.why == "global"
 
 
 def test_a_stopped_campaigns_target_is_not_admitted(redis_url: str, r: redis.Redis) -> None:

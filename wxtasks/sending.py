@@ -98,6 +98,12 @@ def _text(kwargs: Mapping[str, Any], name: str, limit: int) -> str:
     return value
 
 
+#: a dispatched message admits on the tokens the dispatcher took for it if it reaches a
+#: worker this soon; one that sat in the broker longer (workers were down) asks the
+#: buckets again, so a backlog never bursts out at the gateway
+PAID_FRESH_MS = 2000
+
+
 class SendPipeline:
     """The send path's Redis and gateway steps; :func:`wxtasks.sendcore.decide` says
     which to take."""
@@ -177,9 +183,10 @@ class SendPipeline:
                 int(ticket.window_s * 1000),
                 self.outbox.reserve(ticket.lane),
                 "0" if ticket.from_outbox else "1",
-                "1" if paid_at_ms is not None else "0",
+                "" if paid_at_ms is None else repr(paid_at_ms),
                 self.hold_ms,
                 ticket.campaign,
+                PAID_FRESH_MS,
             ],
         )
         return _admission(reply)

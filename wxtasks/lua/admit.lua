@@ -19,9 +19,12 @@
 -- ARGV[9] = the lane's window, ms (a message older than this is past its deadline)
 -- ARGV[10] = tokens to leave in each bucket (bulk: 1, so a reply always finds one)
 -- ARGV[11] = "1" when the message comes fresh (it queues behind waiting ones in its lane)
--- ARGV[12] = "1" when the dispatcher already took its tokens (dispatched just now)
+-- ARGV[12] = when the dispatcher took its tokens (Redis time, ms), or "": paid for when
+--           that was at most ARGV[15] ms ago (else it sat in the broker and must not
+--           burst out with others like it: the buckets decide again)
 -- ARGV[13] = how long an admitted send may take, ms (its claim's hold)
 -- ARGV[14] = the message's campaign id, or ""
+-- ARGV[15] = how long a dispatch's payment stays good, ms
 -- returns {"admitted", enqueued}
 --       | {"unknown_account"}
 --       | {"expired", enqueued}
@@ -72,7 +75,8 @@ if ARGV[11] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {'wait', '0', 'behind', enqueued}
 end
 
-if ARGV[12] ~= '1' then
+local paid = ARGV[12] ~= '' and now - tonumber(ARGV[12]) <= tonumber(ARGV[15])
+if not paid then
   local reserve = tonumber(ARGV[10])
   local a_rate = tonumber(acct[2] or '') or tonumber(ARGV[5])
   local a_burst = tonumber(acct[3] or '') or tonumber(ARGV[6])
