@@ -205,6 +205,19 @@ class AccountStore:
                 if h:
                     yield Account.from_hash(app_id, _decode(h))
 
+    def brief_many(self, app_ids: Iterable[str]) -> Iterator[tuple[str, State, tuple[str, ...]]]:
+        """(appId, state, tags) for ``app_ids``: two fields each, pipelined in chunks, for
+        lists that filter thousands of accounts before reading one page of them in full."""
+        ids = list(app_ids)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            pipe = self.redis.pipeline(transaction=False)
+            for app_id in chunk:
+                pipe.hmget(self.keys.account(app_id), "state", "tags")
+            for app_id, (state, tags) in zip(chunk, pipe.execute(), strict=True):
+                if state:
+                    yield app_id, State(_s(state)), tuple(json.loads(tags)) if tags else ()
+
     def app_ids(self) -> list[str]:
         return sorted(_s(x) for x in self.redis.smembers(self.keys.accounts))
 

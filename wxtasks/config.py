@@ -105,6 +105,14 @@ Public names (other teams' deploy scripts and docker-compose use them):
     ... as do this many gateway errors in a row on bulk sends
 ``WXTASKS_CAMPAIGN_STALL_S`` (default ``1800``)
     alert when a running campaign has sent nothing for this long
+``WXTASKS_CONSOLE_USERS`` (default empty)
+    console users, name:password[,...] (a password may be a scrypt$... hash)
+``WXTASKS_CONSOLE_USERS_FILE`` (default empty)
+    console users file: name:scrypt$... lines (`wxtasks console hash-password`)
+``WXTASKS_CONSOLE_SECRET`` (default empty)
+    signs console sessions and CSRF tokens (empty: random per process)
+``WXTASKS_CONSOLE_URL`` (default empty)
+    the console's public URL: needLogin alerts link to its QR login page
 """
 
 from __future__ import annotations
@@ -466,6 +474,28 @@ class Settings:
         1_800.0,
         "alert when a running campaign has sent nothing for this long",
         check=_positive,
+    )
+    console_users: str = _setting(
+        "WXTASKS_CONSOLE_USERS",
+        "",
+        "console users, name:password[,...] (a password may be a scrypt$... hash)",
+        secret=True,
+    )
+    console_users_file: str = _setting(
+        "WXTASKS_CONSOLE_USERS_FILE",
+        "",
+        "console users file: name:scrypt$... lines (`wxtasks console hash-password`)",
+    )
+    console_secret: str = _setting(
+        "WXTASKS_CONSOLE_SECRET",
+        "",
+        "signs console sessions and CSRF tokens (empty: random per process)",
+        secret=True,
+    )
+    console_url: str = _setting(
+        "WXTASKS_CONSOLE_URL",
+        "",
+        "the console's public URL: needLogin alerts link to its QR login page",
     )
 
     def __post_init__(self) -> None:

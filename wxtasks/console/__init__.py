@@ -1,0 +1,17 @@
+"""The operator's console: a small web app next to Flower (``wxtasks console``).
+
+Flower shows tasks; the console shows accounts: their states (live), the ones that need a
+human, a QR login in the browser, dead letters to requeue or purge, and a test send.
+Server-rendered tornado templates with htmx (vendored, no build step) for the live parts.
+
+=======================  =========================================================
+module                   what
+=======================  =========================================================
+``auth``                 users, scrypt password hashes, CSRF tokens, HTTP Basic
+``views``                the accounts table: an index to filter and page 10,000
+``qrlogin``              QR login driven from the browser (getLoginQrCode/checkLogin)
+``app``                  composition (``Console``), authentication on every route
+``pages``                the handlers and the route table
+``cli``                  ``wxtasks console [--host --port]``, ``hash-password``
+=======================  =========================================================
+"""

@@ -1,0 +1,322 @@
+"""The console's pages: accounts, one account (options, test send, QR login), dead letters,
+task results. Handlers are thin: data comes from the runtime's classes, run in a thread."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+from celery.result import AsyncResult
+from tornado import web
+
+from wxtasks.console.app import SESSION_COOKIE, BaseHandler
+from wxtasks.console.qrlogin import LoginRefused
+from wxtasks.console.views import accounts_page, age
+from wxtasks.errors import BadInputError, GatewayError, UnknownAccountError
+from wxtasks.events import read_events
+from wxtasks.machine import State
+
+STATES = [s.value for s in State]
+
+
+def _account_url(app_id: str, sub: str = "") -> str:
+    return f"/accounts/{quote(app_id, safe='')}{sub}"
+
+
+class LoginHandler(BaseHandler):
+    public = True
+
+    def get(self) -> None:
+        if self.user:
+            self.redirect(self._next())
+            return
+        if self.session_id is None:
+            self.session_id = self.write_session("")
+        self.render("login.html", error="", next=self._next())
+
+    async def post(self) -> None:
+        name = self.get_body_argument("username", "")
+        password = self.get_body_argument("password", "")
+        if not await self.console.run(self.console.users.check, name, password):
+            self.set_status(401)
+            self.render("login.html", error="wrong user name or password", next=self._next())
+            return
+        self.session_id = self.write_session(name)  # a new session id: no fixation
+        self.user = name
+        self.redirect(self._next())
+
+    def _next(self) -> str:
+        target = self.get_argument("next", "/accounts")
+        if not target.startswith("/") or target.startswith("//") or "\\" in target:
+            return "/accounts"
+        return target
+
+
+class LogoutHandler(BaseHandler):
+    def post(self) -> None:
+        self.clear_cookie(SESSION_COOKIE, path="/")
+        self.redirect("/login")
+
+
+class RootHandler(BaseHandler):
+    def get(self) -> None:
+        self.redirect("/accounts")
+
+
+class SessionApiHandler(BaseHandler):
+    """For scripts: who am I, and the CSRF token to send with POSTs (``X-CSRF-Token``)."""
+
+    def get(self) -> None:
+        self.finish({"user": self.user, "csrf_token": self.csrf})
+
+
+class AccountsHandler(BaseHandler):
+    async def get(self) -> None:
+        state = self.get_argument("state", "")
+        if state and state not in STATES:
+            raise web.HTTPError(400, "unknown state %s", state)
+        try:
+            page_no = int(self.get_argument("page", "1"))
+        except ValueError:
+            page_no = 1
+        page = await self.console.run(
+            lambda: accounts_page(
+                self.console.index,
+                state=state,
+                tag=self.get_argument("tag", ""),
+                query=self.get_argument("q", ""),
+                page=page_no,
+            )
+        )
+        # the live table polls ?part=rows: the counts and the rows, no page around them
+        template = "accounts_rows.html" if self.get_argument("part", "") else "accounts.html"
+        self.render(template, page=page, states=STATES)
+
+
+class AccountHandler(BaseHandler):
+    async def get(self, app_id: str) -> None:
+        rt = self.console.rt
+        try:
+            account = await self.console.run(rt.accounts.get, app_id)
+        except UnknownAccountError:
+            raise web.HTTPError(404, "no account %s", app_id) from None
+        events = await self.console.run(
+            lambda: read_events(rt.redis, rt.settings, count=20, app_id=app_id)
+        )
+        self.render(
+            "account.html",
+            account=account,
+            events=list(reversed(events)),
+            now=time.time(),
+            age=age,
+            login=self.console.logins.get(app_id),
+            url=_account_url(app_id),
+            message=self.get_argument("message", ""),
+        )
+
+
+class AccountOptionsHandler(BaseHandler):
+    async def post(self, app_id: str) -> None:
+        def number(name: str, kind: type) -> Any:
+            raw = self.get_body_argument(name, "").strip()
+            if not raw:
+                return None
+            try:
+                return kind(raw)
+            except ValueError:
+                raise BadInputError(f"{name} must be a number, got {raw!r}") from None
+
+        tags = [t.strip() for t in self.get_body_argument("tags", "").split(",") if t.strip()]
+        try:
+            await self.console.run(
+                lambda: self.console.rt.accounts.update(
+                    app_id,
+                    rate=number("rate", float),
+                    burst=number("burst", int),
+                    note=self.get_body_argument("note", ""),
+                    tags=tags,
+                )
+            )
+            message = "options saved"
+        except UnknownAccountError:
+            raise web.HTTPError(404, "no account %s", app_id) from None
+        except BadInputError as exc:
+            message = f"not saved: {exc}"
+        self.redirect(_account_url(app_id) + "?message=" + quote(message))
+
+
+class QrLoginStartHandler(BaseHandler):
+    async def post(self, app_id: str) -> None:
+        try:
+            await self.console.run(self.console.logins.start, app_id)
+        except UnknownAccountError:
+            raise web.HTTPError(404, "no account %s", app_id) from None
+        except (LoginRefused, GatewayError) as exc:
+            self.redirect(_account_url(app_id) + "?message=" + quote(f"cannot log in: {exc}"))
+            return
+        self.console.drive_login(app_id)
+        self.redirect(_account_url(app_id, "/login"))
+
+
+class QrLoginHandler(BaseHandler):
+    def get(self, app_id: str, fragment: str | None = None) -> None:
+        login = self.console.logins.get(app_id)
+        self.render(
+            "qr_status.html" if fragment else "qr_login.html",
+            login=login,
+            app_id=app_id,
+            url=_account_url(app_id),
+            now=time.time(),
+        )
+
+
+class QrLoginCaptchaHandler(BaseHandler):
+    def post(self, app_id: str) -> None:
+        code = self.get_body_argument("code", "").strip()
+        if code:
+            self.console.logins.submit_captcha(app_id, code)
+            self.console.wake_login(app_id)
+        self.redirect(_account_url(app_id, "/login"))
+
+
+class QrLoginCancelHandler(BaseHandler):
+    async def post(self, app_id: str) -> None:
+        await self.console.run(self.console.logins.cancel, app_id)
+        self.redirect(_account_url(app_id, "/login"))
+
+
+class TestSendHandler(BaseHandler):
+    async def post(self, app_id: str) -> None:
+        to_wxid = self.get_body_argument("to_wxid", "").strip()
+        content = self.get_body_argument("content", "")
+        if not to_wxid or not content:
+            raise web.HTTPError(400, "to_wxid and content are required")
+        result = await self.console.run(
+            lambda: self.console.client.send_text(app_id, to_wxid, content)
+        )
+        self._task(str(result.id))
+
+    def _task(self, task_id: str) -> None:
+        if "HX-Request" in self.request.headers:
+            self.render("task_result.html", **_task_view(self.console.celery, task_id))
+        else:
+            self.redirect(f"/tasks/{quote(task_id)}")
+
+
+class TaskResultHandler(BaseHandler):
+    async def get(self, task_id: str) -> None:
+        view = await self.console.run(_task_view, self.console.celery, task_id)
+        if "HX-Request" in self.request.headers:
+            self.render("task_result.html", **view)
+        else:
+            self.render("task_page.html", **view)
+
+
+def _task_view(app: Any, task_id: str) -> dict[str, Any]:
+    result = AsyncResult(task_id, app=app)
+    state = result.state
+    value = result.result if state == "SUCCESS" else None
+    if state == "SUCCESS" and isinstance(value, dict):
+        outcome = str(value.get("status", "done"))
+    elif state in ("FAILURE", "REVOKED"):
+        outcome, value = "failed", {"error": str(result.result)}
+    else:
+        outcome = "waiting"  # queued, running or parked for a retry
+    return {"task_id": task_id, "outcome": outcome, "value": value or {}, "state": state}
+
+
+class DeadLettersHandler(BaseHandler):
+    async def get(self) -> None:
+        status = self.get_argument("status", "")
+        app_id = self.get_argument("app_id", "").strip()
+        text = self.get_argument("q", "").strip().lower()
+        entries = await self.console.run(
+            lambda: self.console.rt.deadletters.list(status=status or None)
+        )
+        if app_id:
+            entries = [e for e in entries if e.get("app_id") == app_id]
+        if text:
+            entries = [
+                e
+                for e in entries
+                if text in str(e.get("error", "")).lower()
+                or text in str(e.get("content", "")).lower()
+                or text in str(e.get("to_wxid", "")).lower()
+            ]
+        entries.reverse()  # newest first
+        self.render(
+            "deadletters.html",
+            entries=entries[:500],
+            total=len(entries),
+            status=status,
+            app_id=app_id,
+            q=self.get_argument("q", ""),
+            now=time.time(),
+            age=age,
+            message=self.get_argument("message", ""),
+        )
+
+
+class DeadLettersConfirmHandler(BaseHandler):
+    """The confirmation step: what will be requeued or purged, and a button to do it."""
+
+    async def post(self) -> None:
+        action = self.get_body_argument("action", "")
+        if action not in ("requeue", "purge"):
+            raise web.HTTPError(400, "action must be requeue or purge")
+        ids = self.get_body_arguments("task_id")
+        if not ids:
+            self.redirect("/deadletters?message=" + quote("select at least one dead letter"))
+            return
+        dl = self.console.rt.deadletters
+        entries = await self.console.run(lambda: [e for e in map(dl.get, ids) if e])
+        self.render("deadletters_confirm.html", action=action, entries=entries)
+
+
+class DeadLettersApplyHandler(BaseHandler):
+    async def post(self) -> None:
+        action = self.get_body_argument("action", "")
+        ids = self.get_body_arguments("task_id")
+        if self.get_body_argument("confirmed", "") != "yes" or action not in ("requeue", "purge"):
+            raise web.HTTPError(400, "not confirmed")
+        dl = self.console.rt.deadletters
+        client = self.console.client
+        if action == "purge":
+            removed = await self.console.run(lambda: sum(dl.remove(i) for i in ids))
+            self.redirect("/deadletters?message=" + quote(f"{removed} dead letter(s) purged"))
+            return
+
+        def publish(entry: dict[str, Any]) -> str:
+            kwargs = {k: v for k, v in entry["kwargs"].items() if not k.startswith("_")}
+            return str(client.task(entry["task"], kwargs).id)
+
+        moved = await self.console.run(lambda: dl.requeue(ids, publish))
+        self.render(
+            "deadletters_requeued.html",
+            moved=moved,
+            views={new: _task_view(self.console.celery, new) for _old, new in moved},
+        )
+
+
+_ID = r"([^/]+)"
+
+#: every route of the console (the static files are added by make_app)
+ROUTES: list[tuple[str, type[BaseHandler]]] = [
+    (r"/", RootHandler),
+    (r"/login", LoginHandler),
+    (r"/logout", LogoutHandler),
+    (r"/api/session", SessionApiHandler),
+    (r"/accounts", AccountsHandler),
+    (rf"/accounts/{_ID}", AccountHandler),
+    (rf"/accounts/{_ID}/options", AccountOptionsHandler),
+    (rf"/accounts/{_ID}/login/start", QrLoginStartHandler),
+    (rf"/accounts/{_ID}/login(/status)?", QrLoginHandler),
+    (rf"/accounts/{_ID}/login/captcha", QrLoginCaptchaHandler),
+    (rf"/accounts/{_ID}/login/cancel", QrLoginCancelHandler),
+    (rf"/accounts/{_ID}/send", TestSendHandler),
+    (r"/tasks/([\w-]+)", TaskResultHandler),
+    (r"/deadletters", DeadLettersHandler),
+    (r"/deadletters/confirm", DeadLettersConfirmHandler),
+    (r"/deadletters/apply", DeadLettersApplyHandler),
+]
