@@ -89,20 +89,37 @@ def _entry(stream_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
     return {"id": s(stream_id), **{s(k): s(v) for k, v in fields.items()}}
 
 
-def alert_payload(fmt: str, alert: str, app_id: str, reason: str, at: float) -> dict[str, Any]:
-    """The webhook body for ``fmt`` (dingtalk | feishu | wecom | json)."""
+def alert_payload(
+    fmt: str, alert: str, app_id: str, reason: str, at: float, link: str = ""
+) -> dict[str, Any]:
+    """The webhook body for ``fmt`` (dingtalk | feishu | wecom | json); ``link`` is where
+    a human acts on it (the console's QR login page)."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
     text = (
         f"[wxtasks] {alert}: {_ALERT_TEXT.get(alert, alert)}\n"
         f"appId: {app_id}\nreason: {reason or '-'}\ntime: {stamp}"
     )
+    if link:
+        text += f"\nlog in: {link}"
     if fmt == "dingtalk":
         return {"msgtype": "text", "text": {"content": text}}
     if fmt == "feishu":
         return {"msg_type": "text", "content": {"text": text}}
     if fmt == "wecom":
         return {"msgtype": "text", "text": {"content": text}}
-    return {"alert": alert, "app_id": app_id, "reason": reason, "at": at, "text": text}
+    body: dict[str, Any] = {"alert": alert, "app_id": app_id, "reason": reason, "at": at}
+    if link:
+        body["link"] = link
+    return {**body, "text": text}
+
+
+def console_link(settings: Settings, alert: str, app_id: str) -> str:
+    """The console page that acts on ``alert``, when ``WXTASKS_CONSOLE_URL`` is set."""
+    if not settings.console_url or alert != "needLogin":
+        return ""
+    from urllib.parse import quote
+
+    return f"{settings.console_url.rstrip('/')}/accounts/{quote(app_id, safe='')}/login"
 
 
 def post_alert(
@@ -114,7 +131,8 @@ def post_alert(
     session: requests.Session | None = None,
 ) -> int:
     """POST one alert to the webhook; returns the HTTP status. Raises on network errors."""
-    body = alert_payload(settings.alert_format, alert, app_id, reason, at)
+    link = console_link(settings, alert, app_id)
+    body = alert_payload(settings.alert_format, alert, app_id, reason, at, link)
     http = session or requests
     try:
         response = http.post(settings.alert_webhook_url, json=body, timeout=5)

@@ -14,7 +14,8 @@ send with the server's time. Faults are injected through an admin API under ``/a
 ``POST /admin/faults``                 ``{outage, latency_ms, error_rate, hang_sends,
                                        hang_s}``; outage answers HTTP 503, hang_sends
                                        records a send and then does not answer
-``POST /admin/scan``                   ``{uuid}`` or ``{appId}``: scan the pending QR code
+``POST /admin/scan``                   ``{uuid}`` or ``{appId}``: scan the pending QR code;
+                                       with ``captcha``, the login then asks for that code
 ``POST /admin/callback``               ``{url}``: where to push AddMsg / Offline events
 ``POST /admin/push``                   push one callback event ``{appId, typeName, data}``
 ``GET  /admin/sends?since=N``          accepted sends after sequence number N
@@ -67,6 +68,7 @@ class PendingLogin:
     created_at: float
     scanned_at: float | None = None
     polls_since_scan: int = 0
+    captcha: str = ""  # the security code this login asks for after the scan ("" = none)
 
 
 @dataclass
@@ -252,6 +254,13 @@ class GatewayHandler(web.RequestHandler):
             return _ok(
                 {"uuid": login.uuid, "status": 1, "expiredTime": max(left, 0), "nickName": app_id}
             )
+        if login.captcha and body.get("captchCode") != login.captcha:
+            # what GeWe answers when the phone shows a security code to type in
+            return {
+                "ret": 500,
+                "msg": "检测登录失败",
+                "data": {"code": "-1", "msg": "本次登录需要输入安全验证码"},
+            }
         acct = state.account(app_id)
         acct.online, acct.zombie = True, False
         state.logins.pop(login.uuid, None)
@@ -424,6 +433,7 @@ class AdminHandler(web.RequestHandler):
             for login in state.logins.values():
                 if login.uuid == uuid or login.app_id == body.get("appId"):
                     login.scanned_at = time.time()
+                    login.captcha = str(body.get("captcha") or "")
                     self.finish({"ok": True, "uuid": login.uuid})
                     return
             raise web.HTTPError(404, "no pending login")
