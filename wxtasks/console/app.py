@@ -30,6 +30,7 @@ from wxtasks.console.auth import Users, csrf_ok, csrf_token, parse_basic
 from wxtasks.console.qrlogin import QrLogins
 from wxtasks.console.views import AccountIndex
 from wxtasks.lifecycle import Lifecycle
+from wxtasks.outbox import LANES, Outbox
 from wxtasks.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Console:
         self.secret = (settings.console_secret or secrets.token_hex(32)).encode()
         self.rt = Runtime(settings)
         self.index = AccountIndex(self.rt.accounts)
+        self.outbox = Outbox(self.rt.redis, settings, self.rt.keys, self.rt.scripts)
         self.celery: Celery = configure(Celery("wxtasks-console"), settings)
         self.client = WxTasksClient(app=self.celery)
         self.lifecycle = Lifecycle(
@@ -231,6 +233,7 @@ class BaseHandler(web.RequestHandler):
             user=self.user,
             csrf=self.csrf,
             nav=NAV,
+            lanes=[lane.value for lane in LANES],
             path=self.request.path,
             flower_url=self.console.flower_url,
             q=lambda s: quote(s, safe=""),

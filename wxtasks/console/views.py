@@ -79,10 +79,15 @@ class AccountIndex:
             return self._snapshot
 
 
+#: appIds -> appId -> lane -> messages waiting (``Outbox.backlog``)
+Backlog = Callable[[list[str]], dict[str, dict[str, int]]]
+
+
 @dataclass(frozen=True)
 class AccountRow:
     account: Account
     now: float
+    backlog: dict[str, int]
 
     @property
     def app_id(self) -> str:
@@ -134,6 +139,7 @@ def accounts_page(
     query: str = "",
     page: int = 1,
     page_size: int = PAGE_SIZE,
+    backlog: Backlog | None = None,
     now: float | None = None,
 ) -> AccountsPage:
     snap = index.snapshot()
@@ -142,7 +148,8 @@ def accounts_page(
     page = min(max(1, page), pages)
     chunk = selected[(page - 1) * page_size : page * page_size]
     stamp = time.time() if now is None else now
-    rows = [AccountRow(a, stamp) for a in index.store.get_many(chunk)]
+    waiting = backlog(chunk) if backlog is not None else {}
+    rows = [AccountRow(a, stamp, waiting.get(a.app_id, {})) for a in index.store.get_many(chunk)]
     return AccountsPage(
         rows=rows,
         total=len(selected),
