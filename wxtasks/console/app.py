@@ -220,9 +220,12 @@ class BaseHandler(web.RequestHandler):
             self.redirect("/login?next=" + quote(self.request.uri or "/", safe=""))
             return
         self.set_status(401)
-        self.set_header("WWW-Authenticate", 'Basic realm="wxtasks console", charset="UTF-8"')
-        if "HX-Request" in self.request.headers:
+        headers = self.request.headers
+        if "HX-Request" in headers:
             self.set_header("HX-Redirect", "/login")
+        elif "Sec-Fetch-Dest" not in headers:
+            # the challenge is for scripts; a browser's sub-request would pop up a prompt
+            self.set_header("WWW-Authenticate", 'Basic realm="wxtasks console", charset="UTF-8"')
         self.finish("authentication required\n")
 
     # -- rendering ----------------------------------------------------------------------

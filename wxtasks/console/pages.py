@@ -3,6 +3,7 @@ task results. Handlers are thin: data comes from the runtime's classes, run in a
 
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Any
 from urllib.parse import quote
@@ -33,14 +34,24 @@ class LoginHandler(BaseHandler):
             return
         if self.session_id is None:
             self.session_id = self.write_session("")
-        self.render("login.html", error="", next=self._next())
+        self._render_form("")
+
+    def _render_form(self, error: str) -> None:
+        # self-contained: the style sheet, like every other route, needs a login
+        nonce = secrets.token_urlsafe(16)
+        self.set_header(
+            "Content-Security-Policy",
+            f"default-src 'none'; style-src 'nonce-{nonce}'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'",
+        )
+        self.render("login.html", error=error, next=self._next(), nonce=nonce)
 
     async def post(self) -> None:
         name = self.get_body_argument("username", "")
         password = self.get_body_argument("password", "")
         if not await self.console.run(self.console.users.check, name, password):
             self.set_status(401)
-            self.render("login.html", error="wrong user name or password", next=self._next())
+            self._render_form("wrong user name or password")
             return
         self.session_id = self.write_session(name)  # a new session id: no fixation
         self.user = name

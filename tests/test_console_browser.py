@@ -1,0 +1,231 @@
+"""The console in headless Chromium (Debian's, driven by playwright with the system
+executable), against real Redis, real Celery workers and beat, and the simulator.
+
+An operator logs in, sees the demo accounts, watches an account the simulator took offline
+turn RECONNECTING and then ONLINE without reloading, runs a QR login end to end (with the
+security code the gateway asks for), requeues a dead letter and sees it sent, and sends a
+test message. Screenshots land in each test's tmp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TOKEN, Simulator, Stack, _simulator, settings_for
+from tests.console_support import PASSWORD, USER, ConsoleProcess, demo_accounts, start_console
+from wxtasks.accounts import AccountStore
+from wxtasks.client import WxTasksClient
+from wxtasks.deadletters import DeadLetters
+from wxtasks.keys import Keys
+from wxtasks.machine import Event, State
+from wxtasks.runtime import redis_client
+from wxtasks.stack import Supervisor, wait_until
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 40_000  # the longest a page may take to show a change (a QR poll is every 5 s)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (apt-get install -y chromium; .ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        # playwright gives each launch a fresh temporary profile (user-data-dir)
+        browser = p.chromium.launch(
+            executable_path=os.path.realpath(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def sim(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
+    return _simulator(simulators, supervisor, "videosapi")
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator[Stack]:
+    settings = settings_for(redis_server, sim, heartbeat_interval_s=2, backoff_max_s=8)
+    stack = Stack(settings, supervisor)
+    stack.worker("send,control", "console", 2)
+    stack.beat()
+    stack.wait_workers(1)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def console(stack: Stack, supervisor: Supervisor) -> Iterator[ConsoleProcess]:
+    proc = start_console(supervisor, stack.settings)
+    yield proc
+    supervisor.stop(proc.child, timeout_s=5)
+
+
+@pytest.fixture
+def store(stack: Stack, redis_url: str) -> Iterator[AccountStore]:
+    client = redis_client(redis_url)
+    yield AccountStore(client, stack.settings)
+    client.close()
+
+
+@pytest.fixture
+def page(browser: Any, console: ConsoleProcess, tmp_path: Path) -> Iterator[Any]:
+    """A logged-in tab in a context of its own (no cookies from other tests)."""
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    tab.goto(console.url + "/")
+    assert "/login" in tab.url  # sent to the form
+    tab.fill("input[name=username]", USER)
+    tab.fill("input[name=password]", PASSWORD)
+    tab.click("button[type=submit]")
+    tab.wait_for_url("**/accounts")
+    yield tab
+    context.close()
+
+
+def shot(page: Any, tmp_path: Path, name: str) -> None:
+    """A screenshot in the test's tmp dir; the page shown never holds the gateway token."""
+    page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    assert TOKEN not in page.content()
+
+
+def test_accounts_page_shows_states_live(
+    page: Any, store: AccountStore, sim: Simulator, console: ConsoleProcess, tmp_path: Path
+) -> None:
+    ids = demo_accounts(store, 20)
+    page.goto(console.url + "/accounts")
+    rows = page.locator("table.accounts tbody tr[data-app-id]")
+    wait_until(lambda: rows.count() == 20, 10, what="20 rows")
+    assert [rows.nth(i).get_attribute("data-app-id") for i in range(20)] == ids
+    assert page.locator("#acct-demo-07 .state").inner_text() == "ONLINE"
+    assert page.locator("#acct-demo-07 td").nth(2).inner_text() == "default"
+    shot(page, tmp_path, "1-accounts")
+
+    page.evaluate("window.notReloaded = true")
+    sim.set_online("demo-07", False)  # down, and reconnects fail until it is back
+    state = page.locator("#acct-demo-07 .state")
+    state.filter(has_text="RECONNECTING").wait_for()
+    shot(page, tmp_path, "2-reconnecting")
+    assert page.locator('[data-state="RECONNECTING"] b').inner_text() == "1"
+    sim.set_online("demo-07", False, recoverable=True)  # the next reconnect works
+    state.filter(has_text="ONLINE").wait_for()
+    shot(page, tmp_path, "3-online-again")
+    assert page.evaluate("window.notReloaded") is True  # no reload happened
+    assert store.get("demo-07").state is State.ONLINE
+
+    # filters: by state, by tag
+    store.update("demo-03", tags=["vip"])
+    page.goto(console.url + "/accounts?tag=vip")
+    page.locator("#acct-demo-03").wait_for()  # the filter index is shared for up to 1 s
+    assert rows.count() == 1
+    page.goto(console.url + "/accounts")
+    page.select_option("select[name=state]", "RECONNECTING")
+    page.click("form.filters button")
+    page.locator("table.accounts").filter(has_text="no accounts match").wait_for()
+
+
+def test_qr_login_end_to_end(
+    page: Any, store: AccountStore, sim: Simulator, console: ConsoleProcess, tmp_path: Path
+) -> None:
+    sim.set_online("qr-01", False)  # the gateway has no session: a human must scan
+    store.register("qr-01", note="new phone")
+    store.transition("qr-01", Event.LOGIN_STARTED, reason="earlier attempt")
+    store.transition("qr-01", Event.LOGIN_EXPIRED, reason="nobody scanned")
+    page.goto(console.url + "/accounts?state=IDLE")
+    page.click("#acct-qr-01 a.act")  # "log in" next to the account that needs a human
+    page.click("#start-login")
+    page.wait_for_url("**/accounts/qr-01/login")
+    assert page.locator("#qr-phase").inner_text() == "waiting"
+    image = page.locator("#qr-image")
+    assert image.get_attribute("src").startswith("data:image/png;base64,")
+    assert page.evaluate("document.getElementById('qr-image').naturalWidth") > 50
+    first = int(page.locator("#qr-countdown").inner_text())
+    assert 100 <= first <= 120
+    wait_until(
+        lambda: int(page.locator("#qr-countdown").inner_text()) < first, 10, what="countdown"
+    )
+    assert store.get("qr-01").state is State.LOGGING_IN
+    shot(page, tmp_path, "1-qr-waiting")
+
+    sim.admin("scan", {"appId": "qr-01", "captcha": "246810"})
+    page.locator("#qr-phase").filter(has_text="scanned").wait_for()
+    shot(page, tmp_path, "2-qr-scanned")
+    page.locator("#qr-phase").filter(has_text="captcha").wait_for()
+    shot(page, tmp_path, "3-qr-captcha")
+    page.fill("#captcha-code", "246810")
+    page.click("#captcha-form button")
+    page.locator("#qr-phase").filter(has_text="confirmed").wait_for()
+    assert "qr-01 is ONLINE" in page.locator("#qr-result").inner_text()
+    shot(page, tmp_path, "4-qr-confirmed")
+    account = store.get("qr-01")
+    assert account.state is State.ONLINE and account.wxid == "wxid_qr-01"
+
+    # a login nobody scans can be cancelled, and the account is IDLE again
+    sim.set_online("qr-02", False)
+    store.register("qr-02")
+    page.goto(console.url + "/accounts/qr-02/login")
+    page.click("#start-login")
+    page.locator("#qr-phase").filter(has_text="waiting").wait_for()
+    page.click("text=Cancel login")
+    page.locator("#qr-phase").filter(has_text="cancelled").wait_for()
+    assert store.get("qr-02").state is State.IDLE
+
+
+def test_requeue_a_dead_letter_and_test_send(
+    page: Any,
+    store: AccountStore,
+    sim: Simulator,
+    stack: Stack,
+    console: ConsoleProcess,
+    tmp_path: Path,
+) -> None:
+    store.register("dl-01")  # IDLE: a send from it fails and is dead-lettered
+    client = WxTasksClient.from_settings(stack.settings)
+    failed = client.send_text("dl-01", "wxid_customer", "requeue me").get(timeout=60)
+    assert failed["status"] == "failed"
+    dead = DeadLetters(store.redis, Keys(stack.settings.key_prefix))
+    assert [e["task_id"] for e in dead.list()] == [failed["task_id"]]
+    store.transition("dl-01", Event.LOGIN_SUCCEEDED, reason="logged in meanwhile")
+
+    page.goto(console.url + "/deadletters?status=failed")
+    row = page.locator(f"#dl-{failed['task_id']}")
+    assert "requeue me" in row.inner_text()
+    row.locator("input[type=checkbox]").check()
+    shot(page, tmp_path, "1-deadletters")
+    page.click("#requeue-selected")
+    assert "Requeue 1 dead letter(s)?" in page.locator("h1").inner_text()
+    shot(page, tmp_path, "2-confirm")
+    page.click("#confirm")
+    page.locator(".task-result[data-outcome=sent]").wait_for()
+    shot(page, tmp_path, "3-requeued-and-sent")
+    assert [s["content"] for s in sim.sends() if s["appId"] == "dl-01"] == ["requeue me"]
+    assert dead.count() == 0
+
+    page.goto(console.url + "/accounts/dl-01")
+    page.fill("input[name=to_wxid]", "wxid_tester")
+    page.fill("input[name=content]", "console test send")
+    page.click("#send-test")
+    result = page.locator("#send-result .task-result[data-outcome=sent]")
+    result.wait_for()
+    assert "newMsgId" in result.inner_text()
+    shot(page, tmp_path, "4-test-send")
+    assert any(s["content"] == "console test send" for s in sim.sends())
+    client.app.close()
