@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -144,6 +145,7 @@ class BaseHandler(web.RequestHandler):
         self.console = console
         self.user: str | None = None
         self.session_id: str | None = None
+        self._started = time.monotonic()
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -189,6 +191,12 @@ class BaseHandler(web.RequestHandler):
     @property
     def csrf(self) -> str:
         return csrf_token(self.console.secret, self.session_id or "")
+
+    def finish(self, chunk: Any = None) -> Any:
+        if not self._headers_written:  # how long the console took (benchmarks read it)
+            took_ms = (time.monotonic() - self._started) * 1000
+            self.set_header("Server-Timing", f"app;dur={took_ms:.1f}")
+        return super().finish(chunk)
 
     async def prepare(self) -> None:
         session = self.read_session()
