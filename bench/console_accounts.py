@@ -27,10 +27,10 @@ from harness import bench, percentile
 
 from wxtasks.accounts import AccountStore
 from wxtasks.console.views import PAGE_SIZE, AccountIndex, accounts_page
+from wxtasks.dev.redis_server import free_port
+from wxtasks.dev.stack import wait_until
 from wxtasks.machine import State
-from wxtasks.redis_server import free_port
 from wxtasks.runtime import redis_client
-from wxtasks.stack import wait_until
 
 USER, PASSWORD = "bench", "bench-password"
 URLS = [

@@ -10,8 +10,8 @@ from typing import Any
 import requests
 
 from wxtasks.config import Settings
-from wxtasks.redis_server import free_port
-from wxtasks.stack import Child, Supervisor, wait_until
+from wxtasks.dev.redis_server import free_port
+from wxtasks.dev.stack import Child, Supervisor, wait_until
 
 USER = "ops"
 PASSWORD = "pw-for-console-tests"

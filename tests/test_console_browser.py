@@ -21,10 +21,10 @@ from tests.console_support import PASSWORD, USER, ConsoleProcess, demo_accounts,
 from wxtasks.accounts import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.deadletters import DeadLetters
+from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.keys import Keys
 from wxtasks.machine import Event, State
 from wxtasks.runtime import redis_client
-from wxtasks.stack import Supervisor, wait_until
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.browser]
 

@@ -30,8 +30,7 @@ from wxtasks.config import Settings
 from wxtasks.console.auth import Users, csrf_ok, csrf_token, parse_basic
 from wxtasks.console.qrlogin import QrLogins
 from wxtasks.console.views import AccountIndex
-from wxtasks.lifecycle import Lifecycle
-from wxtasks.outbox import LANES, Outbox
+from wxtasks.outbox import LANES
 from wxtasks.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -62,36 +61,22 @@ class Console:
         login_poll_s: float = 5.0,
         flower_url: str = "",
     ) -> None:
-        from wxtasks.celeryconf import configure
         from wxtasks.client import WxTasksClient
 
         self.settings = settings
         self.users = users or Users.from_settings(settings)
         self.secret = (settings.console_secret or secrets.token_hex(32)).encode()
-        self.rt = Runtime(settings)
+        self.rt = Runtime(settings)  # the same composition the CLI and the workers have
         self.index = AccountIndex(self.rt.accounts)
-        self.outbox = Outbox(self.rt.redis, settings, self.rt.keys, self.rt.scripts)
-        self.celery: Celery = configure(Celery("wxtasks-console"), settings)
+        self.celery: Celery = self.rt.celery
         self.client = WxTasksClient(app=self.celery)
-        self.lifecycle = Lifecycle(
-            self.rt.redis, settings, self.rt.accounts, self.rt.gateway, self.dispatch
-        )
         self.logins = QrLogins(
-            self.rt.accounts, self.rt.gateway, self.lifecycle.follow_up, poll_s=login_poll_s
+            self.rt.accounts, self.rt.gateway, self.rt.lifecycle.follow_up, poll_s=login_poll_s
         )
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
         self._driving: set[str] = set()
         self._wake: dict[str, asyncio.Event] = {}
-
-    def dispatch(
-        self,
-        task: str,
-        kwargs: dict[str, Any],
-        countdown: float | None = None,
-        expires: float | None = None,
-    ) -> None:
-        self.celery.send_task(task, kwargs=kwargs, countdown=countdown, expires=expires)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (Redis, the gateway, the broker) off the event loop."""

@@ -98,7 +98,7 @@ class AccountsHandler(BaseHandler):
                 tag=self.get_argument("tag", ""),
                 query=self.get_argument("q", ""),
                 page=page_no,
-                backlog=self.console.outbox.backlog,
+                backlog=self.console.rt.outbox.backlog,
             )
         )
         # the live table polls ?part=rows: the counts and the rows, no page around them
