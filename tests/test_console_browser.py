@@ -124,7 +124,8 @@ def test_accounts_page_shows_states_live(
     state = page.locator("#acct-demo-07 .state")
     state.filter(has_text="RECONNECTING").wait_for()
     shot(page, tmp_path, "2-reconnecting")
-    assert page.locator('[data-state="RECONNECTING"] b').inner_text() == "1"
+    # the counts come from the shared index (about a second behind the rows)
+    page.locator('[data-state="RECONNECTING"] b').filter(has_text="1").wait_for()
     sim.set_online("demo-07", False, recoverable=True)  # the next reconnect works
     state.filter(has_text="ONLINE").wait_for()
     shot(page, tmp_path, "3-online-again")
