@@ -38,11 +38,22 @@ def test_the_services_users_expect_exist() -> None:
         "flower",
         "metrics",
         "callbacks",
+        "console",
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["simulator", "worker-send", "worker-control", "beat", "flower", "metrics", "callbacks"]
+    "name",
+    [
+        "simulator",
+        "worker-send",
+        "worker-control",
+        "beat",
+        "flower",
+        "metrics",
+        "callbacks",
+        "console",
+    ],
 )
 def test_each_command_exists_in_the_code(name: str) -> None:
     command = services()[name]["command"]
@@ -85,6 +96,12 @@ def test_every_variable_compose_interpolates_is_in_env_example() -> None:
     example = (ROOT / ".env.example").read_text()
     for name in used:
         assert re.search(rf"^{name}=", example, re.M), name
+
+
+def test_the_console_has_no_default_password() -> None:
+    env = services()["console"]["environment"]
+    assert ":?" in env["WXTASKS_CONSOLE_USERS"]  # compose refuses to start without it
+    assert "127.0.0.1:" in services()["console"]["ports"][0]
 
 
 def test_redis_keeps_its_data_and_needs_a_password() -> None:

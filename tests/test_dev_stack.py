@@ -53,7 +53,7 @@ def _alive(pid: int) -> bool:
 
 def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     redis_port, flower, sim, metrics = free_port(), free_port(), free_port(), free_port()
-    callbacks = free_port()
+    callbacks, console = free_port(), free_port()
     env = {
         k: v
         for k, v in os.environ.items()
@@ -76,6 +76,8 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
             str(metrics),
             "--callback-port",
             str(callbacks),
+            "--console-port",
+            str(console),
         ],
         cwd=tmp_path,
         env=env,
@@ -191,6 +193,9 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
             'wxtasks_accounts{state="ONLINE"} 5.0'
             in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
         )
+        # the console runs too, behind a login made for this run (printed, never a default)
+        assert requests.get(f"http://127.0.0.1:{console}/login", timeout=5).ok
+        assert requests.get(f"http://127.0.0.1:{console}/accounts", timeout=5).status_code == 401
 
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium:

@@ -24,7 +24,7 @@ from wxtasks.cli import inbound as _inbound  # noqa: E402
 from wxtasks.cli import ops as _ops  # noqa: E402
 from wxtasks.cli import outbox as _outbox  # noqa: E402
 from wxtasks.cli import sends as _sends  # noqa: E402
-from wxtasks.console.cli import console as _console  # noqa: E402
+from wxtasks.cli.console import console as _console  # noqa: E402
 
 main.add_command(_console)
 

@@ -73,6 +73,7 @@ def simulator(
 @click.option("--flower-port", type=int, default=5555, show_default=True)
 @click.option("--metrics-port", type=int, default=9808, show_default=True)
 @click.option("--callback-port", type=int, default=8088, show_default=True)
+@click.option("--console-port", type=int, default=8000, show_default=True)
 @click.option("--send-concurrency", type=int, default=2, show_default=True)
 @click.option("--control-concurrency", type=int, default=2, show_default=True)
 @click.option(
@@ -87,13 +88,14 @@ def dev(
     flower_port: int,
     metrics_port: int,
     callback_port: int,
+    console_port: int,
     send_concurrency: int,
     control_concurrency: int,
     simulator_port: int,
 ) -> None:
     """The whole stack on this machine: Redis (embedded if none answers), the gateway
-    simulator (unless WECHATAPI_BASE_URL is set), a send worker, a control worker, beat
-    and Flower. Ctrl-C stops everything it started."""
+    simulator (unless WECHATAPI_BASE_URL is set), a send worker, a control worker, beat,
+    Flower and the console. Ctrl-C stops everything it started."""
     from wxtasks.dev.stack import DevStack
 
     DevStack(
@@ -101,6 +103,7 @@ def dev(
         flower_port=flower_port,
         metrics_port=metrics_port,
         callback_port=callback_port,
+        console_port=console_port,
         send_concurrency=send_concurrency,
         control_concurrency=control_concurrency,
         simulator_port=simulator_port,

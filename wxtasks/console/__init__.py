@@ -12,6 +12,6 @@ module                   what
 ``qrlogin``              QR login driven from the browser (getLoginQrCode/checkLogin)
 ``app``                  composition (``Console``), authentication on every route
 ``pages``                the handlers and the route table
-``cli``                  ``wxtasks console [--host --port]``, ``hash-password``
+``wxtasks.cli.console``    ``wxtasks console [--host --port]``, ``hash-password``
 =======================  =========================================================
 """

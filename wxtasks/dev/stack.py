@@ -182,10 +182,12 @@ class DevStack:
         simulator_port: int = 2531,
         metrics_port: int = 9808,
         callback_port: int = 8088,
+        console_port: int = 8000,
     ) -> None:
         self.n_accounts = n_accounts
         self.metrics_port = metrics_port
         self.callback_port = callback_port
+        self.console_port = console_port
         self.flower_port = flower_port
         self.send_concurrency = send_concurrency
         self.control_concurrency = control_concurrency
@@ -298,6 +300,17 @@ class DevStack:
             [sys.executable, "-m", "wxtasks", "callbacks", "--port", str(self.callback_port)],
             env,
         )
+        console_login = ""
+        if not (settings.console_users or settings.console_users_file):
+            password = secrets.token_urlsafe(12)  # a dev login for this run, never a default
+            env["WXTASKS_CONSOLE_USERS"] = f"admin:{password}"
+            console_login = f" (user admin, password {password})"
+        flower = f"--flower-url=http://127.0.0.1:{self.flower_port}"
+        sup.start(
+            "console",
+            [sys.executable, "-m", "wxtasks", "console", "--port", str(self.console_port), flower],
+            env,
+        )
         receiver = f"http://127.0.0.1:{self.callback_port}"
         if own_simulator:  # have it push events to the receiver
             from wxtasks.callbacks import callback_url
@@ -318,6 +331,7 @@ class DevStack:
             f"Flower: http://127.0.0.1:{self.flower_port}  "
             f"(REST: POST /api/task/send-task/wxtasks.send_text)"
         )
+        self.say(f"console: http://127.0.0.1:{self.console_port}{console_login}")
         self.say(f"logs: {sup.log_dir}")
         self.say(
             "try, in another terminal:  wxtasks status   wxtasks accounts list   "
