@@ -171,6 +171,9 @@ def test_qr_login_end_to_end(
     shot(page, tmp_path, "2-qr-scanned")
     page.locator("#qr-phase").filter(has_text="captcha").wait_for()
     shot(page, tmp_path, "3-qr-captcha")
+    page.fill("#captcha-code", "000000")  # a typo: the gateway asks again
+    page.click("#captcha-form button")
+    page.locator("#qr-message").filter(has_text="not accepted").wait_for()
     page.fill("#captcha-code", "246810")
     page.click("#captcha-form button")
     page.locator("#qr-phase").filter(has_text="confirmed").wait_for()

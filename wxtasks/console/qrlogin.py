@@ -136,6 +136,7 @@ class QrLogins:
         if login is None or login.phase.done:
             return login
         login.captcha_code = code.strip()
+        login.phase = Phase.SCANNED  # back to watching: the next poll sends the code
         login.message = "code sent; checking"
         return login
 
