@@ -53,7 +53,8 @@ def console(supervisor: Any, settings: Settings) -> Iterator[ConsoleProcess]:
 
 def _concrete(pattern: str) -> str:
     path = pattern.replace(r"([^/]+)", "demo-01").replace(r"([\w-]+)", "some-task-id")
-    return re.sub(r"\(.*?\)\?", "", path)
+    path = re.sub(r"\(([\w]+)(\|[\w|]+)?\)(?!\?)", r"\1", path)  # (pause|resume) -> pause
+    return re.sub(r"\(.*?\)\?", "", path).replace("\\.", ".")
 
 
 def _every_path() -> list[str]:
@@ -237,3 +238,59 @@ def test_a_logged_in_page_shows_state_and_hides_nothing_it_should_show(
     page = console.basic().get(console.url + "/accounts/demo-02", timeout=10).text
     assert "RECONNECTING" in page and "heartbeat: gateway says offline" in page
     assert console.basic().get(console.url + "/accounts/nobody", timeout=10).status_code == 404
+
+
+def test_campaigns_progress_pause_resume_cancel_and_report(
+    console: ConsoleProcess, store: AccountStore, settings: Settings
+) -> None:
+    import csv
+    import io
+    import time
+
+    from wxtasks.campaigns import Content
+    from wxtasks.runtime import Runtime
+
+    demo_accounts(store, 2)
+    rt = Runtime(settings)
+    targets = [("demo-01", f"wxid_{i}") for i in range(3)] + [("demo-02", "wxid_x")]
+    rt.campaigns.create(
+        "spring-sale",
+        Content.parse("text", {"content": "春季大促"}),
+        targets,
+        start_at=time.time() + 3600,  # scheduled: nothing goes out during the test
+    )
+    http = console.form_login()
+    listing = http.get(console.url + "/campaigns", timeout=10).text
+    assert 'data-campaign="spring-sale"' in listing and "0/4" in listing
+    assert 'href="/campaigns"' in listing  # in the navigation
+    page = http.get(console.url + "/campaigns/spring-sale", timeout=10).text
+    assert 'id="campaign-state">scheduled' in page and "春季大促" in page
+    token = csrf_in(page)
+
+    def act(action: str, **extra: str) -> str:
+        reply = http.post(
+            console.url + f"/campaigns/spring-sale/{action}",
+            data={"_csrf": token, **extra},
+            timeout=10,
+        )
+        assert reply.ok, reply.text
+        return reply.text
+
+    assert 'id="campaign-state">paused' in act("pause")
+    assert rt.campaigns.show("spring-sale")["state"] == "paused"
+    assert 'id="campaign-state">scheduled' in act("resume")
+    confirm = act("cancel")  # first the question, nothing changes yet
+    assert "Cancel campaign spring-sale?" in confirm
+    assert rt.campaigns.show("spring-sale")["state"] == "scheduled"
+    assert 'id="campaign-state">cancelled' in act("cancel", confirmed="yes")
+    shown = rt.campaigns.show("spring-sale")
+    assert shown["state"] == "cancelled" and shown["cancelled"] == 4
+
+    report = http.get(console.url + "/campaigns/spring-sale/report.csv", timeout=10)
+    assert report.headers["Content-Type"].startswith("text/csv")
+    assert "attachment" in report.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(report.content.decode("utf-8-sig"))))
+    assert [(r["app_id"], r["to_wxid"], r["status"]) for r in rows] == [
+        (a, w, "cancelled") for a, w in targets
+    ]
+    assert http.get(console.url + "/campaigns/nope", timeout=10).status_code == 404

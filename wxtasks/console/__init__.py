@@ -1,7 +1,8 @@
 """The operator's console: a small web app next to Flower (``wxtasks console``).
 
 Flower shows tasks; the console shows accounts: their states (live), the ones that need a
-human, a QR login in the browser, dead letters to requeue or purge, and a test send.
+human, a QR login in the browser, campaigns to pause, resume or cancel, dead letters to
+requeue or purge, and a test send.
 Server-rendered tornado templates with htmx (vendored, no build step) for the live parts.
 
 =======================  =========================================================
@@ -12,6 +13,7 @@ module                   what
 ``qrlogin``              QR login driven from the browser (getLoginQrCode/checkLogin)
 ``app``                  composition (``Console``), authentication on every route
 ``pages``                the handlers and the route table
+``campaigns``            campaigns: progress, pause / resume / cancel, the CSV report
 ``wxtasks.cli.console``    ``wxtasks console [--host --port]``, ``hash-password``
 =======================  =========================================================
 """

@@ -4,8 +4,8 @@
 account store and dead letters, a Celery producer, the lifecycle's follow-up, the QR
 logins). ``BaseHandler`` authenticates every request (session cookie or HTTP Basic) and
 checks the CSRF token of every state-changing one before any handler code runs; only the
-login form is public. Pages live in :mod:`wxtasks.console.pages`; a new area (campaigns)
-adds its handlers there and one entry to ``NAV``.
+login form is public. Pages live in :mod:`wxtasks.console.pages` (campaigns in
+:mod:`wxtasks.console.campaigns`); a new area adds its routes there and one entry to ``NAV``.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ SESSION_COOKIE = "wxtasks_console"
 SESSION_DAYS = 0.5  # a browser session lasts a working day at most
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
-#: (path, label) of the top navigation. Campaigns add ("/campaigns", "Campaigns") here,
-#: with their handlers in pages.ROUTES, once they exist.
+#: (path, label) of the top navigation; an area's handlers are in pages.ROUTES
 NAV: list[tuple[str, str]] = [
     ("/accounts", "Accounts"),
+    ("/campaigns", "Campaigns"),
     ("/deadletters", "Dead letters"),
 ]
 

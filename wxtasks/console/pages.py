@@ -332,3 +332,12 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (r"/deadletters/confirm", DeadLettersConfirmHandler),
     (r"/deadletters/apply", DeadLettersApplyHandler),
 ]
+
+
+def _add_areas() -> None:
+    from wxtasks.console import campaigns
+
+    ROUTES.extend(campaigns.ROUTES)
+
+
+_add_areas()
