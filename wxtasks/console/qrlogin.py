@@ -198,6 +198,7 @@ class QrLogins:
                     expect=[State.LOGGING_IN, State.IDLE],
                     extra={"wxid": status.wxid, "nick_name": status.nick_name},
                 )
+                self.accounts.note_first_login(app_id)  # a new device: bulk sends warm up
                 if decision is not None:
                     self.follow_up(app_id, decision)
                 login.phase = Phase.CONFIRMED
