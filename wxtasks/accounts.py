@@ -21,7 +21,7 @@ import redis
 
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, TransitionRefused, UnknownAccountError
-from wxtasks.keys import Keys, validate_app_id
+from wxtasks.keys import Keys, validate_app_id, validate_gateway_name
 from wxtasks.machine import Decision, Event, Policy, Snapshot, State, decide
 from wxtasks.scripts import Scripts
 
@@ -48,6 +48,8 @@ class Account:
     last_error: str = ""
     wxid: str = ""
     nick_name: str = ""
+    #: the gateway serving the account (``default``: the environment's)
+    gateway: str = "default"
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -69,6 +71,7 @@ class Account:
             last_error=h.get("last_error", ""),
             wxid=h.get("wxid", ""),
             nick_name=h.get("nick_name", ""),
+            gateway=h.get("gateway") or "default",
         )
 
     def snapshot(self) -> Snapshot:
@@ -99,6 +102,7 @@ class Account:
             "last_error": self.last_error,
             "wxid": self.wxid,
             "nick_name": self.nick_name,
+            "gateway": self.gateway,
         }
 
 
@@ -140,13 +144,17 @@ class AccountStore:
         note: str | None = None,
         tags: Iterable[str] | None = None,
         pacing: Mapping[str, str] | None = None,
+        gateway: str | None = None,
     ) -> tuple[Account, bool]:
         """Register ``app_id`` (IDLE, heartbeat scheduled); an existing one gets the options.
+        ``gateway``: the registered gateway serving it (default: ``default``).
 
         Returns the account and whether it was new.
         """
         validate_app_id(app_id)
         options = {**_options(rate, burst, note, tags), **pacing_options(pacing)}
+        if gateway is not None:
+            options["gateway"] = self._known_gateway(gateway)
         now = self.clock()
         # the first heartbeat is spread over one interval, so thousands never align
         first_due = now + random.uniform(0, self.settings.heartbeat_interval_s)
@@ -170,13 +178,30 @@ class AccountStore:
         note: str | None = None,
         tags: Iterable[str] | None = None,
         pacing: Mapping[str, str] | None = None,
+        gateway: str | None = None,
     ) -> Account:
         options = {**_options(rate, burst, note, tags), **pacing_options(pacing)}
+        if gateway is not None:
+            options["gateway"] = self._known_gateway(gateway)
         if options:
             flat = [x for kv in options.items() for x in kv]
             if not self.scripts.hset_existing(keys=[self.keys.account(app_id)], args=flat):
                 raise UnknownAccountError(app_id)
         return self.get(app_id)
+
+    def _known_gateway(self, name: str) -> str:
+        validate_gateway_name(name)
+        if name != "default" and not self.redis.sismember(self.keys.gateways, name):
+            raise BadInputError(
+                f"gateway {name!r} is not registered; add it first: wxtasks gateways add {name} "
+                "--base-url URL --profile P --token-env VAR"
+            )
+        return name
+
+    def on_gateway(self, name: str) -> list[Account]:
+        """The accounts ``name`` serves (reads every account: for rare moments, such as a
+        gateway coming back or being removed)."""
+        return [a for a in self.get_many(self.app_ids()) if a.gateway == name]
 
     def remove(self, app_id: str) -> bool:
         """Forget the account: record, schedule entry, bucket. Its timers stop."""

@@ -120,7 +120,9 @@ class LockedScheduler(beat.Scheduler):
     def _dispatch(self) -> None:
         if self._dispatcher is None:
             rt = runtime_for(self.app)
-            self._dispatcher = Dispatcher(rt.outbox, publisher(self.app, rt.campaigns))
+            self._dispatcher = Dispatcher(
+                rt.outbox, publisher(self.app, rt.campaigns), fleet=rt.fleet
+            )
         try:
             self._dispatcher.tick()
             if time.monotonic() - self._chores_at >= 1.0:

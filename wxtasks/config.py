@@ -20,15 +20,21 @@ Public names (other teams' deploy scripts and docker-compose use them):
 ``WECHATAPI_TIMEOUT_S`` (default ``10``)
     HTTP timeout per gateway call
 ``WXTASKS_REDIS_URL`` (default ``redis://localhost:6379/0``)
-    state store (and task results)
+    state store (and task results): redis://..., or Redis Sentinel as
+    redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>
 ``CELERY_BROKER_URL`` (default state Redis, db 1)
-    broker: redis://... or amqp://...
+    broker: redis://..., redis+sentinel://... (as WXTASKS_REDIS_URL) or amqp://...
 ``CELERY_RESULT_BACKEND`` (default WXTASKS_REDIS_URL)
-    task results
+    task results: redis://... or redis+sentinel://...
 ``WXTASKS_RATE_PER_SECOND`` (default ``5``)
     global send rate (token bucket)
 ``WXTASKS_BURST`` (default ``10``)
     global burst
+``WXTASKS_GATEWAY_RATE_PER_SECOND`` (default WXTASKS_RATE_PER_SECOND)
+    each gateway's own send limit (its API's): the default gateway's, and a registered
+    one's unless it sets --rate
+``WXTASKS_GATEWAY_BURST`` (default WXTASKS_BURST)
+    each gateway's burst, unless the gateway sets --burst
 ``WXTASKS_ACCOUNT_RATE_PER_SECOND`` (default ``1``)
     default per-account send rate (override per account)
 ``WXTASKS_ACCOUNT_BURST`` (default ``2``)
@@ -113,6 +119,17 @@ Public names (other teams' deploy scripts and docker-compose use them):
     signs console sessions and CSRF tokens (empty: random per process)
 ``WXTASKS_CONSOLE_URL`` (default empty)
     the console's public URL: needLogin alerts link to its QR login page
+``WXTASKS_SECRETS_DIR`` (default empty)
+    a directory of secret files: a gateway's token is read from the file named after its
+    --token-env variable when that variable is not set (Docker/Kubernetes secrets)
+``WXTASKS_GATEWAY_DOWN_FAILURES`` (default ``5``)
+    a gateway is marked down after this many unavailable answers in a row (refused, 503)
+    ...
+``WXTASKS_GATEWAY_DOWN_AFTER_S`` (default ``10``)
+    ... spread over at least this many seconds
+``WXTASKS_GATEWAY_PROBE_INTERVAL_S`` (default ``10``)
+    a gateway marked down gets one probe this often (its accounts none); at most the
+    heartbeat interval
 """
 
 from __future__ import annotations
@@ -120,6 +137,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -131,6 +149,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from wxtasks.errors import ConfigError
 
 PROFILES = ("videosapi", "gewe", "v1")
+#: Redis Sentinel in WXTASKS_REDIS_URL / CELERY_BROKER_URL / CELERY_RESULT_BACKEND
+SENTINEL_SCHEME = "redis+sentinel"
+#: what a gateway's --token-env may name
+SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 ALERT_FORMATS = ("dingtalk", "feishu", "wecom", "json")
 LOG_FORMATS = ("text", "json")
 
@@ -160,7 +182,10 @@ def _url(*schemes: str) -> Check:
     def check(value: str) -> str | None:
         try:
             parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
+            if parts.scheme == SENTINEL_SCHEME:  # several host:port, checked by its parser
+                parse_sentinel_url(value)
+            else:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
             return f"is not a URL: {exc}"
         if parts.scheme not in schemes or not (parts.netloc or parts.path):
@@ -272,27 +297,43 @@ class Settings:
     redis_url: str = _setting(
         "WXTASKS_REDIS_URL",
         "redis://localhost:6379/0",
-        "state store (and task results)",
-        check=_url("redis", "rediss", "unix"),
+        "state store (and task results): redis://..., or Redis Sentinel as "
+        "redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>",
+        check=_url("redis", "rediss", "unix", SENTINEL_SCHEME),
     )
     broker_url: str = _setting(
         "CELERY_BROKER_URL",
         "",
-        "broker: redis://... or amqp://...",
-        check=_url("redis", "rediss", "amqp", "pyamqp", "amqps"),
+        "broker: redis://..., redis+sentinel://... (as WXTASKS_REDIS_URL) or amqp://...",
+        check=_url("redis", "rediss", SENTINEL_SCHEME, "amqp", "pyamqp", "amqps"),
         shown="state Redis, db 1",
     )
     result_backend_url: str = _setting(
         "CELERY_RESULT_BACKEND",
         "",
-        "task results",
-        check=_url("redis", "rediss"),
+        "task results: redis://... or redis+sentinel://...",
+        check=_url("redis", "rediss", SENTINEL_SCHEME),
         shown="WXTASKS_REDIS_URL",
     )
     rate_per_second: float = _setting(
         "WXTASKS_RATE_PER_SECOND", 5.0, "global send rate (token bucket)", check=_positive
     )
     burst: int = _setting("WXTASKS_BURST", 10, "global burst", check=_positive)
+    gateway_rate_per_second: float = _setting(
+        "WXTASKS_GATEWAY_RATE_PER_SECOND",
+        0.0,
+        "each gateway's own send limit (its API's): the default gateway's, and a registered "
+        "one's unless it sets --rate",
+        check=_not_negative,
+        shown="WXTASKS_RATE_PER_SECOND",
+    )
+    gateway_burst: int = _setting(
+        "WXTASKS_GATEWAY_BURST",
+        0,
+        "each gateway's burst, unless the gateway sets --burst",
+        check=_not_negative,
+        shown="WXTASKS_BURST",
+    )
     account_rate_per_second: float = _setting(
         "WXTASKS_ACCOUNT_RATE_PER_SECOND",
         1.0,
@@ -498,11 +539,41 @@ class Settings:
         "the console's public URL: needLogin alerts link to its QR login page",
     )
 
+    secrets_dir: str = _setting(
+        "WXTASKS_SECRETS_DIR",
+        "",
+        "a directory of secret files: a gateway's token is read from the file named after "
+        "its --token-env variable when that variable is not set (Docker/Kubernetes secrets)",
+    )
+    gateway_down_failures: int = _setting(
+        "WXTASKS_GATEWAY_DOWN_FAILURES",
+        5,
+        "a gateway is marked down after this many unavailable answers in a row (refused, 503) ...",
+        check=_positive,
+    )
+    gateway_down_after_s: float = _setting(
+        "WXTASKS_GATEWAY_DOWN_AFTER_S",
+        10.0,
+        "... spread over at least this many seconds",
+        check=_not_negative,
+    )
+    gateway_probe_interval_s: float = _setting(
+        "WXTASKS_GATEWAY_PROBE_INTERVAL_S",
+        10.0,
+        "a gateway marked down gets one probe this often (its accounts none); at most "
+        "the heartbeat interval",
+        check=_positive,
+    )
+
     def __post_init__(self) -> None:
         if not self.broker_url:
             object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
         if not self.result_backend_url:
             object.__setattr__(self, "result_backend_url", self.redis_url)
+        if not self.gateway_rate_per_second:
+            object.__setattr__(self, "gateway_rate_per_second", self.rate_per_second)
+        if not self.gateway_burst:
+            object.__setattr__(self, "gateway_burst", self.burst)
         self.validate()
 
     def validate(self) -> None:
@@ -519,6 +590,39 @@ class Settings:
             )
         if self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= WXTASKS_BACKOFF_BASE_S")
+        for env, url in (
+            ("WXTASKS_REDIS_URL", self.redis_url),
+            ("CELERY_BROKER_URL", self.broker_url),
+            ("CELERY_RESULT_BACKEND", self.result_backend_url),
+        ):
+            if urlsplit(url).scheme == SENTINEL_SCHEME:
+                try:
+                    parse_sentinel_url(url)
+                except ValueError as exc:
+                    raise ConfigError(f"{env} {exc}") from None
+
+    def secret(self, variable: str) -> str:
+        """The secret named ``variable`` (a gateway's ``--token-env``): the environment
+        variable of that name, else the file of that name in WXTASKS_SECRETS_DIR, else "".
+        Read when needed and never stored: the value stays out of Redis and of repr."""
+        if not SECRET_NAME.fullmatch(variable):
+            raise ConfigError(
+                f"a token variable is an environment variable name (A-Z, 0-9, _), got {variable!r}"
+            )
+        value = os.environ.get(variable, "")
+        if value.strip():
+            return value.strip()
+        if self.secrets_dir:
+            path = Path(self.secrets_dir) / variable
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                return ""
+            except OSError as exc:
+                raise ConfigError(
+                    f"WXTASKS_SECRETS_DIR: cannot read {variable}: {exc.strerror}"
+                ) from None
+        return ""
 
     @classmethod
     def from_env(
@@ -650,9 +754,58 @@ def markdown_table() -> str:
 
 def _with_db(redis_url: str, db: int) -> str:
     parts = urlsplit(redis_url)
+    if parts.scheme == SENTINEL_SCHEME:
+        master = parts.path.strip("/").split("/")[0]
+        return urlunsplit(
+            (parts.scheme, parts.netloc, f"/{master}/{db}", parts.query, parts.fragment)
+        )
     if parts.scheme not in ("redis", "rediss"):
         return redis_url
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>``: the
+    sentinels to ask, the monitored master's name, the database, and the password of the
+    Redis servers (the sentinels themselves are asked without one)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    password: str | None
+
+    def kombu_url(self) -> str:
+        """Celery/kombu's form: ``sentinel://[:pw@]h1:26379/db;sentinel://h2:26379/db``;
+        the master's name goes in the transport options (``master_name``)."""
+        auth = f":{self.password}@" if self.password else ""
+        return ";".join(f"sentinel://{auth}{h}:{p}/{self.db}" for h, p in self.sentinels)
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Read a ``redis+sentinel://`` URL; ValueError says what is missing."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    password = parts.password
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host:
+            host, port = port, "26379"
+        try:
+            sentinels.append((host, int(port)))
+        except ValueError:
+            raise ValueError(f"has a bad sentinel address {item!r}") from None
+    path = [p for p in parts.path.split("/") if p]
+    if not sentinels or not path:
+        raise ValueError(
+            "must be redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>"
+        )
+    try:
+        db = int(path[1]) if len(path) > 1 else 0
+    except ValueError:
+        raise ValueError(f"has a bad database number {path[1]!r}") from None
+    return SentinelUrl(tuple(sentinels), path[0], db, password)
 
 
 def _redact(url: str) -> str:

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 _ALERT_TEXT = {
     "needLogin": "账号需要扫码登录 (needs a QR login)",
     "maxRetryReached": "账号重连失败次数已达上限 (reconnect retries exhausted)",
+    "gatewayDown": "网关无响应，其账号暂停 (gateway down; its accounts wait)",
+    "gatewayUp": "网关已恢复 (gateway back)",
 }
 
 
@@ -34,8 +36,11 @@ def publish_alert(
     alert: str,
     reason: str = "",
     state: str = "",
+    *,
+    gateway: str = "",
 ) -> str:
-    """Append an alert to the events stream; returns its stream id."""
+    """Append an alert to the events stream; returns its stream id. A gateway's alert
+    (``gatewayDown``, ``gatewayUp``) names the gateway and no account."""
     entry = {
         "kind": "alert",
         "alert": alert,
@@ -44,13 +49,18 @@ def publish_alert(
         "reason": reason,
         "at": f"{time.time():.3f}",
     }
+    if gateway:
+        entry["gateway"] = gateway
     stream_id = client.xadd(
         Keys(settings.key_prefix).events,
         entry,  # type: ignore[arg-type]
         maxlen=settings.events_maxlen,
         approximate=True,
     )
-    logger.warning("alert %s appId=%s: %s", alert, app_id, reason or "-")
+    if gateway:
+        logger.warning("alert %s gateway=%s: %s", alert, gateway, reason or "-")
+    else:
+        logger.warning("alert %s appId=%s: %s", alert, app_id, reason or "-")
     return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
 
 
@@ -90,14 +100,22 @@ def _entry(stream_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
 
 
 def alert_payload(
-    fmt: str, alert: str, app_id: str, reason: str, at: float, link: str = ""
+    fmt: str,
+    alert: str,
+    app_id: str,
+    reason: str,
+    at: float,
+    link: str = "",
+    gateway: str = "",
 ) -> dict[str, Any]:
     """The webhook body for ``fmt`` (dingtalk | feishu | wecom | json); ``link`` is where
-    a human acts on it (the console's QR login page)."""
+    a human acts on it (the console's QR login page); ``gateway`` names the gateway of a
+    gateway's alert (``gatewayDown``, ``gatewayUp``), which names no account."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+    who = f"gateway: {gateway}" if gateway else f"appId: {app_id}"
     text = (
         f"[wxtasks] {alert}: {_ALERT_TEXT.get(alert, alert)}\n"
-        f"appId: {app_id}\nreason: {reason or '-'}\ntime: {stamp}"
+        f"{who}\nreason: {reason or '-'}\ntime: {stamp}"
     )
     if link:
         text += f"\nlog in: {link}"
@@ -110,6 +128,8 @@ def alert_payload(
     body: dict[str, Any] = {"alert": alert, "app_id": app_id, "reason": reason, "at": at}
     if link:
         body["link"] = link
+    if gateway:
+        body["gateway"] = gateway
     return {**body, "text": text}
 
 
@@ -129,10 +149,11 @@ def post_alert(
     reason: str,
     at: float,
     session: requests.Session | None = None,
+    gateway: str = "",
 ) -> int:
     """POST one alert to the webhook; returns the HTTP status. Raises on network errors."""
     link = console_link(settings, alert, app_id)
-    body = alert_payload(settings.alert_format, alert, app_id, reason, at, link)
+    body = alert_payload(settings.alert_format, alert, app_id, reason, at, link, gateway)
     http = session or requests
     try:
         response = http.post(settings.alert_webhook_url, json=body, timeout=5)

@@ -10,10 +10,26 @@ key                                    type    content / TTL
 ``wx:accounts``                        set     every registered appId; no TTL
 ``wx:acct:{appId}``                    hash    the account record: state, version,
                                                retry_count, rate, burst, note, tags,
+                                               gateway (absent: default),
                                                last_heartbeat_at, ...; no TTL
 ``wx:bucket:{appId}``                  string  per-account token bucket (GCRA theoretical
                                                arrival time, ms); expires when full again
-``wx:bucket:global``                   string  the global token bucket; same shape
+``wx:bucket:global``                   string  the global (fleet-wide) token bucket; same
+                                               shape
+``wx:bucket:gw:<gateway>``             string  a gateway's token bucket (its API's limit);
+                                               same shape
+``wx:gateways``                        set     registered gateway names (``default`` is
+                                               the environment's and is not stored)
+``wx:gateways:down``                   set     the gateways marked down now
+``wx:gateway:<gateway>``               hash    a registered gateway: base_url, profile,
+                                               token_env (the variable's NAME, never the
+                                               token), rate, burst, callback_secret,
+                                               note, created_at; no TTL
+``wx:gateway:<gateway>:health``        hash    failures (unavailable answers in a row),
+                                               first_failure_at, down_since, last_error,
+                                               up_at; no TTL
+``wx:gateway:<gateway>:probe``         string  a down gateway's probe slot: whoever sets
+                                               it (NX) probes; PX the probe interval
 ``wx:claim:{appId}:<digest>``          hash    a send claim (dedup): owner task id, status
                                                inflight|sent|unknown, gateway ids;
                                                TTL ``WXTASKS_DEDUP_TTL_S``
@@ -80,6 +96,19 @@ APP_ID_PATTERN = r"[A-Za-z0-9_.@-]{1,64}"
 _APP_ID = re.compile(APP_ID_PATTERN)
 
 
+GATEWAY_NAME_RULE = "1 to 32 characters, each an ASCII letter, a digit or one of _ . -"
+_GATEWAY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def validate_gateway_name(name: object) -> str:
+    """``name`` when it follows :data:`GATEWAY_NAME_RULE` (it is part of key names)."""
+    if isinstance(name, str) and _GATEWAY_NAME.fullmatch(name):
+        return name
+    raise BadInputError(
+        f"gateway name {name!r} is not valid: a gateway name is {GATEWAY_NAME_RULE}"
+    )
+
+
 def validate_app_id(app_id: object) -> str:
     """``app_id`` when it follows :data:`APP_ID_RULE`; else BadInputError naming the rule."""
     if isinstance(app_id, str) and _APP_ID.fullmatch(app_id):
@@ -105,6 +134,26 @@ class Keys:
     @property
     def global_bucket(self) -> str:
         return f"{self.prefix}:bucket:global"
+
+    @property
+    def gateways(self) -> str:
+        return f"{self.prefix}:gateways"
+
+    @property
+    def gateways_down(self) -> str:
+        return f"{self.prefix}:gateways:down"
+
+    def gateway(self, name: str) -> str:
+        return f"{self.prefix}:gateway:{name}"
+
+    def gateway_bucket(self, name: str) -> str:
+        return f"{self.prefix}:bucket:gw:{name}"
+
+    def gateway_health(self, name: str) -> str:
+        return f"{self.prefix}:gateway:{name}:health"
+
+    def gateway_probe(self, name: str) -> str:
+        return f"{self.prefix}:gateway:{name}:probe"
 
     def claim(self, app_id: str, digest: str) -> str:
         return f"{self.prefix}:claim:{{{app_id}}}:{digest}"

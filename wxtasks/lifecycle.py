@@ -8,6 +8,15 @@ Exactly one reconnect chain per account: the process whose compare-and-set moved
 account into RECONNECTING schedules attempt 1 and tags it with the new version; each
 attempt acts only if the account is still at that version, and its own transition
 (again one compare-and-set) schedules the next.
+
+A gateway that does not answer says nothing about its accounts: a probe or reconnect
+that never reached it (refused, 503, timeout) is counted against the *gateway*
+(:class:`wxtasks.fleet.Fleet`), never as the account's liveness failure or reconnect
+attempt. Once the gateway is marked down, its accounts keep their state with the
+condition "gateway down": no probes, no reconnect attempts, no sends go to it; one probe
+per gateway per ``WXTASKS_GATEWAY_PROBE_INTERVAL_S`` (fleet-wide) watches it, one
+``gatewayDown`` alert names it. The first answer marks it up (``gatewayUp``) and its
+accounts are probed at once and their paused reconnect chains resumed.
 """
 
 from __future__ import annotations
@@ -25,8 +34,15 @@ import redis
 
 from wxtasks.accounts import AccountStore
 from wxtasks.config import Settings
-from wxtasks.errors import GatewayAuthError, GatewayError, UnknownAccountError
+from wxtasks.errors import (
+    GatewayAuthError,
+    GatewayError,
+    GatewayOutcomeUnknownError,
+    GatewayUnavailableError,
+    UnknownAccountError,
+)
 from wxtasks.events import publish_alert
+from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient
 from wxtasks.keys import Keys
 from wxtasks.machine import ALERT_NEED_LOGIN, Chore, Decision, Event, State, heartbeat_chore
@@ -39,6 +55,14 @@ ALERT_TASK = "wxtasks.alert"
 HEARTBEAT_TASK = "wxtasks.heartbeat"
 
 LATENESS_SAMPLES = 10_000
+_NO_ANSWER = "gateway did not answer: "
+
+ALERT_GATEWAY_DOWN = "gatewayDown"
+ALERT_GATEWAY_UP = "gatewayUp"
+#: what says nothing about an account, only that its gateway did not answer
+NO_ANSWER = (GatewayUnavailableError, GatewayOutcomeUnknownError)
+#: heartbeat chores that would call a gateway: held while it is down
+_CALLS_GATEWAY = frozenset({Chore.PROBE, Chore.RESUME_RECONNECT, Chore.RETRY_PLAN})
 
 
 class Dispatch(Protocol):
@@ -58,12 +82,15 @@ class HeartbeatReport:
     failed: list[str] = field(default_factory=list)
     chores: dict[str, int] = field(default_factory=dict)
     lateness_s: list[float] = field(default_factory=list)
+    #: accounts not probed because their gateway is down
+    gateway_down: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "probed": self.probed,
             "alive": self.alive,
             "failed": self.failed,
+            "gateway_down": self.gateway_down,
             "chores": self.chores,
             "max_lateness_s": max(self.lateness_s, default=0.0),
         }
@@ -75,16 +102,22 @@ class Lifecycle:
         client: redis.Redis,
         settings: Settings,
         accounts: AccountStore,
-        gateway: GatewayClient,
+        gateway: GatewayClient | Fleet,
         dispatch: Dispatch,
         *,
         probe_threads: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``gateway``: the fleet, or one client serving the ``default`` gateway."""
         self.redis = client
         self.settings = settings
         self.accounts = accounts
-        self.gateway = gateway
+        if isinstance(gateway, Fleet):
+            self.fleet = gateway
+        else:
+            self.fleet = Fleet(
+                client, settings, scripts=accounts.scripts, default_client=gateway, clock=clock
+            )
         self.dispatch = dispatch
         self.keys = Keys(settings.key_prefix)
         self.clock = clock
@@ -105,16 +138,62 @@ class Lifecycle:
         if decision.state is State.ONLINE:
             self.accounts.reschedule_heartbeat(app_id)
 
-    def alert(self, app_id: str, alert: str, reason: str, state: str = "") -> None:
-        publish_alert(self.redis, self.settings, app_id, alert, reason, state)
+    def alert(
+        self, app_id: str, alert: str, reason: str, state: str = "", *, gateway: str = ""
+    ) -> None:
+        publish_alert(self.redis, self.settings, app_id, alert, reason, state, gateway=gateway)
         if self.settings.alert_webhook_url:
-            self.dispatch(
-                ALERT_TASK, {"alert": alert, "app_id": app_id, "reason": reason, "at": self.clock()}
+            kwargs: dict[str, Any] = {
+                "alert": alert,
+                "app_id": app_id,
+                "reason": reason,
+                "at": self.clock(),
+            }
+            if gateway:
+                kwargs["gateway"] = gateway
+            self.dispatch(ALERT_TASK, kwargs)
+
+    # -- gateway health ---------------------------------------------------------------------
+
+    def gateway_failed(self, name: str, error: str, count: int = 1) -> None:
+        """A call did not reach gateway ``name``; the one that marks it down alerts."""
+        if self.fleet.failed(name, error, count) == "down":
+            h = self.fleet.health(name)
+            self.alert(
+                "",
+                ALERT_GATEWAY_DOWN,
+                f"gateway {name} is not answering ({h['failures']} calls in a row): {error}",
+                gateway=name,
             )
 
     def alert_by(self, alert: str, app_id: str, reason: str) -> None:
         """An alert that no state change carries (a breaker tripped, say)."""
         self.alert(app_id, alert, reason)
+
+    def gateway_answered(self, name: str, *, force: bool = False) -> None:
+        """Gateway ``name`` answered; the answer that marks it up brings its accounts back."""
+        if self.fleet.answered(name, force=force) == "up":
+            self.alert("", ALERT_GATEWAY_UP, f"gateway {name} answers again", gateway=name)
+            self.recover(name)
+
+    def recover(self, name: str) -> int:
+        """Gateway ``name`` is back: probe its ONLINE accounts now (not at their next
+        heartbeat) and resume the reconnect chains its outage paused. Returns how many
+        accounts were looked at."""
+        accounts = self.accounts.on_gateway(name)
+        online = [a.app_id for a in accounts if a.state is State.ONLINE]
+        batch = self.settings.heartbeat_batch
+        for start in range(0, len(online), batch):
+            self.dispatch(
+                HEARTBEAT_TASK,
+                {"app_ids": online[start : start + batch]},
+                expires=self.settings.heartbeat_interval_s,
+            )
+        for a in accounts:
+            if a.state is State.RECONNECTING:
+                self._timer_chore(a.app_id, a.version, Chore.RESUME_RECONNECT)
+        logger.info("gateway %s is back: %d account(s) probed or resumed", name, len(accounts))
+        return len(accounts)
 
     def liveness_failed(self, app_id: str, reason: str) -> Decision | None:
         """ONLINE -> RECONNECTING, once, however many signals arrive together."""
@@ -138,44 +217,71 @@ class Lifecycle:
         report = HeartbeatReport()
         if due:
             report.lateness_s = [max(0.0, now - float(d)) for d in due]
-        to_probe = []
+        down = self.fleet.down()
+        to_probe: list[tuple[str, str]] = []
+        held: dict[str, list[str]] = {}
         for account in self.accounts.get_many(app_ids):
             chore = heartbeat_chore(account.snapshot(), now, self.accounts.policy)
+            if account.gateway in down and chore in _CALLS_GATEWAY:
+                # its gateway is down: nothing to ask it; the gateway's probe watches it
+                held.setdefault(account.gateway, []).append(account.app_id)
+                report.gateway_down.append(account.app_id)
+                chore = Chore.NOTHING
             report.chores[chore.value] = report.chores.get(chore.value, 0) + 1
             if chore is Chore.PROBE:
-                to_probe.append(account.app_id)
+                to_probe.append((account.app_id, account.gateway))
             elif chore is not Chore.NOTHING:
                 self._timer_chore(account.app_id, account.version, chore)
+        for name, ids in held.items():
+            if self.fleet.take_probe_slot(name):  # one probe per gateway per interval
+                to_probe.append((ids[0], name))
         alive: list[str] = []
-        for app_id, ok, reason in self._probe_all(to_probe):
+        unanswered: dict[str, tuple[int, str]] = {}
+        answered: set[str] = set()
+        for (app_id, name), (ok, reason) in zip(to_probe, self._probe_all(to_probe), strict=True):
             report.probed += 1
+            if ok is None and reason.startswith(_NO_ANSWER):
+                n, _ = unanswered.get(name, (0, ""))
+                unanswered[name] = (n + 1, reason)
+                continue
+            answered.add(name)
+            if name in down:
+                continue  # the gateway's probe: what it says of the account waits for recover
             if ok:
                 alive.append(app_id)
             elif ok is False:
                 report.failed.append(app_id)
                 self.liveness_failed(app_id, reason)
+        for name, (n, reason) in unanswered.items():
+            self.gateway_failed(name, reason, n)
+        for name in answered - set(unanswered):
+            self.gateway_answered(name)
         report.alive = len(alive)
         self._record(alive, report.lateness_s)
         return report
 
-    def _probe_all(self, app_ids: list[str]) -> list[tuple[str, bool | None, str]]:
-        if len(app_ids) <= 1:
-            return [self._probe(a) for a in app_ids]
+    def _probe_all(self, targets: list[tuple[str, str]]) -> list[tuple[bool | None, str]]:
+        if len(targets) <= 1:
+            return [self._probe(*t) for t in targets]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._probe_threads, thread_name_prefix="probe")
-        return list(self._pool.map(self._probe, app_ids))
+        return list(self._pool.map(lambda t: self._probe(*t), targets))
 
-    def _probe(self, app_id: str) -> tuple[str, bool | None, str]:
-        """(appId, alive?, reason); alive is None when the probe says nothing about it."""
+    def _probe(self, app_id: str, gateway: str = "default") -> tuple[bool | None, str]:
+        """(alive?, reason); alive is None when the probe says nothing about the account:
+        the token was refused, or (reason starting with ``_NO_ANSWER``) the gateway did not
+        answer."""
         try:
-            if self.gateway.heartbeat(app_id):
-                return app_id, True, ""
-            return app_id, False, "heartbeat: gateway says offline"
+            if self.fleet.client(gateway).heartbeat(app_id):
+                return True, ""
+            return False, "heartbeat: gateway says offline"
         except GatewayAuthError as exc:
-            logger.error("heartbeat appId=%s: %s", app_id, exc)
-            return app_id, None, str(exc)
+            logger.error("heartbeat appId=%s gateway=%s: %s", app_id, gateway, exc)
+            return None, str(exc)
+        except NO_ANSWER as exc:
+            return None, f"{_NO_ANSWER}{exc}"
         except GatewayError as exc:
-            return app_id, False, f"heartbeat: {exc}"
+            return False, f"heartbeat: {exc}"
 
     def _record(self, alive: list[str], lateness: list[float]) -> None:
         now = f"{self.clock():.3f}"
@@ -214,18 +320,29 @@ class Lifecycle:
     # -- reconnect -----------------------------------------------------------------------------
 
     def reconnect(self, app_id: str, version: int) -> str:
-        """One attempt of the chain tagged ``version``; returns what happened."""
+        """One attempt of the chain tagged ``version``; returns what happened. While the
+        account's gateway is down the chain pauses (``recover`` resumes it); an attempt the
+        gateway did not answer is tried again later and does not count."""
         try:
             account = self.accounts.get(app_id)
         except UnknownAccountError:
             return "removed"
         if account.state is not State.RECONNECTING or account.version != version:
             return "stale"
+        if self.fleet.is_down(account.gateway):
+            return "gateway down"
         try:
-            ok = self.gateway.reconnect(app_id)
+            ok = self.fleet.client(account.gateway).reconnect(app_id)
             reason = "" if ok else "gateway: still offline"
+        except NO_ANSWER as exc:
+            self.gateway_failed(account.gateway, f"reconnect: {exc}")
+            delay = self.accounts.policy.backoff_s(account.retry_count)
+            self.later(RECONNECT_TASK, {"app_id": app_id, "version": version}, delay)
+            return "gateway unavailable"
         except GatewayError as exc:
             ok, reason = False, f"reconnect: {exc}"
+        else:
+            self.gateway_answered(account.gateway)
         event = Event.RECONNECT_SUCCEEDED if ok else Event.RECONNECT_FAILED
         decision = self.accounts.transition(
             app_id, event, reason=reason or "reconnected", version=version
@@ -243,7 +360,20 @@ class Lifecycle:
         account = self.accounts.get(app_id)
         if account.state is not State.IDLE:
             return account.state.value
-        online = self.gateway.check_online(app_id)
+        down = self.fleet.is_down(account.gateway)
+        if down and not self.fleet.take_probe_slot(account.gateway):
+            # a gateway that is down gets one call per probe interval: look again then
+            self.later(LOGIN_TASK, {"app_id": app_id}, self.settings.gateway_probe_interval_s)
+            return "gateway down"
+        try:
+            online = self.fleet.client(account.gateway).check_online(app_id)
+        except NO_ANSWER as exc:
+            self.gateway_failed(account.gateway, f"login: {exc}")
+            if down:
+                self.later(LOGIN_TASK, {"app_id": app_id}, self.settings.gateway_probe_interval_s)
+                return "gateway down"
+            raise
+        self.gateway_answered(account.gateway, force=down)
         if online:
             decision = self.accounts.transition(
                 app_id,

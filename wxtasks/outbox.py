@@ -32,6 +32,7 @@ import redis
 from wxtasks import pacing
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError
+from wxtasks.fleet import Fleet
 from wxtasks.keys import Keys
 from wxtasks.scripts import Scripts
 from wxtasks.sendcore import HOLD_POLL_S, Lane
@@ -251,11 +252,16 @@ class Dispatcher:
         publish: Callable[[list[Dispatched]], None],
         *,
         clock: Callable[[], float] | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
-        """``clock``: unix seconds; by default Redis ``TIME``, the clock of every bucket."""
+        """``clock``: unix seconds; by default Redis ``TIME``, the clock of every bucket.
+        ``fleet``: which gateway serves each account (its bucket's key and limits)."""
         self.outbox = outbox
         self.publish = publish
         self.clock = clock
+        self.fleet = fleet or Fleet(
+            outbox.redis, outbox.settings, keys=outbox.keys, scripts=outbox.scripts
+        )
         self.policy = pacing.policy_from(outbox.settings)
         self._random = random.Random()
 
@@ -288,14 +294,19 @@ class Dispatcher:
         apps = [str(app_id) for app_id, _ in due]
         day = pacing.local_day(now_ms / 1000, self.policy.timezone)
         gates = self._gates(apps, day, now_ms) if lane is Lane.BULK else {}
+        # read now, checked again inside the script (an account that moved meanwhile waits
+        # for the next call)
+        gateway_of = self.fleet.gateways_of(apps)
         account_keys: list[str] = []
         account_args: list[Any] = []
         for app_id in apps:
+            gateway = gateway_of[app_id]
             account_keys += [
                 keys.account(app_id),
                 keys.account_bucket(app_id),
                 keys.outbox_lane(app_id, lane),
                 keys.bulk_day(app_id, day),
+                keys.gateway_bucket(gateway),
             ]
             g = gates.get(app_id)
             account_args += [
@@ -308,6 +319,8 @@ class Dispatcher:
                     if g
                     else (0, 0)
                 ),
+                gateway,
+                *self.fleet.limits(gateway),
             ]
         reply = ob.scripts.dispatch(
             keys=[
@@ -317,6 +330,7 @@ class Dispatcher:
                 keys.outbox_messages,
                 keys.campaigns_stopped,
                 keys.outbox_held,
+                keys.gateways_down,
                 *account_keys,
             ],
             args=[

@@ -13,17 +13,21 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 from celery import Celery
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from wxtasks.accounts import AccountStore
 from wxtasks.breaker import Breaker
 from wxtasks.campaigns import Campaigns
 from wxtasks.celeryconf import configure
-from wxtasks.config import Settings
+from wxtasks.config import SENTINEL_SCHEME, Settings, parse_sentinel_url
 from wxtasks.deadletters import DeadLetters
+from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient
+from wxtasks.gateways import DEFAULT, GatewayRegistry
 from wxtasks.inbound import Handler, InboundStore, load_handlers
 from wxtasks.keys import Keys
 from wxtasks.lifecycle import Lifecycle
@@ -31,20 +35,51 @@ from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
 from wxtasks.sending import SendPipeline
 
+#: a command to a Sentinel-managed primary that has frozen gives up after this long, so
+#: the client asks the sentinels for the new primary instead of waiting forever
+SENTINEL_SOCKET_TIMEOUT_S = 5.0
 
-def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        health_check_interval=30,
-        socket_keepalive=True,
-        retry_on_timeout=True,
+
+def redis_client(url: str, **options: Any) -> redis.Redis:
+    """A client for ``url``: ``redis://``, ``rediss://``, ``unix://``, or
+    ``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>``, which asks
+    the sentinels for the current primary and asks again after a failover (a connection
+    error, or the old primary answering READONLY)."""
+    params: dict[str, Any] = {
+        "decode_responses": True,
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "retry_on_timeout": True,
+        **options,
+    }
+    if urlsplit(url).scheme != SENTINEL_SCHEME:
+        return redis.Redis.from_url(url, **params)
+    spec = parse_sentinel_url(url)
+    params.setdefault("socket_timeout", SENTINEL_SOCKET_TIMEOUT_S)
+    params.setdefault("socket_connect_timeout", 2.0)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(spec.sentinels),
+        sentinel_kwargs={"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        password=spec.password,
+        db=spec.db,
+        **params,
     )
+    client: redis.Redis = sentinel.master_for(spec.master)  # type: ignore[no-untyped-call]
+    return client
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     """True when a Redis answers PING at ``url`` within ``timeout_s``."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client = redis_client(
+            url,
+            decode_responses=False,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry_on_timeout=False,
+        )
+    except ValueError:
+        return False
     try:
         return bool(client.ping())
     except (
@@ -52,6 +87,7 @@ def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
         redis.TimeoutError,
         redis.AuthenticationError,
         redis.ResponseError,
+        MasterNotFoundError,
     ):
         return False
     finally:
@@ -96,12 +132,34 @@ class Runtime:
         return DeadLetters(self.redis, self.keys)
 
     @cached_property
+    def gateways(self) -> GatewayRegistry:
+        """The gateway registry (``default`` from the environment, the rest in Redis)."""
+        return GatewayRegistry(self.redis, self.settings, self.keys)
+
+    @cached_property
+    def fleet(self) -> Fleet:
+        """Which gateway serves each account, and one pooled client per gateway."""
+        return Fleet(
+            self.redis,
+            self.settings,
+            keys=self.keys,
+            scripts=self.scripts,
+            registry=self.gateways,
+            default_client=GatewayClient.from_settings(self.settings),
+        )
+
+    @property
     def gateway(self) -> GatewayClient:
-        return GatewayClient.from_settings(self.settings)
+        """The ``default`` gateway's client (the environment's)."""
+        return self.fleet.client(DEFAULT)
+
+    def gateway_for(self, app_id: str) -> GatewayClient:
+        """The client of the gateway serving ``app_id``."""
+        return self.fleet.client_for(app_id)
 
     @cached_property
     def lifecycle(self) -> Lifecycle:
-        return Lifecycle(self.redis, self.settings, self.accounts, self.gateway, self.dispatch)
+        return Lifecycle(self.redis, self.settings, self.accounts, self.fleet, self.dispatch)
 
     @cached_property
     def outbox(self) -> Outbox:
@@ -117,9 +175,7 @@ class Runtime:
 
     @cached_property
     def pipeline(self) -> SendPipeline:
-        return SendPipeline(
-            self.redis, self.settings, self.gateway, self.scripts, outbox=self.outbox
-        )
+        return SendPipeline(self.redis, self.settings, self.fleet, self.scripts, outbox=self.outbox)
 
     @cached_property
     def inbound(self) -> InboundStore:

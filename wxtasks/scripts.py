@@ -24,6 +24,7 @@ _NAMES = (
     "claim_record",
     "claim_release",
     "dispatch",
+    "gateway_health",
     "heartbeat_ok",
     "hset_existing",
     "inbound_claim",
@@ -61,6 +62,7 @@ class Scripts:
     claim_record: Script
     claim_release: Script
     dispatch: Script
+    gateway_health: Script
     heartbeat_ok: Script
     hset_existing: Script
     inbound_claim: Script

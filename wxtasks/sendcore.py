@@ -53,6 +53,8 @@ class Admit(StrEnum):
     NOT_ONLINE = "not_online"
     STOPPED = "stopped"
     WAIT = "wait"
+    #: the account's gateway is marked down: wait in the outbox, do not call it
+    GATEWAY_DOWN = "gateway_down"
 
 
 class Gateway(StrEnum):
@@ -94,6 +96,8 @@ class Admission:
     why: str = ""
     enqueued_at: float | None = None
     claim: dict[str, str] = field(default_factory=dict)
+    #: the gateway serving the account, as admission checked it
+    gateway: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,8 @@ def _after_admission(ticket: Ticket, a: Admission, now: float) -> Action:
             if a.state in ("RECONNECTING", "LOGGING_IN"):
                 return Action(Do.PARK, reason=f"account is {a.state}", wait_s=HOLD_POLL_S)
             return _fail(f"account is {a.state}: it cannot send until it logs in")
+        case Admit.GATEWAY_DOWN:
+            return Action(Do.PARK, reason=f"gateway {a.gateway or '?'} is down", wait_s=HOLD_POLL_S)
         case Admit.STOPPED:
             if a.state == "cancelled":
                 return Action(Do.FINISH, Status.CANCELLED, "campaign cancelled")
@@ -196,6 +202,7 @@ def _after_admission(ticket: Ticket, a: Admission, now: float) -> Action:
 _WAIT_REASONS = {
     "global": "waiting for a global send token",
     "account": "waiting for the account's send token",
+    "gateway": "waiting for the gateway's send token",
     "behind": "behind older messages in its lane",
 }
 

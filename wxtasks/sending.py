@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -20,6 +20,7 @@ import redis
 from wxtasks.config import Settings
 from wxtasks.deadletters import DeadLetters
 from wxtasks.errors import BadInputError
+from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient, SendReceipt
 from wxtasks.keys import Keys, validate_app_id
 from wxtasks.outbox import Outbox
@@ -112,16 +113,21 @@ class SendPipeline:
         self,
         client: redis.Redis,
         settings: Settings,
-        gateway: GatewayClient,
+        gateway: GatewayClient | Fleet,
         scripts: Scripts | None = None,
         *,
         outbox: Outbox | None = None,
     ) -> None:
+        """``gateway``: the fleet (which gateway serves each account), or one client that
+        serves the ``default`` gateway."""
         self.redis = client
         self.settings = settings
-        self.gateway = gateway
         self.keys = Keys(settings.key_prefix)
         self.scripts = scripts or Scripts(client)
+        if isinstance(gateway, Fleet):
+            self.fleet = gateway
+        else:
+            self.fleet = Fleet(client, settings, scripts=self.scripts, default_client=gateway)
         self.outbox = outbox or Outbox(client, settings, self.keys, self.scripts)
         self.deadletters = DeadLetters(client, self.keys)
         #: how long an admitted send may take: its claim's hold (connect + read timeout)
@@ -159,41 +165,66 @@ class SendPipeline:
         paid_at_ms: float | None = None,
         now_ms: float | None = None,
     ) -> Admission:
-        """One Lua round trip (``admit.lua``)."""
-        s = self.settings
-        reply = self.scripts.admit(
-            keys=[
-                self.keys.account(message.app_id),
-                self.keys.account_bucket(message.app_id),
-                self.keys.global_bucket,
-                self.claim_key(message),
-                self.keys.outbox_lane(message.app_id, ticket.lane),
-                self.keys.seen(message.app_id, ticket.task_id),
-                self.keys.campaigns_stopped,
-            ],
-            args=[
-                ticket.task_id,
-                s.dedup_ttl_s,
-                s.rate_per_second,
-                s.burst,
-                s.account_rate_per_second,
-                s.account_burst,
-                "" if now_ms is None else repr(now_ms),
-                repr(ticket.enqueued_at * 1000) if ticket.enqueued_at >= 0 else "",
-                int(ticket.window_s * 1000),
-                self.outbox.reserve(ticket.lane),
-                "0" if ticket.from_outbox else "1",
-                "" if paid_at_ms is None else repr(paid_at_ms),
-                self.hold_ms,
-                ticket.campaign,
-                PAID_FRESH_MS,
-            ],
-        )
-        return _admission(reply)
+        """One Lua round trip (``admit.lua``). The account's gateway (which bucket) is this
+        process's last guess; the script checks it against the account record and says
+        ``regateway`` when it was wrong: then, and only then, a second trip."""
+        gateway = self.fleet.guess(message.app_id)
+        reply = self._admit(message, ticket, gateway, paid_at_ms, now_ms)
+        if _s(reply[0]) == "regateway":
+            gateway = self.fleet.remember(message.app_id, _s(reply[1]))
+            reply = self._admit(message, ticket, gateway, paid_at_ms, now_ms)
+        return replace(_admission(reply), gateway=gateway)
 
-    def deliver(self, message: Message) -> SendReceipt:
+    def _admit(
+        self,
+        message: Message,
+        ticket: Ticket,
+        gateway: str,
+        paid_at_ms: float | None,
+        now_ms: float | None,
+    ) -> list[Any]:
+        s = self.settings
+        rate, burst = self.fleet.limits(gateway)
+        return list(
+            self.scripts.admit(
+                keys=[
+                    self.keys.account(message.app_id),
+                    self.keys.account_bucket(message.app_id),
+                    self.keys.global_bucket,
+                    self.claim_key(message),
+                    self.keys.outbox_lane(message.app_id, ticket.lane),
+                    self.keys.seen(message.app_id, ticket.task_id),
+                    self.keys.campaigns_stopped,
+                    self.keys.gateway_bucket(gateway),
+                    self.keys.gateways_down,
+                ],
+                args=[
+                    ticket.task_id,
+                    s.dedup_ttl_s,
+                    s.rate_per_second,
+                    s.burst,
+                    s.account_rate_per_second,
+                    s.account_burst,
+                    "" if now_ms is None else repr(now_ms),
+                    repr(ticket.enqueued_at * 1000) if ticket.enqueued_at >= 0 else "",
+                    int(ticket.window_s * 1000),
+                    self.outbox.reserve(ticket.lane),
+                    "0" if ticket.from_outbox else "1",
+                    "" if paid_at_ms is None else repr(paid_at_ms),
+                    self.hold_ms,
+                    ticket.campaign,
+                    PAID_FRESH_MS,
+                    gateway,
+                    rate,
+                    burst,
+                ],
+            )
+        )
+
+    def deliver(self, message: Message, gateway: str | None = None) -> SendReceipt:
+        """Send through the account's gateway (``gateway``: as admission checked it)."""
         f = message.fields
-        g = self.gateway
+        g = self.fleet.client(gateway or self.fleet.gateway_of(message.app_id))
         if message.kind == "text":
             return g.send_text(message.app_id, message.to_wxid, f["content"], f.get("ats"))
         if message.kind == "image":
@@ -255,6 +286,8 @@ class SendPipeline:
 def _admission(reply: list[Any]) -> Admission:
     outcome = Admit(_s(reply[0]))
     if outcome in (Admit.ADMITTED, Admit.EXPIRED):
+        return Admission(outcome, enqueued_at=float(reply[1]) / 1000)
+    if outcome is Admit.GATEWAY_DOWN:
         return Admission(outcome, enqueued_at=float(reply[1]) / 1000)
     if outcome is Admit.WAIT:
         return Admission(

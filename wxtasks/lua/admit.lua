@@ -1,6 +1,7 @@
--- Admit one send: the account is ONLINE, the message is no duplicate and not past its
--- deadline, nothing older waits in its lane, and the global AND the account's bucket have
--- a token; then take both tokens and claim the dedup key. All or nothing.
+-- Admit one send: the account is ONLINE, its gateway is not down, the message is no
+-- duplicate and not past its deadline, nothing older waits in its lane, and the account's,
+-- its gateway's AND the global bucket have a token; then take the three tokens and claim
+-- the dedup key. All or nothing.
 -- uses: gcra
 -- KEYS[1] = account hash              (wx:acct:{appId})
 -- KEYS[2] = account bucket            (wx:bucket:{appId})
@@ -9,6 +10,12 @@
 -- KEYS[5] = the message's lane        (wx:outbox:{appId}:<lane>)
 -- KEYS[6] = first-seen mark           (wx:seen:{appId}:<task id>)
 -- KEYS[7] = stopped campaigns         (wx:campaigns:stopped)  hash: id -> paused|cancelled
+-- KEYS[8] = the account's gateway's bucket (wx:bucket:gw:<gateway>)
+-- KEYS[9] = gateways marked down      (wx:gateways:down)  set
+--   KEYS[3], [7], [8], [9] are not in the account's hash slot: like the global bucket, a
+--   gateway's bucket is shared by many accounts. On Redis Cluster these scripts would need
+--   the shared keys moved into one slot with the account's (not done: Sentinel is the HA
+--   story, see the README).
 -- ARGV[1] = owner: the task id
 -- ARGV[2] = claim TTL, seconds
 -- ARGV[3] = global rate, per second     ARGV[4] = global burst
@@ -25,6 +32,8 @@
 -- ARGV[13] = how long an admitted send may take, ms (its claim's hold)
 -- ARGV[14] = the message's campaign id, or ""
 -- ARGV[15] = how long a dispatch's payment stays good, ms
+-- ARGV[16] = the gateway the caller believes serves the account (its KEYS[8] is that one's)
+-- ARGV[17] = that gateway's rate, per second   ARGV[18] = its burst
 -- returns {"admitted", enqueued}
 --       | {"unknown_account"}
 --       | {"expired", enqueued}
@@ -32,10 +41,17 @@
 --       | {"redelivered", status, msgId, newMsgId, createTime, hold_left_ms}  this task's
 --       | {"not_online", state, enqueued}
 --       | {"stopped", paused|cancelled, enqueued}   its campaign was paused or cancelled
---       | {"wait", ms, why, enqueued}  why: account | global | behind; nothing taken
-local acct = redis.call('HMGET', KEYS[1], 'state', 'rate', 'burst')
+--       | {"wait", ms, why, enqueued}  why: account | gateway | global | behind; nothing
+--         taken
+--       | {"regateway", gateway}  the account is on another gateway than ARGV[16] says (the
+--         caller's guess is stale): nothing done; ask again with that gateway's keys
+--       | {"gateway_down", enqueued}  its gateway is marked down: park, do not call it
+local acct = redis.call('HMGET', KEYS[1], 'state', 'rate', 'burst', 'gateway')
 if not acct[1] then
   return {'unknown_account'}
+end
+if (acct[4] or 'default') ~= ARGV[16] then
+  return {'regateway', acct[4] or 'default'}
 end
 local now = gcra_now(ARGV[7])
 
@@ -71,6 +87,9 @@ end
 if acct[1] ~= 'ONLINE' then
   return {'not_online', acct[1], enqueued}
 end
+if redis.call('SISMEMBER', KEYS[9], ARGV[16]) == 1 then
+  return {'gateway_down', enqueued}
+end
 if ARGV[11] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
   return {'wait', '0', 'behind', enqueued}
 end
@@ -85,13 +104,21 @@ if not paid then
   local g_tat = gcra_tat(KEYS[3], now)
   local a_wait = gcra_wait(a_tat, now, a_rate, a_burst, reserve)
   local g_wait = gcra_wait(g_tat, now, g_rate, g_burst, reserve)
-  if a_wait > 0 or g_wait > 0 then
-    if a_wait >= g_wait then
+  -- the gateway's own bucket (its API limit), between the account's and the fleet's
+  local gw_rate, gw_burst = tonumber(ARGV[17]), tonumber(ARGV[18])
+  local gw_tat = gcra_tat(KEYS[8], now)
+  local gw_wait = gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve)
+  if a_wait > 0 or g_wait > 0 or gw_wait > 0 then
+    if a_wait >= g_wait and a_wait >= gw_wait then
       return {'wait', tostring(math.ceil(a_wait)), 'account', enqueued}
+    end
+    if gw_wait > g_wait then  -- a tie says "global": one gateway is the fleet's case
+      return {'wait', tostring(math.ceil(gw_wait)), 'gateway', enqueued}
     end
     return {'wait', tostring(math.ceil(g_wait)), 'global', enqueued}
   end
   gcra_take(KEYS[2], a_tat, now, a_rate)
+  gcra_take(KEYS[8], gw_tat, now, gw_rate)
   gcra_take(KEYS[3], g_tat, now, g_rate)
 end
 

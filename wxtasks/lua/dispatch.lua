@@ -9,21 +9,25 @@
 -- KEYS[3] = dispatched set (leases)       KEYS[4] = waiting messages (bodies)
 -- KEYS[5] = stopped campaigns (hash: id -> paused | cancelled)
 -- KEYS[6] = held messages (zset)
--- KEYS[3 + 4i .. 6 + 4i] (i = 1..n) = account i's hash, bucket, lane, and today's
---           bulk count (wx:bulkday:{appId}:<date>)
+-- KEYS[7] = gateways marked down (set)
+-- KEYS[3 + 5i .. 7 + 5i] (i = 1..n) = account i's hash, bucket, lane, today's bulk count
+--           (wx:bulkday:{appId}:<date>), and its gateway's bucket (wx:bucket:gw:<name>;
+--           shared by the gateway's accounts, so not in the account's hash slot)
 -- ARGV[1] = now ms, or "" for Redis TIME    ARGV[2] = lease, ms
 -- ARGV[3] = global rate   ARGV[4] = global burst
 -- ARGV[5] = default account rate   ARGV[6] = default account burst
 -- ARGV[7] = tokens to leave in each bucket  ARGV[8] = the lane's window, ms
 -- ARGV[9] = most messages to dispatch       ARGV[10] = look again at a held account after, ms
 -- ARGV[11] = a random seed (jitter)    ARGV[12] = "1" when the lane is paced (bulk)
--- ARGV[13 + 7(i-1) .. 19 + 7(i-1)] = account i's appId; its pacing gate: open at (ms, 0 =
---           open), sends left today (-1 = no cap); spacing between private recipients
---           min, max (ms); between groups min, max (ms)
+-- ARGV[13 + 10(i-1) .. 22 + 10(i-1)] = account i's appId; its pacing gate: open at (ms,
+--           0 = open), sends left today (-1 = no cap); spacing between private recipients
+--           min, max (ms); between groups min, max (ms); its gateway's name, rate, burst
 -- returns {now, id, body, paid, id, body, paid, ...}; paid is "1" when the tokens were
 -- taken. An account that is RECONNECTING or LOGGING_IN is held (only messages past their
 -- deadline leave, for the worker to fail); one that is IDLE, ERROR or gone releases
--- everything, since the send task fails it with the reason.
+-- everything, since the send task fails it with the reason. An account whose gateway is
+-- marked down is held like a RECONNECTING one; one whose gateway is not the one passed
+-- (it moved since the caller looked) is left for the next call.
 local now = gcra_now(ARGV[1])
 local lease, window = tonumber(ARGV[2]), tonumber(ARGV[8])
 local g_rate, g_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -33,7 +37,7 @@ local paced = ARGV[12] == '1'
 local g_tat = gcra_tat(KEYS[1], now)
 local out = {tostring(now)}
 local n = 0
-local PER = 7
+local PER = 10
 
 -- the next message of a lane that may go (a stopped campaign's are set aside, at most
 -- SET_ASIDE a call, so that a paused 100,000-target campaign never blocks Redis), or nil
@@ -85,12 +89,21 @@ for i = 1, (#ARGV - 12) / PER do
   local a = 13 + PER * (i - 1)
   local app = ARGV[a]
   local open_at, left = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local hash, bucket, lane, today = KEYS[3 + 4 * i], KEYS[4 + 4 * i], KEYS[5 + 4 * i],
-    KEYS[6 + 4 * i]
-  local acct = redis.call('HMGET', hash, 'state', 'rate', 'burst', 'bulk_next_at')
+  local hash, bucket, lane, today = KEYS[3 + 5 * i], KEYS[4 + 5 * i], KEYS[5 + 5 * i],
+    KEYS[6 + 5 * i]
+  local gw_bucket, gw, gw_rate, gw_burst = KEYS[7 + 5 * i], ARGV[a + 7], tonumber(ARGV[a + 8]),
+    tonumber(ARGV[a + 9])
+  local acct = redis.call('HMGET', hash, 'state', 'rate', 'burst', 'bulk_next_at', 'gateway')
   local state = acct[1]
   local next_at = nil  -- nil: keep its place (it is overdue and goes first next time)
-  if state == 'ONLINE' then
+  if state and (acct[5] or 'default') ~= gw then
+    state = 'MOVED'
+    next_at = now
+  elseif state == 'ONLINE' and redis.call('SISMEMBER', KEYS[7], gw) == 1 then
+    state = 'GATEWAY_DOWN'
+  end
+  if state == 'MOVED' then  -- nothing now: looked at again by the next call
+  elseif state == 'ONLINE' then
     local rate = tonumber(acct[2] or '') or tonumber(ARGV[5])
     local burst = tonumber(acct[3] or '') or tonumber(ARGV[6])
     local paced_at = 0
@@ -98,6 +111,7 @@ for i = 1, (#ARGV - 12) / PER do
       paced_at = math.max(open_at, tonumber(acct[4] or '0') or 0)
     end
     local a_tat = gcra_tat(bucket, now)
+    local gw_tat = gcra_tat(gw_bucket, now)
     local served = 0
     while n < max_n do
       if paced_at > now then
@@ -113,6 +127,11 @@ for i = 1, (#ARGV - 12) / PER do
         next_at = now + a_wait
         break
       end
+      local gw_wait = gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve)
+      if gw_wait > 0 then
+        next_at = now + gw_wait
+        break
+      end
       if gcra_wait(g_tat, now, g_rate, g_burst, reserve) > 0 then
         break
       end
@@ -121,6 +140,7 @@ for i = 1, (#ARGV - 12) / PER do
         break
       end
       a_tat = gcra_take(bucket, a_tat, now, rate)
+      gw_tat = gcra_take(gw_bucket, gw_tat, now, gw_rate)
       g_tat = gcra_take(KEYS[1], g_tat, now, g_rate)
       take(lane, id, body, '1')
       served = served + 1
@@ -142,7 +162,7 @@ for i = 1, (#ARGV - 12) / PER do
     if served > 0 and next_at == nil then
       next_at = now  -- served: behind the accounts still waiting for a global token
     end
-  elseif state == 'RECONNECTING' or state == 'LOGGING_IN' then
+  elseif state == 'RECONNECTING' or state == 'LOGGING_IN' or state == 'GATEWAY_DOWN' then
     while n < max_n do
       local id, body, order = next_message(lane)
       if not id or order + window >= now then

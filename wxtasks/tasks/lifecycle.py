@@ -69,18 +69,24 @@ def sweep_heartbeats(self: WxTask) -> int:
 
 @shared_task(name="wxtasks.alert", base=WxTask, bind=True, acks_late=True, ignore_result=True)
 def alert(
-    self: WxTask, alert: str, app_id: str, reason: str = "", at: float = 0.0, attempt: int = 0
+    self: WxTask,
+    alert: str,
+    app_id: str,
+    reason: str = "",
+    at: float = 0.0,
+    attempt: int = 0,
+    gateway: str = "",
 ) -> int:
     """POST an alert to the configured robot webhook, retried with backoff."""
     settings = self.rt.settings
     if not settings.alert_webhook_url:
         return 0
     try:
-        return post_alert(settings, alert, app_id, reason, at)
+        return post_alert(settings, alert, app_id, reason, at, gateway=gateway)
     except ConnectionError:
         if attempt >= ALERT_RETRIES:
             raise
-        kwargs = {"alert": alert, "app_id": app_id, "reason": reason, "at": at}
+        kwargs = {"alert": alert, "app_id": app_id, "reason": reason, "at": at, "gateway": gateway}
         self.rt.lifecycle.later(
             "wxtasks.alert", {**kwargs, "attempt": attempt + 1}, _backoff_s(attempt, 300)
         )

@@ -158,7 +158,8 @@ def _run_send(
         paid_at = None  # the tokens it was dispatched with are spent; ask the buckets
     receipt: SendReceipt | None = None
     if action.do is Do.SEND:
-        receipt, answer = _deliver(pipe, message)
+        receipt, answer = _deliver(pipe, message, admission.gateway)
+        _note_gateway(task, admission.gateway, answer)
         action = decide(ticket, answer, time.time())
         if ticket.lane is Lane.BULK:
             _watch_bulk(task, message.app_id, answer)
@@ -167,9 +168,21 @@ def _run_send(
     return _finish(task, pipe, message, raw, ticket, action, receipt=receipt, admission=admission)
 
 
-def _deliver(pipe: SendPipeline, message: Message) -> tuple[SendReceipt | None, GatewayAnswer]:
+def _note_gateway(task: WxTask, gateway: str, answer: GatewayAnswer) -> None:
+    """Feed the gateway's health: a call that never reached it counts toward "down"; any
+    answer clears the count (no round trip unless it was failing)."""
+    lifecycle = task.rt.lifecycle
+    if answer.outcome is Gateway.UNAVAILABLE:
+        lifecycle.gateway_failed(gateway, answer.error)
+    elif answer.outcome is not Gateway.UNKNOWN:
+        lifecycle.gateway_answered(gateway)
+
+
+def _deliver(
+    pipe: SendPipeline, message: Message, gateway: str
+) -> tuple[SendReceipt | None, GatewayAnswer]:
     try:
-        return pipe.deliver(message), GatewayAnswer(Gateway.SENT)
+        return pipe.deliver(message, gateway), GatewayAnswer(Gateway.SENT)
     except AccountOfflineError as exc:  # before its base class, GatewayBusinessError
         return None, GatewayAnswer(Gateway.OFFLINE, exc.msg)
     except GatewayAuthError as exc:
