@@ -20,6 +20,7 @@ def main() -> None:
 from wxtasks.cli import accounts as _accounts  # noqa: E402  - attach the subcommands
 from wxtasks.cli import campaigns as _campaigns  # noqa: E402
 from wxtasks.cli import dev as _dev  # noqa: E402
+from wxtasks.cli import gateways as _gateways  # noqa: E402
 from wxtasks.cli import inbound as _inbound  # noqa: E402
 from wxtasks.cli import ops as _ops  # noqa: E402
 from wxtasks.cli import outbox as _outbox  # noqa: E402
@@ -30,6 +31,7 @@ main.add_command(_console)
 
 main.add_command(_accounts.accounts)
 main.add_command(_campaigns.campaigns)
+main.add_command(_gateways.gateways)
 main.add_command(_outbox.outbox)
 main.add_command(_inbound.callbacks)
 main.add_command(_inbound.inbound)

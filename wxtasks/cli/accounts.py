@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from wxtasks.accounts import Account
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.errors import GatewayError
@@ -16,6 +17,7 @@ from wxtasks.lifecycle import LOGIN_TASK
 from wxtasks.machine import Event, State
 
 _STATES = [s.value for s in State]
+GATEWAY_DOWN = "gateway down"
 
 
 def _fmt_time(ts: float | None) -> str:
@@ -56,6 +58,7 @@ def accounts() -> None:
 @click.option("--burst", type=int, help="this account's burst")
 @click.option("--note", help="free text shown in lists")
 @click.option("--tag", "tags", multiple=True, help="a tag (repeatable)")
+@click.option("--gateway", help="the registered gateway serving them  [default: default]")
 @click.option("--no-login", is_flag=True, help="register only; do not start the login")
 @_pacing
 @friendly
@@ -65,6 +68,7 @@ def add(
     burst: int | None,
     note: str | None,
     tags: tuple[str, ...],
+    gateway: str | None,
     no_login: bool,
     **pacing: Any,
 ) -> None:
@@ -72,7 +76,13 @@ def add(
     store = runtime().accounts
     for app_id in app_ids:
         account, created = store.register(
-            app_id, rate=rate, burst=burst, note=note, tags=tags or None, pacing=_pacing_of(pacing)
+            app_id,
+            rate=rate,
+            burst=burst,
+            note=note,
+            tags=tags or None,
+            pacing=_pacing_of(pacing),
+            gateway=gateway,
         )
         if not no_login and account.state is State.IDLE:
             runtime().dispatch(LOGIN_TASK, {"app_id": app_id})
@@ -84,18 +94,32 @@ def add(
 @click.option("--json", "as_json", is_flag=True)
 @friendly
 def list_(state: str | None, as_json: bool) -> None:
-    """Every registered account."""
+    """Every registered account (CONDITION "gateway down": its gateway is not answering;
+    the account keeps its state and waits)."""
     items = runtime().accounts.list(state)
+    down = runtime().fleet.down()
     if as_json:
-        echo_json([a.as_dict() for a in items])
+        echo_json([view(a, down) for a in items])
         return
-    click.echo(f"{'APP_ID':<28} {'STATE':<13} {'RETRY':>5} {'HEARTBEAT':>9}  NOTE")
+    click.echo(
+        f"{'APP_ID':<28} {'STATE':<13} {'GATEWAY':<12} {'CONDITION':<12} {'RETRY':>5} "
+        f"{'HEARTBEAT':>9}  NOTE"
+    )
     for a in items:
         click.echo(
-            f"{a.app_id:<28} {a.state.value:<13} {a.retry_count:>5} "
-            f"{_fmt_time(a.last_heartbeat_at):>9}  {a.note}"
+            f"{a.app_id:<28} {a.state.value:<13} {a.gateway:<12} {condition(a, down) or '-':<12} "
+            f"{a.retry_count:>5} {_fmt_time(a.last_heartbeat_at):>9}  {a.note}"
         )
     click.echo(f"{len(items)} account(s)")
+
+
+def condition(account: Account, down: frozenset[str]) -> str:
+    """What holds the account besides its state: "gateway down", or ""."""
+    return GATEWAY_DOWN if account.gateway in down else ""
+
+
+def view(account: Account, down: frozenset[str]) -> dict[str, Any]:
+    return {**account.as_dict(), "condition": condition(account, down)}
 
 
 @accounts.command("show")
@@ -108,7 +132,7 @@ def show(app_id: str) -> None:
     rt = runtime()
     echo_json(
         {
-            **rt.accounts.get(app_id).as_dict(),
+            **view(rt.accounts.get(app_id), rt.fleet.down()),
             "events": read_events(rt.redis, rt.settings, count=10, app_id=app_id),
         }
     )
@@ -120,6 +144,7 @@ def show(app_id: str) -> None:
 @click.option("--burst", type=int)
 @click.option("--note")
 @click.option("--tag", "tags", multiple=True)
+@click.option("--gateway", help="move it to this registered gateway")
 @_pacing
 @friendly
 def update(
@@ -128,13 +153,20 @@ def update(
     burst: int | None,
     note: str | None,
     tags: tuple[str, ...],
+    gateway: str | None,
     **pacing: Any,
 ) -> None:
-    """Change an account's options (rate, burst, note, tags, bulk pacing)."""
+    """Change an account's options (rate, burst, note, tags, gateway, bulk pacing)."""
     account = runtime().accounts.update(
-        app_id, rate=rate, burst=burst, note=note, tags=tags or None, pacing=_pacing_of(pacing)
+        app_id,
+        rate=rate,
+        burst=burst,
+        note=note,
+        tags=tags or None,
+        pacing=_pacing_of(pacing),
+        gateway=gateway,
     )
-    echo_json(account.as_dict())
+    echo_json(view(account, runtime().fleet.down()))
 
 
 @accounts.command("remove")
@@ -172,7 +204,7 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
     import segno
 
     rt = runtime()
-    store, gateway = rt.accounts, rt.gateway
+    store, gateway = rt.accounts, rt.gateway_for(app_id)
     account = store.get(app_id)
     if account.state is State.ONLINE:
         click.echo(f"{app_id} is already ONLINE")

@@ -13,7 +13,7 @@ from wxtasks.accounts import Account
 from wxtasks.buckets import levels
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
-from wxtasks.config import redact_url
+from wxtasks.config import Settings, redact_url
 from wxtasks.events import follow_events, read_events
 from wxtasks.machine import State
 
@@ -53,13 +53,31 @@ def status_snapshot() -> dict[str, Any]:
         click.echo(f"warning: broker unreachable: {exc}", err=True)
     accounts = list(rt.accounts.get_many(rt.accounts.app_ids()))
     counts = {state.value: 0 for state in State}
+    down = rt.fleet.down()
+    per_gateway: dict[str, int] = {}
     for account in accounts:
         counts[account.state.value] += 1
+        per_gateway[account.gateway] = per_gateway.get(account.gateway, 0) + 1
     (global_level,) = levels(
         rt.scripts, [(rt.keys.global_bucket, s.rate_per_second, s.burst)], now_ms
     )
+    gateways = []
+    for name in rt.gateways.names():
+        health = rt.fleet.health(name)
+        gateways.append(
+            {
+                "name": name,
+                "accounts": per_gateway.get(name, 0),
+                "down": name in down,
+                "down_since": health["down_since"],
+                "failures": health["failures"],
+                "last_error": health["last_error"],
+            }
+        )
     return {
         "accounts": counts,
+        "gateway_down_accounts": sum(n for g, n in per_gateway.items() if g in down),
+        "gateways": gateways,
         "queues": depths,
         "outbox": rt.outbox.stats(),
         "global_bucket": {
@@ -125,6 +143,17 @@ def status(as_json: bool) -> None:
         + "  ".join(f"{k} {v}" for k, v in accounts.items())
         + f"  (total {sum(accounts.values())})"
     )
+    gws = snap["gateways"]
+    down = [g for g in gws if g["down"]]
+    click.echo(
+        f"gateways   {len(gws)} ({len(down)} down; "
+        f"{snap['gateway_down_accounts']} accounts wait on them)"
+    )
+    for g in down:
+        since = time.strftime("%H:%M:%S", time.localtime(g["down_since"] or 0))
+        click.echo(
+            f"  DOWN     {g['name']} since {since}, {g['accounts']} accounts: {g['last_error']}"
+        )
     click.echo(
         "queues     "
         + "  ".join(f"{k} {v if v is not None else '?'}" for k, v in snap["queues"].items())
@@ -231,15 +260,28 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
         results.append(("broker", False, f"{redact_url(settings.broker_url)}: {exc}"))
         return results
     try:
-        rt.gateway.check_online("wxtasks-check")
-        results.append(("gateway", True, f"{settings.gateway_base_url} accepted the token"))
-    except GatewayAuthError:
-        results.append(
-            ("gateway", False, f"{settings.gateway_base_url} refused the token (VIDEOS_API_TOKEN)")
-        )
-    except GatewayError as exc:
-        unreachable = isinstance(exc, GatewayUnavailableError | GatewayOutcomeUnknownError)
-        results.append(("gateway", not unreachable, f"{settings.gateway_base_url}: {exc}"))
+        specs = rt.gateways.list()
+    except Exception as exc:  # Redis away: still check the environment's gateway
+        specs = [rt.gateways.get("default")]
+        results.append(("gateways", False, f"cannot read the registry: {exc}"))
+    if len(specs) > 1:
+        # the environment's gateway matters when an account uses it (or it is set up)
+        on = {a.gateway for a in rt.accounts.get_many(rt.accounts.app_ids())}
+        if "default" not in on and "WECHATAPI_BASE_URL" not in Settings.configured():
+            specs = specs[1:]
+    for spec in specs:
+        label = "gateway" if spec.is_default else f"gw:{spec.name}"
+        var = "VIDEOS_API_TOKEN" if spec.is_default else spec.token_env
+        try:
+            rt.fleet.client(spec.name).check_online("wxtasks-check")
+            results.append((label, True, f"{spec.base_url} accepted the token"))
+        except GatewayAuthError as exc:
+            unset = "not set" in str(exc)
+            why = f"token variable {var} is not set" if unset else f"refused the token ({var})"
+            results.append((label, False, f"{spec.base_url} {why}"))
+        except GatewayError as exc:
+            unreachable = isinstance(exc, GatewayUnavailableError | GatewayOutcomeUnknownError)
+            results.append((label, not unreachable, f"{spec.base_url}: {exc}"))
     try:
         queues = rt.celery.control.inspect(timeout=timeout_s).active_queues() or {}
     except Exception as exc:
