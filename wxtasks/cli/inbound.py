@@ -19,16 +19,29 @@ from wxtasks.cli.context import runtime
 )
 @friendly
 def callbacks(host: str, port: int, register_url: str | None) -> None:
-    """Receive gateway callbacks (AddMsg, Offline) on POST /callback/<WXTASKS_CALLBACK_SECRET>."""
+    """Receive gateway callbacks (AddMsg, Offline) on POST /callback/<secret>: the default
+    gateway's is WXTASKS_CALLBACK_SECRET, each registered gateway has its own."""
     from wxtasks.callbacks import callback_url, serve
-    from wxtasks.errors import ConfigError
+    from wxtasks.errors import ConfigError, GatewayError
+    from wxtasks.gateways import token_of
 
     rt = runtime()
-    if not rt.settings.callback_secret:
+    specs = [g for g in rt.gateways.list() if g.callback_secret]
+    if not specs:
         raise ConfigError("WXTASKS_CALLBACK_SECRET must be set (a long random string)")
     if register_url:
-        rt.gateway.set_callback(callback_url(register_url, rt.settings), rt.settings.gateway_token)
-        click.echo(f"gateway will push to {register_url.rstrip('/')}/callback/<secret>")
+        failed = 0
+        for g in specs:
+            url = callback_url(register_url, rt.settings, g.callback_secret)
+            try:
+                rt.fleet.client(g.name).set_callback(url, token_of(g, rt.settings))
+            except (GatewayError, ConfigError) as exc:
+                failed += 1
+                click.echo(f"{g.name}: FAILED: {exc}", err=True)
+                continue
+            click.echo(f"{g.name}: will push to {register_url.rstrip('/')}/callback/<its secret>")
+        if failed:
+            raise click.ClickException(f"{failed} of {len(specs)} gateway(s) not registered")
         return
     serve(rt, host=host, port=port)
 

@@ -19,8 +19,9 @@ SYSTEM_MESSAGE = 10000
 @shared_task(
     name="wxtasks.on_message", base=WxTask, bind=True, acks_late=True, reject_on_worker_lost=True
 )
-def on_message(self: WxTask, event: dict[str, Any]) -> dict[str, Any]:
-    """Record a received message once and run the handlers on it."""
+def on_message(self: WxTask, event: dict[str, Any], gateway: str = "") -> dict[str, Any]:
+    """Record a received message once and run the handlers on it (``gateway``: whose
+    callback URL it came in on, already checked by the receiver)."""
     rt = self.rt
     try:
         message = InboundMessage.from_event(GatewayEvent(**event))
