@@ -35,6 +35,18 @@ from wxtasks.config import PROFILES
     help="pretend the QR code is scanned this long after it is shown",
 )
 @click.option("--qr-ttl-s", type=float, default=120.0, show_default=True)
+@click.option(
+    "--gateways",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="serve this many independent gateways, on ports PORT .. PORT+N-1",
+)
+@click.option(
+    "--token-prefix",
+    default=None,
+    help="gateway i (1..N) accepts the token PREFIX<i>  [default: all accept --token]",
+)
 @friendly
 def simulator(
     host: str,
@@ -44,6 +56,8 @@ def simulator(
     offline_by_default: bool,
     scan_after_s: float | None,
     qr_ttl_s: float,
+    gateways: int,
+    token_prefix: str | None,
 ) -> None:
     """Run the gateway simulator (a real HTTP gateway for dev, tests and benchmarks)."""
     from wxtasks.config import Settings
@@ -58,6 +72,8 @@ def simulator(
         default_online=not offline_by_default,
         scan_after_s=scan_after_s,
         qr_ttl_s=qr_ttl_s,
+        gateways=gateways,
+        token_prefix=token_prefix,
     )
 
 
@@ -83,6 +99,15 @@ def simulator(
     show_default=True,
     help="used when WECHATAPI_BASE_URL is not set",
 )
+@click.option(
+    "--gateways",
+    "n_gateways",
+    type=click.IntRange(1, 500),
+    default=1,
+    show_default=True,
+    help="simulate this many gateways (ports from --simulator-port on) and spread the demo "
+    "accounts over them, 2 per gateway (more when --accounts needs it)",
+)
 def dev(
     n_accounts: int,
     flower_port: int,
@@ -92,6 +117,7 @@ def dev(
     send_concurrency: int,
     control_concurrency: int,
     simulator_port: int,
+    n_gateways: int,
 ) -> None:
     """The whole stack on this machine: Redis (embedded if none answers), the gateway
     simulator (unless WECHATAPI_BASE_URL is set), a send worker, a control worker, beat,
@@ -107,4 +133,5 @@ def dev(
         send_concurrency=send_concurrency,
         control_concurrency=control_concurrency,
         simulator_port=simulator_port,
+        n_gateways=n_gateways,
     ).run()

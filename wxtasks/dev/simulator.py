@@ -498,6 +498,12 @@ def make_app(state: SimulatorState) -> web.Application:
     )
 
 
+def gateway_tokens(n: int, token: str, token_prefix: str | None) -> list[str]:
+    """The token each of ``n`` simulated gateways accepts: ``<prefix><i>`` (i = 1..n) with
+    a prefix, else ``token`` for all."""
+    return [f"{token_prefix}{i}" if token_prefix is not None else token for i in range(1, n + 1)]
+
+
 def serve(
     *,
     host: str = "127.0.0.1",
@@ -507,21 +513,34 @@ def serve(
     default_online: bool = True,
     scan_after_s: float | None = None,
     qr_ttl_s: float = 120.0,
+    gateways: int = 1,
+    token_prefix: str | None = None,
 ) -> None:
-    """Run the simulator until SIGINT/SIGTERM."""
-    state = SimulatorState(
-        token=token,
-        profile=get_profile(profile),
-        default_online=default_online,
-        scan_after_s=scan_after_s,
-        qr_ttl_s=qr_ttl_s,
-    )
+    """Run the simulator until SIGINT/SIGTERM: ``gateways`` independent gateways (own
+    token, accounts, sends, faults and admin API) on ports ``port .. port + gateways - 1``,
+    in this one process."""
+    states = [
+        SimulatorState(
+            token=t,
+            profile=get_profile(profile),
+            default_online=default_online,
+            scan_after_s=scan_after_s,
+            qr_ttl_s=qr_ttl_s,
+        )
+        for t in gateway_tokens(gateways, token, token_prefix)
+    ]
 
     async def main() -> None:
-        server = HTTPServer(make_app(state), xheaders=False, idle_connection_timeout=300)
-        server.listen(port, address=host, backlog=1024)
-        logger.info("simulator (%s) listening on http://%s:%d", profile, host, port)
-        print(f"wxtasks simulator: profile={profile} http://{host}:{port}", flush=True)
+        for i, state in enumerate(states):
+            server = HTTPServer(make_app(state), xheaders=False, idle_connection_timeout=300)
+            server.listen(port + i, address=host, backlog=1024)
+            logger.info("simulator (%s) listening on http://%s:%d", profile, host, port + i)
+        last = f"..{port + len(states) - 1}" if len(states) > 1 else ""
+        print(
+            f"wxtasks simulator: profile={profile} http://{host}:{port}{last}"
+            + (f" ({len(states)} gateways)" if len(states) > 1 else ""),
+            flush=True,
+        )
         await asyncio.Event().wait()
 
     try:

@@ -183,8 +183,12 @@ class DevStack:
         metrics_port: int = 9808,
         callback_port: int = 8088,
         console_port: int = 8000,
+        n_gateways: int = 1,
     ) -> None:
         self.n_accounts = n_accounts
+        self.n_gateways = n_gateways
+        #: gateway name -> the variable holding its token (``wxtasks dev --gateways N``)
+        self.gateway_tokens: dict[str, str] = {}
         self.metrics_port = metrics_port
         self.callback_port = callback_port
         self.console_port = console_port
@@ -263,22 +267,48 @@ class DevStack:
                 f"{self.redis_server.port} (data in {data_dir})"
             )
         own_simulator = "WECHATAPI_BASE_URL" not in configured
+        token_env: dict[str, str] = {}
         if own_simulator:
             base_url = f"http://127.0.0.1:{self.simulator_port}"
             settings = settings.replace(gateway_base_url=base_url)
-            self.supervisor.start(
+            args = [
+                sys.executable,
+                "-m",
+                "wxtasks",
                 "simulator",
-                [sys.executable, "-m", "wxtasks", "simulator", "--port", str(self.simulator_port)],
-                settings.environ(),
+                "--port",
+                str(self.simulator_port),
+            ]
+            if self.n_gateways > 1:
+                # gateway i accepts <prefix><i>; each sim-i names its own token variable
+                prefix = f"dev-{secrets.token_hex(4)}-"
+                args += ["--gateways", str(self.n_gateways), "--token-prefix", prefix]
+                for i in range(1, self.n_gateways + 1):
+                    var = f"WXTASKS_DEV_GATEWAY_TOKEN_{i}"
+                    token_env[var] = f"{prefix}{i}"
+                    self.gateway_tokens[f"sim-{i}"] = var
+                # the environment's gateway is simulated gateway 1
+                settings = settings.replace(gateway_token=f"{prefix}1")
+                os.environ.update(token_env)  # this process registers their callbacks too
+            self.supervisor.start("simulator", args, settings.environ())
+            last = self.simulator_port + self.n_gateways - 1
+            wait_until(
+                lambda: _http_answers(f"http://127.0.0.1:{last}/admin/stats"), 15, what="simulator"
             )
-            wait_until(lambda: _http_answers(base_url + "/admin/stats"), 15, what="simulator")
-            self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
+            if self.n_gateways > 1:
+                self.say(
+                    f"gateways: {self.n_gateways} simulated, sim-1 .. sim-{self.n_gateways} on "
+                    f"ports {self.simulator_port} .. {last} (admin API under /admin on each)"
+                )
+            else:
+                self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
         else:
             self.say(f"gateway: {settings.gateway_base_url}")
         # the callback receiver's secret: the operator's, or one for this run
         if not settings.callback_secret:
             settings = settings.replace(callback_secret=secrets.token_urlsafe(24))
-        env = {**settings.environ(), "FLOWER_UNAUTHENTICATED_API": "true"}
+        self._register_gateways(settings)
+        env = {**settings.environ(), **token_env, "FLOWER_UNAUTHENTICATED_API": "true"}
         sup = self.supervisor
         sup.start("worker-send", worker_args("send", "send", self.send_concurrency), env)
         sup.start(
@@ -315,15 +345,25 @@ class DevStack:
         if own_simulator:  # have it push events to the receiver
             from wxtasks.callbacks import callback_url
             from wxtasks.gateway import GatewayClient
+            from wxtasks.gateways import token_of
 
             wait_until(
                 lambda: _http_answers(receiver + "/callback/x", ok=(403, 405)),
                 15,
                 what="the callback receiver",
             )
-            GatewayClient.from_settings(settings).set_callback(
-                callback_url(receiver, settings), settings.gateway_token
-            )
+            if self.n_gateways > 1:
+                rt = Runtime(settings)
+                for name in self.gateway_tokens:
+                    g = rt.gateways.get(name)
+                    rt.fleet.client(name).set_callback(
+                        callback_url(receiver, settings, g.callback_secret),
+                        token_of(g, settings),
+                    )
+            else:
+                GatewayClient.from_settings(settings).set_callback(
+                    callback_url(receiver, settings), settings.gateway_token
+                )
         self._demo_accounts(settings)
         self.say(f"callbacks: POST {receiver}/callback/<WXTASKS_CALLBACK_SECRET>")
         self.say(f"metrics: http://127.0.0.1:{self.metrics_port}/metrics")
@@ -348,6 +388,31 @@ class DevStack:
         except TimeoutError:
             self.say(f"workers did not all answer within 90 s; see {self.supervisor.log_dir}")
 
+    def _register_gateways(self, settings: Settings) -> None:
+        """``--gateways N``: sim-1 .. sim-N in the registry (kept up to date on restarts)."""
+        if not self.gateway_tokens:
+            return
+        registry = Runtime(settings).gateways
+        for i, (name, var) in enumerate(self.gateway_tokens.items()):
+            url = f"http://127.0.0.1:{self.simulator_port + i}"
+            if registry.exists(name):
+                registry.update(name, base_url=url, profile=settings.gateway_profile, token_env=var)
+            else:
+                registry.add(
+                    name,
+                    base_url=url,
+                    profile=settings.gateway_profile,
+                    token_env=var,
+                    note="wxtasks dev simulator",
+                )
+
+    def gateway_of_demo(self, index: int) -> str | None:
+        """The gateway of demo account ``index`` (0-based): 2 per gateway, in order."""
+        if not self.gateway_tokens:
+            return None
+        per = max(2, -(-self.n_accounts // len(self.gateway_tokens)))
+        return f"sim-{min(index // per, len(self.gateway_tokens) - 1) + 1}"
+
     def _demo_accounts(self, settings: Settings) -> None:
         from wxtasks.lifecycle import LOGIN_TASK
         from wxtasks.machine import State
@@ -355,10 +420,13 @@ class DevStack:
         rt = Runtime(settings)
         store = rt.accounts
         ids = [f"demo-{i:02d}" for i in range(1, self.n_accounts + 1)]
-        for app_id in ids:
+        for index, app_id in enumerate(ids):
             # simulated accounts: no warm-up, no quiet hours, so the demo works at any hour
             account, _ = store.register(
-                app_id, note="demo account", pacing={"quiet_hours": "", "warmup_s": "0"}
+                app_id,
+                note="demo account",
+                pacing={"quiet_hours": "", "warmup_s": "0"},
+                gateway=self.gateway_of_demo(index),
             )
             if account.state is State.IDLE:
                 rt.dispatch(LOGIN_TASK, {"app_id": app_id})
