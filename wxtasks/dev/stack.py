@@ -289,7 +289,6 @@ class DevStack:
                     self.gateway_tokens[f"sim-{i}"] = var
                 # the environment's gateway is simulated gateway 1
                 settings = settings.replace(gateway_token=f"{prefix}1")
-                os.environ.update(token_env)  # this process registers their callbacks too
             self.supervisor.start("simulator", args, settings.environ())
             last = self.simulator_port + self.n_gateways - 1
             wait_until(
@@ -345,7 +344,6 @@ class DevStack:
         if own_simulator:  # have it push events to the receiver
             from wxtasks.callbacks import callback_url
             from wxtasks.gateway import GatewayClient
-            from wxtasks.gateways import token_of
 
             wait_until(
                 lambda: _http_answers(receiver + "/callback/x", ok=(403, 405)),
@@ -353,12 +351,12 @@ class DevStack:
                 what="the callback receiver",
             )
             if self.n_gateways > 1:
-                rt = Runtime(settings)
-                for name in self.gateway_tokens:
-                    g = rt.gateways.get(name)
-                    rt.fleet.client(name).set_callback(
-                        callback_url(receiver, settings, g.callback_secret),
-                        token_of(g, settings),
+                registry = Runtime(settings).gateways
+                for name, var in self.gateway_tokens.items():
+                    g = registry.get(name)
+                    token = token_env[var]  # known here; workers read it from their env
+                    GatewayClient(g.base_url, token, g.profile).set_callback(
+                        callback_url(receiver, settings, g.callback_secret), token
                     )
             else:
                 GatewayClient.from_settings(settings).set_callback(
