@@ -8,7 +8,11 @@ from urllib.parse import urlsplit
 from celery import Celery
 from kombu.entity import Queue
 
-from wxtasks.config import Settings
+from wxtasks.config import KOMBU_SENTINEL_SCHEME, Settings
+
+#: with Sentinel, a command to a primary that froze gives up after this long, so the
+#: client asks the sentinels for the new primary (the state client's is the same)
+SENTINEL_SOCKET_TIMEOUT_S = 5.0
 
 SEND_QUEUE = "send"
 CONTROL_QUEUE = "control"
@@ -61,6 +65,16 @@ def queues(settings: Settings) -> list[Queue]:
     ]
 
 
+def celery_url(url: str, settings: Settings) -> tuple[str, str]:
+    """(the URL, the Sentinel master's name or ""): kombu's and Celery's
+    ``sentinel://h1:26379/<db>;sentinel://h2:26379/<db>`` needs ``master_name`` in the
+    transport options: WXTASKS_REDIS_URL's master. (Celery reads CELERY_BROKER_URL and
+    CELERY_RESULT_BACKEND from the environment itself, so they must be in its own form.)"""
+    if urlsplit(url).scheme != KOMBU_SENTINEL_SCHEME:
+        return url, ""
+    return url, settings.sentinel_master
+
+
 def configure(app: Celery, settings: Settings) -> Celery:
     app.wxtasks_settings = settings
     routes: dict[str, Any] = {name: {"queue": SEND_QUEUE} for name in SEND_TASKS}
@@ -79,11 +93,37 @@ def configure(app: Celery, settings: Settings) -> Celery:
         "socket_connect_timeout": 5,
         "health_check_interval": 25,
     }
+    broker_url, broker_master = celery_url(settings.broker_url, settings)
+    backend_url, backend_master = celery_url(settings.result_backend_url, settings)
+    backend_options: dict[str, Any] = {"retry_policy": {"timeout": 5.0}}
+    extra: dict[str, Any] = {}
+    if broker_master:
+        transport["master_name"] = broker_master
+        # a primary that froze answers nothing: give up on it in seconds and ask the
+        # sentinels, instead of waiting out a 30 s socket timeout
+        transport["socket_timeout"] = SENTINEL_SOCKET_TIMEOUT_S
+        transport["socket_connect_timeout"] = 2
+        # the consumer reads without a socket timeout (event loop): its health check PING
+        # is what notices a primary that froze
+        transport["health_check_interval"] = 2
+        # a failover takes the sentinels' down-after time plus an election: a publish
+        # keeps trying across it instead of failing the producer after ~1 s
+        extra["task_publish_retry_policy"] = {
+            "max_retries": 20,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 2.0,
+        }
+    if backend_master:
+        backend_options["master_name"] = backend_master
+        extra["redis_socket_timeout"] = SENTINEL_SOCKET_TIMEOUT_S
+        extra["redis_socket_connect_timeout"] = 2
     app.conf.update(
-        broker_url=settings.broker_url,
-        result_backend=settings.result_backend_url,
+        broker_url=broker_url,
+        result_backend=backend_url,
         broker_transport_options=transport,
-        result_backend_transport_options={"retry_policy": {"timeout": 5.0}},
+        result_backend_transport_options=backend_options,
+        **extra,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker outlives any broker restart
         result_backend_always_retry=True,

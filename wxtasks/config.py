@@ -23,9 +23,11 @@ Public names (other teams' deploy scripts and docker-compose use them):
     state store (and task results): redis://..., or Redis Sentinel as
     redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>
 ``CELERY_BROKER_URL`` (default state Redis, db 1)
-    broker: redis://..., redis+sentinel://... (as WXTASKS_REDIS_URL) or amqp://...
+    broker: redis://..., amqp://..., or Redis Sentinel in kombu's form
+    sentinel://[:password@]host1:26379/1;sentinel://host2:26379/1 (the master is
+    WXTASKS_REDIS_URL's)
 ``CELERY_RESULT_BACKEND`` (default WXTASKS_REDIS_URL)
-    task results: redis://... or redis+sentinel://...
+    task results: redis://..., or sentinel://... as the broker
 ``WXTASKS_RATE_PER_SECOND`` (default ``5``)
     global send rate (token bucket)
 ``WXTASKS_BURST`` (default ``10``)
@@ -130,6 +132,9 @@ Public names (other teams' deploy scripts and docker-compose use them):
 ``WXTASKS_GATEWAY_PROBE_INTERVAL_S`` (default ``10``)
     a gateway marked down gets one probe this often (its accounts none); at most the
     heartbeat interval
+``WXTASKS_REPLICA_WAIT_MS`` (default ``100``)
+    with Sentinel: a send's dedup claim waits up to this long for a replica to hold it
+    before the gateway call, in the same round trip (WAIT 1); 0: do not wait
 """
 
 from __future__ import annotations
@@ -151,6 +156,8 @@ from wxtasks.errors import ConfigError
 PROFILES = ("videosapi", "gewe", "v1")
 #: Redis Sentinel in WXTASKS_REDIS_URL / CELERY_BROKER_URL / CELERY_RESULT_BACKEND
 SENTINEL_SCHEME = "redis+sentinel"
+#: ... and kombu's / Celery's form of it in CELERY_BROKER_URL / CELERY_RESULT_BACKEND
+KOMBU_SENTINEL_SCHEME = "sentinel"
 #: what a gateway's --token-env may name
 SECRET_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 ALERT_FORMATS = ("dingtalk", "feishu", "wecom", "json")
@@ -184,6 +191,9 @@ def _url(*schemes: str) -> Check:
             parts = urlsplit(value)
             if parts.scheme == SENTINEL_SCHEME:  # several host:port, checked by its parser
                 parse_sentinel_url(value)
+            elif parts.scheme == KOMBU_SENTINEL_SCHEME:  # sentinel://h1:p/db;sentinel://...
+                for one in value.split(";"):
+                    urlsplit(one).port  # noqa: B018 - raises ValueError on a bad port
             else:
                 parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
@@ -304,15 +314,17 @@ class Settings:
     broker_url: str = _setting(
         "CELERY_BROKER_URL",
         "",
-        "broker: redis://..., redis+sentinel://... (as WXTASKS_REDIS_URL) or amqp://...",
-        check=_url("redis", "rediss", SENTINEL_SCHEME, "amqp", "pyamqp", "amqps"),
+        "broker: redis://..., amqp://..., or Redis Sentinel in kombu's form "
+        "sentinel://[:password@]host1:26379/1;sentinel://host2:26379/1 (the master is "
+        "WXTASKS_REDIS_URL's)",
+        check=_url("redis", "rediss", KOMBU_SENTINEL_SCHEME, "amqp", "pyamqp", "amqps"),
         shown="state Redis, db 1",
     )
     result_backend_url: str = _setting(
         "CELERY_RESULT_BACKEND",
         "",
-        "task results: redis://... or redis+sentinel://...",
-        check=_url("redis", "rediss", SENTINEL_SCHEME),
+        "task results: redis://..., or sentinel://... as the broker",
+        check=_url("redis", "rediss", KOMBU_SENTINEL_SCHEME),
         shown="WXTASKS_REDIS_URL",
     )
     rate_per_second: float = _setting(
@@ -565,11 +577,26 @@ class Settings:
         check=_positive,
     )
 
+    replica_wait_ms: int = _setting(
+        "WXTASKS_REPLICA_WAIT_MS",
+        100,
+        "with Sentinel: a send's dedup claim waits up to this long for a replica to hold it "
+        "before the gateway call, in the same round trip (WAIT 1); 0: do not wait",
+        check=_not_negative,
+    )
+
     def __post_init__(self) -> None:
+        sentinel = (
+            parse_sentinel_url(self.redis_url)
+            if urlsplit(self.redis_url).scheme == SENTINEL_SCHEME
+            else None
+        )
         if not self.broker_url:
-            object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
+            default = sentinel.with_db(1).kombu_url() if sentinel else _with_db(self.redis_url, 1)
+            object.__setattr__(self, "broker_url", default)
         if not self.result_backend_url:
-            object.__setattr__(self, "result_backend_url", self.redis_url)
+            default = sentinel.kombu_url() if sentinel else self.redis_url
+            object.__setattr__(self, "result_backend_url", default)
         if not self.gateway_rate_per_second:
             object.__setattr__(self, "gateway_rate_per_second", self.rate_per_second)
         if not self.gateway_burst:
@@ -591,15 +618,21 @@ class Settings:
         if self.backoff_max_s < self.backoff_base_s:
             raise ConfigError("WXTASKS_BACKOFF_MAX_S must be >= WXTASKS_BACKOFF_BASE_S")
         for env, url in (
-            ("WXTASKS_REDIS_URL", self.redis_url),
             ("CELERY_BROKER_URL", self.broker_url),
             ("CELERY_RESULT_BACKEND", self.result_backend_url),
         ):
-            if urlsplit(url).scheme == SENTINEL_SCHEME:
-                try:
-                    parse_sentinel_url(url)
-                except ValueError as exc:
-                    raise ConfigError(f"{env} {exc}") from None
+            if urlsplit(url).scheme == KOMBU_SENTINEL_SCHEME and not self.sentinel_master:
+                raise ConfigError(
+                    f"{env} is a sentinel:// URL: WXTASKS_REDIS_URL must then be a "
+                    "redis+sentinel:// URL naming the master (one Sentinel group for all)"
+                )
+
+    @property
+    def sentinel_master(self) -> str:
+        """The Sentinel master's name (WXTASKS_REDIS_URL's), or "" without Sentinel."""
+        if urlsplit(self.redis_url).scheme != SENTINEL_SCHEME:
+            return ""
+        return parse_sentinel_url(self.redis_url).master
 
     def secret(self, variable: str) -> str:
         """The secret named ``variable`` (a gateway's ``--token-env``): the environment
@@ -774,6 +807,9 @@ class SentinelUrl:
     master: str
     db: int
     password: str | None
+
+    def with_db(self, db: int) -> SentinelUrl:
+        return SentinelUrl(self.sentinels, self.master, db, self.password)
 
     def kombu_url(self) -> str:
         """Celery/kombu's form: ``sentinel://[:pw@]h1:26379/db;sentinel://h2:26379/db``;

@@ -22,7 +22,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from wxtasks.accounts import AccountStore
 from wxtasks.breaker import Breaker
 from wxtasks.campaigns import Campaigns
-from wxtasks.celeryconf import configure
+from wxtasks.celeryconf import SENTINEL_SOCKET_TIMEOUT_S, configure
 from wxtasks.config import SENTINEL_SCHEME, Settings, parse_sentinel_url
 from wxtasks.deadletters import DeadLetters
 from wxtasks.fleet import Fleet
@@ -34,10 +34,6 @@ from wxtasks.lifecycle import Lifecycle
 from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
 from wxtasks.sending import SendPipeline
-
-#: a command to a Sentinel-managed primary that has frozen gives up after this long, so
-#: the client asks the sentinels for the new primary instead of waiting forever
-SENTINEL_SOCKET_TIMEOUT_S = 5.0
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:

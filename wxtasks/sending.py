@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -132,6 +133,7 @@ class SendPipeline:
         self.deadletters = DeadLetters(client, self.keys)
         #: how long an admitted send may take: its claim's hold (connect + read timeout)
         self.hold_ms = int((2 * settings.gateway_timeout_s + 5) * 1000)
+        self._unreplicated_logged_at = -1e9
 
     def claim_key(self, message: Message) -> str:
         return self.keys.claim(message.app_id, message.digest)
@@ -185,41 +187,60 @@ class SendPipeline:
     ) -> list[Any]:
         s = self.settings
         rate, burst = self.fleet.limits(gateway)
-        return list(
-            self.scripts.admit(
-                keys=[
-                    self.keys.account(message.app_id),
-                    self.keys.account_bucket(message.app_id),
-                    self.keys.global_bucket,
-                    self.claim_key(message),
-                    self.keys.outbox_lane(message.app_id, ticket.lane),
-                    self.keys.seen(message.app_id, ticket.task_id),
-                    self.keys.campaigns_stopped,
-                    self.keys.gateway_bucket(gateway),
-                    self.keys.gateways_down,
-                ],
-                args=[
-                    ticket.task_id,
-                    s.dedup_ttl_s,
-                    s.rate_per_second,
-                    s.burst,
-                    s.account_rate_per_second,
-                    s.account_burst,
-                    "" if now_ms is None else repr(now_ms),
-                    repr(ticket.enqueued_at * 1000) if ticket.enqueued_at >= 0 else "",
-                    int(ticket.window_s * 1000),
-                    self.outbox.reserve(ticket.lane),
-                    "0" if ticket.from_outbox else "1",
-                    "" if paid_at_ms is None else repr(paid_at_ms),
-                    self.hold_ms,
-                    ticket.campaign,
-                    PAID_FRESH_MS,
-                    gateway,
-                    rate,
-                    burst,
-                ],
-            )
+        # with Sentinel, the claim must be on a replica before the gateway call: a failover
+        # right after an asynchronously replicated claim would forget it and let a
+        # redelivery send the message again. WAIT rides in the same round trip.
+        wait = s.replica_wait_ms if s.sentinel_master else 0
+        client: Any = self.redis.pipeline(transaction=False) if wait else None
+        reply = self.scripts.admit(
+            keys=[
+                self.keys.account(message.app_id),
+                self.keys.account_bucket(message.app_id),
+                self.keys.global_bucket,
+                self.claim_key(message),
+                self.keys.outbox_lane(message.app_id, ticket.lane),
+                self.keys.seen(message.app_id, ticket.task_id),
+                self.keys.campaigns_stopped,
+                self.keys.gateway_bucket(gateway),
+                self.keys.gateways_down,
+            ],
+            args=[
+                ticket.task_id,
+                s.dedup_ttl_s,
+                s.rate_per_second,
+                s.burst,
+                s.account_rate_per_second,
+                s.account_burst,
+                "" if now_ms is None else repr(now_ms),
+                repr(ticket.enqueued_at * 1000) if ticket.enqueued_at >= 0 else "",
+                int(ticket.window_s * 1000),
+                self.outbox.reserve(ticket.lane),
+                "0" if ticket.from_outbox else "1",
+                "" if paid_at_ms is None else repr(paid_at_ms),
+                self.hold_ms,
+                ticket.campaign,
+                PAID_FRESH_MS,
+                gateway,
+                rate,
+                burst,
+            ],
+            client=client,
         )
+        if client is None:
+            return list(reply)
+        client.execute_command("WAIT", 1, wait)
+        admitted, replicas = client.execute()
+        if not replicas and _s(admitted[0]) == "admitted":
+            now = time.monotonic()
+            if now - self._unreplicated_logged_at > 60:  # once a minute, not per send
+                self._unreplicated_logged_at = now
+                logger.warning(
+                    "appId=%s: no replica acknowledged a send claim within %d ms (the "
+                    "primary has no replica in sync?): a failover now could forget it",
+                    message.app_id,
+                    wait,
+                )
+        return list(admitted)
 
     def deliver(self, message: Message, gateway: str | None = None) -> SendReceipt:
         """Send through the account's gateway (``gateway``: as admission checked it)."""
