@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -175,7 +175,7 @@ class SendPipeline:
         if _s(reply[0]) == "regateway":
             gateway = self.fleet.remember(message.app_id, _s(reply[1]))
             reply = self._admit(message, ticket, gateway, paid_at_ms, now_ms)
-        return replace(_admission(reply), gateway=gateway)
+        return _admission(reply, gateway)
 
     def _admit(
         self,
@@ -304,7 +304,14 @@ class SendPipeline:
         self.scripts.claim_release(keys=[self.claim_key(message)], args=[owner])
 
 
-def _admission(reply: list[Any]) -> Admission:
+def _admission(reply: list[Any], gateway: str = "") -> Admission:
+    admission = _read(reply)
+    if gateway:
+        object.__setattr__(admission, "gateway", gateway)  # built just now, not shared yet
+    return admission
+
+
+def _read(reply: list[Any]) -> Admission:
     outcome = Admit(_s(reply[0]))
     if outcome in (Admit.ADMITTED, Admit.EXPIRED):
         return Admission(outcome, enqueued_at=float(reply[1]) / 1000)
