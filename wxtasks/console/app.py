@@ -71,7 +71,7 @@ class Console:
         self.celery: Celery = self.rt.celery
         self.client = WxTasksClient(app=self.celery)
         self.logins = QrLogins(
-            self.rt.accounts, self.rt.gateway, self.rt.lifecycle.follow_up, poll_s=login_poll_s
+            self.rt.accounts, self.rt.fleet, self.rt.lifecycle.follow_up, poll_s=login_poll_s
         )
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
@@ -117,7 +117,7 @@ class Console:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.celery.close()
-        self.rt.gateway.close()
+        self.rt.fleet.close()
 
 
 class BaseHandler(web.RequestHandler):

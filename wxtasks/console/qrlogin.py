@@ -29,6 +29,7 @@ from wxtasks.errors import (
     GatewayError,
     GatewayUnavailableError,
 )
+from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient
 from wxtasks.machine import Decision, Event, State
 
@@ -77,18 +78,24 @@ class QrLogins:
     def __init__(
         self,
         accounts: AccountStore,
-        gateway: GatewayClient,
+        gateway: GatewayClient | Fleet,
         follow_up: Callable[[str, Decision], None],
         *,
         poll_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.accounts = accounts
+        #: the fleet (each account's own gateway), or one client for every account
         self.gateway = gateway
         self.follow_up = follow_up
         self.poll_s = poll_s
         self.clock = clock
         self._logins: dict[str, QrLogin] = {}
+
+    def _client(self, app_id: str) -> GatewayClient:
+        if isinstance(self.gateway, Fleet):
+            return self.gateway.client_for(app_id)
+        return self.gateway
 
     def get(self, app_id: str) -> QrLogin | None:
         return self._logins.get(app_id)
@@ -102,7 +109,7 @@ class QrLogins:
             return previous  # one QR login per account: a second click shows the same one
         if account.state is State.ERROR:
             self._transition(app_id, Event.RESET, "operator QR login", [State.ERROR])
-        if self.gateway.check_online(app_id):
+        if self._client(app_id).check_online(app_id):
             self._transition(
                 app_id, Event.LOGIN_SUCCEEDED, "gateway session is online", [State.IDLE]
             )
@@ -111,7 +118,7 @@ class QrLogins:
             login.message = "the gateway already had its session"
             self._logins[app_id] = login
             return login
-        qr = self.gateway.get_login_qr(app_id)
+        qr = self._client(app_id).get_login_qr(app_id)
         now = self.clock()
         login = QrLogin(
             app_id,
@@ -162,7 +169,7 @@ class QrLogins:
                 return login
             code = login.captcha_code or None
             try:
-                status = self.gateway.check_login(app_id, login.uuid, captch_code=code)
+                status = self._client(app_id).check_login(app_id, login.uuid, captch_code=code)
             except GatewayBusinessError as exc:
                 text = exc.msg.lower()
                 if any(m in text for m in CAPTCHA_MARKERS):

@@ -20,7 +20,7 @@ from typing import Any
 from wxtasks.accounts import Account, AccountStore
 from wxtasks.machine import State
 
-#: every account is on the environment-configured gateway until a gateway registry lands
+#: the gateway of an account that names none (the environment-configured one)
 DEFAULT_GATEWAY = "default"
 
 PAGE_SIZE = 50
@@ -114,7 +114,7 @@ class AccountRow:
 
     @property
     def gateway(self) -> str:
-        return DEFAULT_GATEWAY
+        return self.account.gateway or DEFAULT_GATEWAY
 
     @property
     def heartbeat_age(self) -> str:
