@@ -127,9 +127,9 @@ for i = 1, (#ARGV - 12) / PER do
         next_at = now + a_wait
         break
       end
-      local gw_wait = gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve)
-      if gw_wait > 0 then
-        next_at = now + gw_wait
+      -- like the global bucket: an account held by its gateway's bucket keeps its place
+      -- (most overdue first), so the gateway's accounts share it fairly
+      if gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve) > 0 then
         break
       end
       if gcra_wait(g_tat, now, g_rate, g_burst, reserve) > 0 then
