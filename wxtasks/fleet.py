@@ -117,12 +117,17 @@ class Fleet:
         return spec
 
     def limits(self, name: str) -> tuple[float, int]:
-        """(rate, burst) of the gateway's bucket; an unknown gateway gets the defaults."""
+        """(rate, burst) of the gateway's bucket; an unknown gateway gets the defaults.
+        (0, 0) when it is no tighter than the fleet's bucket: a gateway's sends are a part
+        of the fleet's, so such a bucket could never hold one back, and admission skips it."""
         try:
             spec = self.spec(name)
+            rate, burst = spec.rate, spec.burst
         except LookupError:
-            return self.settings.gateway_rate_per_second, self.settings.gateway_burst
-        return spec.rate, spec.burst
+            rate, burst = self.settings.gateway_rate_per_second, self.settings.gateway_burst
+        if rate >= self.settings.rate_per_second and burst >= self.settings.burst:
+            return 0.0, 0
+        return rate, burst
 
     def client(self, name: str) -> GatewayClient:
         """A pooled client for gateway ``name``, with its token (read from the environment

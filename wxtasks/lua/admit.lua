@@ -33,7 +33,8 @@
 -- ARGV[14] = the message's campaign id, or ""
 -- ARGV[15] = how long a dispatch's payment stays good, ms
 -- ARGV[16] = the gateway the caller believes serves the account (its KEYS[8] is that one's)
--- ARGV[17] = that gateway's rate, per second   ARGV[18] = its burst
+-- ARGV[17] = that gateway's rate, per second (0: no tighter than the fleet's, not
+--           checked)   ARGV[18] = its burst
 -- returns {"admitted", enqueued}
 --       | {"unknown_account"}
 --       | {"expired", enqueued}
@@ -104,10 +105,14 @@ if not paid then
   local g_tat = gcra_tat(KEYS[3], now)
   local a_wait = gcra_wait(a_tat, now, a_rate, a_burst, reserve)
   local g_wait = gcra_wait(g_tat, now, g_rate, g_burst, reserve)
-  -- the gateway's own bucket (its API limit), between the account's and the fleet's
+  -- the gateway's own bucket (its API limit), between the account's and the fleet's; a
+  -- rate of 0 means it can never bind (no tighter than the fleet's) and is skipped
   local gw_rate, gw_burst = tonumber(ARGV[17]), tonumber(ARGV[18])
-  local gw_tat = gcra_tat(KEYS[8], now)
-  local gw_wait = gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve)
+  local gw_tat, gw_wait = 0, 0
+  if gw_rate > 0 then
+    gw_tat = gcra_tat(KEYS[8], now)
+    gw_wait = gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve)
+  end
   if a_wait > 0 or g_wait > 0 or gw_wait > 0 then
     if a_wait >= g_wait and a_wait >= gw_wait then
       return {'wait', tostring(math.ceil(a_wait)), 'account', enqueued}
@@ -118,7 +123,9 @@ if not paid then
     return {'wait', tostring(math.ceil(g_wait)), 'global', enqueued}
   end
   gcra_take(KEYS[2], a_tat, now, a_rate)
-  gcra_take(KEYS[8], gw_tat, now, gw_rate)
+  if gw_rate > 0 then
+    gcra_take(KEYS[8], gw_tat, now, gw_rate)
+  end
   gcra_take(KEYS[3], g_tat, now, g_rate)
 end
 

@@ -111,7 +111,11 @@ for i = 1, (#ARGV - 12) / PER do
       paced_at = math.max(open_at, tonumber(acct[4] or '0') or 0)
     end
     local a_tat = gcra_tat(bucket, now)
-    local gw_tat = gcra_tat(gw_bucket, now)
+    -- a gateway rate of 0: its bucket is no tighter than the fleet's and is skipped
+    local gw_tat = 0
+    if gw_rate > 0 then
+      gw_tat = gcra_tat(gw_bucket, now)
+    end
     local served = 0
     while n < max_n do
       if paced_at > now then
@@ -129,7 +133,7 @@ for i = 1, (#ARGV - 12) / PER do
       end
       -- like the global bucket: an account held by its gateway's bucket keeps its place
       -- (most overdue first), so the gateway's accounts share it fairly
-      if gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve) > 0 then
+      if gw_rate > 0 and gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve) > 0 then
         break
       end
       if gcra_wait(g_tat, now, g_rate, g_burst, reserve) > 0 then
@@ -140,7 +144,9 @@ for i = 1, (#ARGV - 12) / PER do
         break
       end
       a_tat = gcra_take(bucket, a_tat, now, rate)
-      gw_tat = gcra_take(gw_bucket, gw_tat, now, gw_rate)
+      if gw_rate > 0 then
+        gw_tat = gcra_take(gw_bucket, gw_tat, now, gw_rate)
+      end
       g_tat = gcra_take(KEYS[1], g_tat, now, g_rate)
       take(lane, id, body, '1')
       served = served + 1
