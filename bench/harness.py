@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,9 @@ from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the b
 from wxtasks.runtime import redis_client
 
 TOKEN = "bench-token"
+# the benches print their own tables; the library's warnings (alerts, retries) would only
+# interleave with them (the worker processes log to bench/results/logs)
+logging.getLogger("wxtasks").setLevel(logging.ERROR)
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -151,13 +155,17 @@ class SendLog:
     20,000-send run does not pull the whole list on every poll."""
 
     def __init__(self, b: Bench) -> None:
+        import threading
+
         self.b = b
         self.items: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
 
     def poll(self) -> list[dict[str, Any]]:
-        reply = self.b.sim(f"sends?since={len(self.items)}")
-        self.items.extend(reply["sends"])
-        return self.items
+        with self._lock:  # a sampler thread polls too
+            reply = self.b.sim(f"sends?since={len(self.items)}")
+            self.items.extend(reply["sends"])
+            return list(self.items)
 
     def __len__(self) -> int:
         return len(self.items)
