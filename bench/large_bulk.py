@@ -83,15 +83,21 @@ class Sampler(threading.Thread):
             self.stop.wait(self.every_s)
 
 
-def warm_up(b: Any, rt: Runtime, client: WxTasksClient, accounts: list[str]) -> None:
-    """Every pool process imports, connects and loads its scripts before the idle RSS is
-    read: a few replies, and one small campaign (cancelled, so it leaves no backlog)."""
+def warm_up(rt: Runtime, client: WxTasksClient, accounts: list[str], per_account: int) -> None:
+    """Before the idle RSS is read, every pool process has imported, connected, loaded its
+    scripts and run ``bulk_send`` tasks as large as the measured ones (a 2,000-recipient
+    task message and its 1,000-target chunks set the allocator's high-water mark, once):
+    a few replies, then 8 campaigns of the same size, cancelled, so they leave no backlog.
+    What is left to see is whether memory follows the backlog."""
     results = [client.send_text(a, f"warm_{i}", "warm-up") for i in range(2) for a in accounts]
     for r in results:
         r.get(timeout=60)
-    for i in range(4):
-        camp = client.bulk_send(accounts[i], ["warm_bulk"], "warm-up").id
-        deadline = time.monotonic() + 60
+    camps = [
+        client.bulk_send(accounts[i], [f"warm_{n}" for n in range(per_account)], "warm-up").id
+        for i in range(8)
+    ]
+    deadline = time.monotonic() + 300
+    for camp in camps:
         while True:
             try:
                 if rt.campaigns.show(camp)["state"] == "running":  # created and parked
@@ -100,7 +106,7 @@ def warm_up(b: Any, rt: Runtime, client: WxTasksClient, accounts: list[str]) -> 
             except CampaignNotFound:  # its task has not run yet
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("warm-up campaign")
+                raise TimeoutError("warm-up campaigns")
             time.sleep(0.1)
 
 
@@ -123,7 +129,7 @@ def main() -> None:
         workers = b.workers(settings)
         rt = Runtime(settings)
         client = WxTasksClient.from_settings(settings)
-        warm_up(b, rt, client, accounts)
+        warm_up(rt, client, accounts, per_account)
         log = SendLog(b)
         log.poll()
         sampler = Sampler(rt, [w.process.pid for w in workers], log, 0.5)
@@ -166,7 +172,7 @@ def main() -> None:
             k: sum(s[k] for s in summaries)
             for k in ("sent", "duplicate", "failed", "unknown", "cancelled", "waiting")
         }
-        sends = [s for s in log.poll() if str(s["toWxid"]).startswith("wxid_")]
+        sends = [s for s in log.poll() if str(s["toWxid"]).startswith("wxid_acct")]
         distinct = {(s["appId"], s["toWxid"]) for s in sends}
         twice = len(sends) - len(distinct)
         expected = {(a, f"wxid_{a}_{n:05d}") for a in accounts for n in range(per_account)}
@@ -261,8 +267,8 @@ def main() -> None:
         print(
             f"\ngoals: 0 failed, all sent once: {'PASS' if ok_failed else 'FAIL'}; pace within "
             f"+-3 % of 10/s (worst {worst * 100:.2f} %): {'PASS' if worst <= 0.03 else 'FAIL'}; "
-            f"RSS flat (growth <= 5 MiB per instance): "
-            f"{'PASS' if max(growth) <= 5 else 'FAIL'}"
+            f"RSS flat (idle -> full backlog -> drained, within 2 MiB per instance): "
+            f"{'PASS' if max(max(growth), max(spread)) <= 2 else 'FAIL'}"
         )
         client.app.close()
 

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from harness import BENCH_DIR, Bench, SendLog, bench, cpu_seconds, table
+from harness import BENCH_DIR, Bench, SendLog, bench, cpu_seconds, redis_cpu, table
+
+from wxtasks.runtime import redis_client
 
 HIGH = dict(
     rate_per_second=100_000,
@@ -165,7 +167,16 @@ def top_functions(stacks: Counter[str], wanted: str, k: int = 12) -> list[tuple[
 def run_setup(b: Bench, s: Setup, rounds: int, scale: float, profile: bool) -> dict[str, Any]:
     n = int(s.messages * scale)
     settings = b.settings(**HIGH)
-    out: dict[str, Any] = {"setup": s, "n": n, "bare": [], "ours": [], "cpu": {}, "stacks": {}}
+    out: dict[str, Any] = {
+        "setup": s,
+        "n": n,
+        "bare": [],
+        "ours": [],
+        "cpu": {},
+        "rcpu": {},
+        "stacks": {},
+    }
+    rclient = redis_client(b.redis.url)
     for rnd in range(rounds):
         for kind, app, task in (
             ("bare", "baseline_app", "bench.post"),
@@ -188,12 +199,14 @@ def run_setup(b: Bench, s: Setup, rounds: int, scale: float, profile: bool) -> d
                 if profile and rnd == 0
                 else None
             )
-            cpu0 = cpu_seconds(pids)
+            cpu0, rcpu0 = cpu_seconds(pids), redis_cpu(rclient)
             started = time.time()
             enqueue(producer, task, messages)
             sends = wait_sends(log, before + n, 300)[before:]
             elapsed = max(x["at"] for x in sends) - started
             cpu = cpu_seconds(pids) - cpu0
+            rcpu = redis_cpu(rclient) - rcpu0
+            out["rcpu"].setdefault(kind, []).append(rcpu / len(sends) * 1000)
             if prof is not None:
                 out["stacks"][kind] = prof.stop()
             out[kind].append(len(sends) / elapsed)
@@ -202,7 +215,8 @@ def run_setup(b: Bench, s: Setup, rounds: int, scale: float, profile: bool) -> d
             b.stop_workers(workers)
             print(
                 f"  ({s.name}) round {rnd + 1} {kind}: {len(sends)} in {elapsed:.2f} s = "
-                f"{len(sends) / elapsed:.0f}/s, worker CPU {cpu / len(sends) * 1000:.2f} ms/msg",
+                f"{len(sends) / elapsed:.0f}/s, worker CPU {cpu / len(sends) * 1000:.2f} ms/msg, "
+                f"Redis CPU {rcpu / len(sends) * 1000:.2f} ms/msg",
                 flush=True,
             )
     return out
@@ -238,6 +252,8 @@ def main() -> None:
                 " ".join(f"{x:.0f}" for x in r["ours"]),
                 f"{statistics.median(r['cpu']['bare']):.2f}",
                 f"{statistics.median(r['cpu']['ours']):.2f}",
+                f"{statistics.median(r['rcpu']['bare']):.2f}",
+                f"{statistics.median(r['rcpu']['ours']):.2f}",
                 f"{ratio:.2f}",
                 "PASS" if ratio >= 0.9 else "FAIL",
             ]
@@ -249,8 +265,10 @@ def main() -> None:
                 "set-up",
                 "bare /s",
                 "wxtasks /s",
-                "bare CPU ms/msg",
-                "wxtasks CPU ms/msg",
+                "worker ms/msg bare",
+                "worker ms/msg wxtasks",
+                "Redis ms/msg bare",
+                "Redis ms/msg wxtasks",
                 "ratio",
                 "goal >= 0.9",
             ],
