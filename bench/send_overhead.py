@@ -107,7 +107,7 @@ class Profiler:
                 with open(f"{self.path}.{i}") as f:
                     for line in f:
                         stack, _, n = line.rstrip().rpartition(" ")
-                        if stack:
+                        if stack and n.isdigit():  # skip py-spy's own notes
                             stacks[stack] += int(n)
             except FileNotFoundError:
                 pass
