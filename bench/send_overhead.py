@@ -222,13 +222,88 @@ def run_setup(b: Bench, s: Setup, rounds: int, scale: float, profile: bool) -> d
     return out
 
 
+def micro(n: int) -> list[list[str]]:
+    """The wxtasks-only steps of one send, in-process against a throwaway Redis: client CPU
+    and Redis server CPU per call of each step (the gateway call and Celery's own work
+    are the same for both tasks and left out)."""
+    from wxtasks.config import Settings
+    from wxtasks.dev.redis_server import RedisServer
+    from wxtasks.gateway.client import SendReceipt
+    from wxtasks.machine import Event
+    from wxtasks.runtime import Runtime
+    from wxtasks.sendcore import Admission, Lane, Status, decide
+    from wxtasks.sending import Message
+
+    rows = []
+    with RedisServer() as server:
+        settings = Settings.from_env(
+            {}, redis_url=server.url, broker_url=server.url[:-1] + "1", **HIGH
+        )
+        rt = Runtime(settings)
+        apps = [f"acct-{i:02d}" for i in range(20)]
+        for a in apps:
+            rt.accounts.register(a)
+            rt.accounts.transition(a, Event.LOGIN_SUCCEEDED)
+        pipe = rt.pipeline
+        raw = [
+            {"app_id": apps[i % 20], "to_wxid": f"wxid_{i}", "content": f"overhead {i}"}
+            for i in range(n)
+        ]
+        state: dict[str, Any] = {}
+
+        def parse() -> None:
+            state["msgs"] = [Message.parse("text", r) for r in raw]
+            state["tickets"] = [
+                pipe.ticket(f"task-{i}", Lane.INTERACTIVE, time.time()) for i in range(n)
+            ]
+
+        def admit() -> None:
+            state["adm"] = [
+                pipe.admit(m, t) for m, t in zip(state["msgs"], state["tickets"], strict=True)
+            ]
+
+        def decide_all() -> None:
+            now = time.time()
+            for t, a in zip(state["tickets"], state["adm"], strict=True):
+                assert isinstance(a, Admission)
+                decide(t, a, now)
+
+        def finish() -> None:
+            for i, (m, t) in enumerate(zip(state["msgs"], state["tickets"], strict=True)):
+                receipt = SendReceipt(m.to_wxid, str(i), str(7 * 10**18 + i), int(time.time()))
+                pipe.finish(m, t, Status.SENT, receipt=receipt)
+
+        for name, step in (
+            ("validate + digest + ticket", parse),
+            ("admit (admit.lua, 1 round trip)", admit),
+            ("decide() x2", decide_all),
+            ("finish (claim_record.lua + counters, 1 round trip)", finish),
+        ):
+            c0, r0, w0 = time.process_time(), redis_cpu(rt.redis), time.perf_counter()
+            step()
+            c, r, w = (
+                time.process_time() - c0,
+                redis_cpu(rt.redis) - r0,
+                time.perf_counter() - w0,
+            )
+            rows.append([name, f"{c / n * 1e6:.0f}", f"{r / n * 1e6:.0f}", f"{w / n * 1e6:.0f}"])
+        rt.redis.close()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--only", choices=["a", "b"])
+    parser.add_argument("--micro", action="store_true", help="only the in-process step costs")
     args = parser.parse_args()
+    if args.micro:
+        n = 2000 if args.quick else 10000
+        print(f"\n== wxtasks' own steps of one send, in-process, {n:,} messages ==")
+        print(table(micro(n), ["step", "client CPU us", "Redis CPU us", "wall us"]))
+        return
     rounds = args.rounds or (1 if args.quick else 2)
     scale = 0.2 if args.quick else 1.0
     results = []
