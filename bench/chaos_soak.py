@@ -75,7 +75,8 @@ class Procs:
     control: list[Any] = field(default_factory=list)
     beats: list[Any] = field(default_factory=list)
     n: int = 0
-    log: list[str] = field(default_factory=list)
+    #: where each beat's log starts for this run (a log file may hold earlier runs)
+    log_from: dict[str, int] = field(default_factory=dict)
 
     def start_worker(self, role: str) -> Any:
         self.n += 1
@@ -89,9 +90,10 @@ class Procs:
 
     def start_beat(self) -> Any:
         self.n += 1
-        child = self.b.supervisor.start(
-            f"chaos-beat-{self.n}", celery_cmd("beat", "-l", "INFO"), self.beat_env
-        )
+        name = f"chaos-beat-{self.n}"
+        path = os.path.join(self.b.supervisor.log_dir or "", f"{name}.log")
+        self.log_from[name] = os.path.getsize(path) if os.path.exists(path) else 0
+        child = self.b.supervisor.start(name, celery_cmd("beat", "-l", "INFO"), self.beat_env)
         self.beats.append(child)
         return child
 
@@ -101,6 +103,7 @@ class Procs:
             if not child.alive or not child.log_path:
                 continue
             with open(child.log_path, errors="replace") as f:
+                f.seek(self.log_from.get(child.name, 0))
                 text = f.read()
             held = text.rfind("this beat is active")
             lost = max(text.rfind("lost its lock"), text.rfind("standing by"))
