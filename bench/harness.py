@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -21,6 +22,9 @@ from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the b
 from wxtasks.runtime import redis_client
 
 TOKEN = "bench-token"
+# the benches print their own tables; the library's warnings (alerts, retries) would only
+# interleave with them (the worker processes log to bench/results/logs)
+logging.getLogger("wxtasks").setLevel(logging.ERROR)
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -108,9 +112,9 @@ class Bench:
 
 
 @contextmanager
-def bench(profile: str = "videosapi") -> Iterator[Bench]:
+def bench(profile: str = "videosapi", *, appendonly: bool = False) -> Iterator[Bench]:
     supervisor = Supervisor(log_dir=os.path.join(BENCH_DIR, "results", "logs"))
-    with RedisServer() as server:
+    with RedisServer(appendonly=appendonly) as server:
         port = free_port()
         try:
             supervisor.start(
@@ -144,3 +148,125 @@ def _ok(url: str) -> bool:
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] if ordered else float("nan")
+
+
+class SendLog:
+    """The simulator's record of accepted sends, fetched incrementally (``since=N``), so a
+    20,000-send run does not pull the whole list on every poll."""
+
+    def __init__(self, b: Bench) -> None:
+        import threading
+
+        self.b = b
+        self.items: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def poll(self) -> list[dict[str, Any]]:
+        with self._lock:  # a sampler thread polls too
+            reply = self.b.sim(f"sends?since={len(self.items)}")
+            self.items.extend(reply["sends"])
+            return list(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes and all their children (a prefork worker's
+    main process and its pool)."""
+    import psutil
+
+    total = 0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def redis_cpu(client: Any) -> float:
+    """The Redis server's own CPU seconds so far (INFO cpu)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_memory(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str | None]:
+    """A throwaway RabbitMQ vhost on 127.0.0.1:5672 (guest), or None when there is none."""
+    import shutil
+    import socket
+    import subprocess
+    import uuid
+
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        yield None
+        return
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        yield None
+        return
+    vhost = f"wxtasks-bench-{uuid.uuid4().hex[:8]}"
+
+    def run(*args: str) -> None:
+        subprocess.run([ctl, *args], check=True, capture_output=True, timeout=60)
+
+    try:
+        run("add_vhost", vhost)
+        run("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (subprocess.SubprocessError, OSError):
+        yield None
+        return
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+def no_quiet_hours(settings: Settings, app_ids: list[str]) -> None:
+    """Simulated accounts send bulk at any hour (as ``wxtasks dev`` registers its own), so
+    a bench gives the same figures whatever the local time: quiet hours off per account."""
+    store = AccountStore(redis_client(settings.redis_url), settings)
+    for app_id in app_ids:
+        store.update(app_id, pacing={"quiet_hours": ""})
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+    """A plain text table, columns aligned."""
+    cells = [header, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
