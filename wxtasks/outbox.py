@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -245,6 +246,8 @@ class Dispatcher:
     """
 
     TICK_S = 0.05
+    #: a tick stops taking more batches after this long (interactive gets its batch first)
+    TICK_BUDGET_S = 0.5
 
     def __init__(
         self,
@@ -272,15 +275,18 @@ class Dispatcher:
         return float(now_s * 1000 + now_us / 1000)
 
     def tick(self) -> int:
-        """Dispatch what is due now; returns how many messages went out."""
+        """Dispatch what is due now, for at most ``TICK_BUDGET_S`` (a backlog that is all
+        due at once goes out over several ticks, so the beat keeps its lock and no lease
+        runs out while its message waits to be published); returns how many went out."""
         now_ms = self.now_ms()
         self.reclaim(now_ms)
         sent = 0
+        budget_ends = time.monotonic() + self.TICK_BUDGET_S
         for lane in LANES:
             while True:
                 n, full = self._dispatch_lane(lane, now_ms)
                 sent += n
-                if not full:
+                if not full or time.monotonic() > budget_ends:
                     break
         return sent
 
