@@ -470,3 +470,23 @@ def test_outbox_stats_say_how_much_waits_and_for_how_long(redis_url: str, r: red
     # nobody is overdue: "busy" waits for its own bucket, "back" is looked at in a second
     assert inter["dispatch_lag_s"] < 1 and bulk["dispatch_lag_s"] < 1
     assert bulk["dispatched"] == 0
+
+
+def test_a_campaign_cancelled_while_it_loads_stays_cancelled_and_sends_nothing(
+    redis_url: str, r: redis.Redis
+) -> None:
+    rig = Rig(redis_url, r, rate_per_second=1000, burst=1000)
+    rig.online("a1", rate=1000, burst=1000)
+    campaigns = campaigns_for(rig)
+
+    def targets() -> Iterable[tuple[str, str]]:
+        for i in range(3000):
+            if i == 1000:  # an operator cancels after the first chunk is in
+                assert campaigns.cancel("big")["state"] == "cancelled"
+            yield ("a1", f"w{i}")
+
+    summary = campaigns.create("big", Content.parse("text", {"content": "hi"}), targets())
+    assert summary["state"] == "cancelled" and summary["waiting"] == 0
+    assert summary["cancelled"] == summary["total"] == 1000
+    assert rig.outbox.waiting(app_id="a1") == []
+    assert rig.ids(rig.t) == []  # the dispatcher hands out none of it

@@ -133,12 +133,18 @@ def test_a_paused_campaigns_message_waits_and_a_cancelled_ones_ends_cancelled() 
     assert not cancelled.dead_letter  # an operator's doing, not a failure
 
 
-@pytest.mark.parametrize("why", ["global", "account"])
 @pytest.mark.parametrize("wait_s", [0.001, 0.5, SHORT_WAIT_S])
-def test_a_short_wait_for_a_token_sleeps_in_the_worker(why: str, wait_s: float) -> None:
-    action = admission(Admit.WAIT, wait_s=wait_s, why=why, enqueued_at=NOW - 10)
+def test_a_short_wait_for_a_global_token_sleeps_in_the_worker(wait_s: float) -> None:
+    action = admission(Admit.WAIT, wait_s=wait_s, why="global", enqueued_at=NOW - 10)
     assert action.do is Do.SLEEP and action.wait_s == wait_s
-    assert why in action.reason
+    assert "global" in action.reason
+
+
+def test_a_wait_for_one_accounts_token_parks_so_it_holds_up_no_other_account() -> None:
+    # a burst to one account must not keep workers asleep while another's reply waits
+    assert admission(Admit.WAIT, wait_s=0.02, why="account", enqueued_at=NOW).do is Do.SLEEP
+    action = admission(Admit.WAIT, wait_s=0.5, why="account", enqueued_at=NOW)
+    assert action.do is Do.PARK and "account" in action.reason
 
 
 @pytest.mark.parametrize("why", ["global", "account"])
@@ -167,7 +173,7 @@ def test_a_wait_that_would_end_past_the_deadline_parks_instead_of_sleeping() -> 
 
 def test_the_bulk_lanes_longer_window_counts_for_the_sleep() -> None:
     bulk = Ticket("c:0", Lane.BULK, NOW - 3600, 86_400.0)
-    action = decide(bulk, Admission(Admit.WAIT, wait_s=0.5, why="account"), NOW, never)
+    action = decide(bulk, Admission(Admit.WAIT, wait_s=0.5, why="global"), NOW, never)
     assert action.do is Do.SLEEP
 
 

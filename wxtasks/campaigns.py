@@ -160,6 +160,10 @@ class Campaigns:
         enqueued_at = max(starts, float(stored["created_at"]))
         index = 0
         for chunk in _chunks(targets, CHUNK):
+            if self.redis.hget(key, "state") != CampaignState.LOADING:
+                # cancelled while it was still loading: what is left is not added
+                logger.info("campaign %s stopped while loading", campaign_id)
+                return self.show(campaign_id)
             entries = [f"{validate_app_id(a)}\t{_wxid(t)}" for a, t in chunk]
             added = self.scripts.campaign_add(
                 keys=[
@@ -180,6 +184,8 @@ class Campaigns:
             self.redis.zrem(self.keys.campaigns, campaign_id)
             raise BadInputError("a campaign needs at least one target")
         state = CampaignState.RUNNING if running else CampaignState.SCHEDULED
+        if self.redis.hget(key, "state") != CampaignState.LOADING:
+            return self.show(campaign_id)  # cancelled during its last chunk
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             key, mapping={"state": state.value, "started_at": f"{now:.3f}" if running else ""}
@@ -278,8 +284,14 @@ class Campaigns:
         meta = self._meta(campaign_id)
         if meta["state"] in (CampaignState.CANCELLED, CampaignState.DONE):
             return self.show(campaign_id)
-        started = meta["state"] in (CampaignState.RUNNING,) or (
-            meta["state"] == CampaignState.PAUSED and meta.get("paused_from") == "running"
+        loading_now = (
+            meta["state"] == CampaignState.LOADING
+            and float(meta.get("start_at") or 0) <= self.clock()
+        )  # a create still streaming parks its targets as it goes
+        started = (
+            meta["state"] == CampaignState.RUNNING
+            or loading_now
+            or (meta["state"] == CampaignState.PAUSED and meta.get("paused_from") == "running")
         )
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.campaigns_stopped, campaign_id, CampaignState.CANCELLED.value)

@@ -21,6 +21,8 @@ from typing import Any
 
 #: a wait up to this long sleeps in the worker; a longer one parks the message in Redis
 SHORT_WAIT_S = 1.0
+#: ... but a wait for one account's own token sleeps only this long (see decide)
+SHORT_ACCOUNT_WAIT_S = 0.05
 #: generic gateway errors (ret != 200, not offline) are tried this many times in all
 BUSINESS_ATTEMPTS = 4
 #: how often the dispatcher looks again at an account that cannot send yet
@@ -189,11 +191,11 @@ def _after_admission(ticket: Ticket, a: Admission, now: float) -> Action:
             return Action(Do.PARK, reason="campaign paused")
         case Admit.WAIT:
             reason = _WAIT_REASONS.get(a.why, a.why)
-            if (
-                a.why != "behind"
-                and a.wait_s <= SHORT_WAIT_S
-                and now + a.wait_s <= (ticket.deadline_at)
-            ):
+            # the global bucket is everyone's: sleeping for it costs nobody a turn. An
+            # account's own bucket is not: a worker sleeping for one busy account holds
+            # up other accounts' replies queued behind it, so that wait parks
+            short = SHORT_WAIT_S if a.why == "global" else SHORT_ACCOUNT_WAIT_S
+            if a.why != "behind" and a.wait_s <= short and now + a.wait_s <= (ticket.deadline_at):
                 return Action(Do.SLEEP, reason=reason, wait_s=a.wait_s)
             return Action(Do.PARK, reason=reason, wait_s=a.wait_s)
     raise ValueError(f"unhandled admission {a.outcome!r}")  # pragma: no cover
