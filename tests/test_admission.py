@@ -133,7 +133,8 @@ def test_a_fresh_message_queues_behind_the_waiting_ones_of_its_lane(
 
 
 def test_the_deadline_counts_from_the_first_enqueue(redis_url: str, r: redis.Redis) -> None:
-    store, pipe = setup(redis_url, r, send_deadline_s=600, bulk_deadline_s=86_400)
+    store, pipe = setup(redis_url, r)  # the default windows: 600 s, bulk 86,400 s
+    assert (pipe.settings.send_deadline_s, pipe.settings.bulk_deadline_s) == (600, 86_400)
     online(store, "a1")
     late = pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0 + 600_001)
     assert late.outcome is Admit.EXPIRED and late.enqueued_at == T0 / 1000
@@ -146,7 +147,7 @@ def test_the_deadline_counts_from_the_first_enqueue(redis_url: str, r: redis.Red
 def test_a_message_without_an_enqueue_time_keeps_its_first_sighting(
     redis_url: str, r: redis.Redis
 ) -> None:
-    store, pipe = setup(redis_url, r, send_deadline_s=600)
+    store, pipe = setup(redis_url, r)  # the default window: 600 s
     store.register("a1")  # IDLE: the first attempt fails, but it has been seen
     plain = pipe.ticket("plain", Lane.INTERACTIVE, None)
     first = pipe.admit(msg(content="x"), plain, now_ms=T0)

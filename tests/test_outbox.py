@@ -243,7 +243,7 @@ def test_a_lane_is_first_in_first_out(redis_url: str, r: redis.Redis) -> None:
 def test_an_account_coming_back_holds_its_messages_until_it_is_online(
     redis_url: str, r: redis.Redis
 ) -> None:
-    rig = Rig(redis_url, r, send_deadline_s=600)
+    rig = Rig(redis_url, r)  # the default window: 600 s
     rig.online("a1")
     rig.store.transition("a1", Event.LIVENESS_FAILED)
     rig.park("stale", "a1", enqueued_at=T0 - 601)  # past its deadline

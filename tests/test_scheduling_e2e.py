@@ -38,7 +38,7 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
         burst=100,
         account_rate_per_second=2,
         account_burst=2,
-        send_deadline_s=30,
+        send_deadline_s=30,  # the issue's own scenario: a 群发 three times this long
         heartbeat_interval_s=3600,
         # the issue measures the bucket's pace; the risk-guidance spacing (1-3 s between
         # recipients, a later issue) would stretch it to ~400 s, so it is off here
