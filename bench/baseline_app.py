@@ -13,9 +13,9 @@ from typing import Any
 import requests
 from celery import Celery
 
-from wxtasks.celeryconf import configure
 from wxtasks.config import Settings
 from wxtasks.gateway.profiles import PROFILES
+from wxtasks.worker.celeryconf import configure
 
 settings = Settings.from_env()
 profile = PROFILES[settings.gateway_profile]

@@ -25,7 +25,7 @@ import time
 
 from harness import SendLog, bench, cpu_seconds, redis_cpu, redis_memory, rss_bytes, table
 
-from wxtasks.campaigns import Content
+from wxtasks.campaigns.store import Content
 from wxtasks.client import WxTasksClient
 from wxtasks.runtime import Runtime
 

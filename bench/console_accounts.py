@@ -25,11 +25,11 @@ from collections.abc import Callable
 import requests
 from harness import bench, percentile
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.console.views import PAGE_SIZE, AccountIndex, accounts_page
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import wait_until
-from wxtasks.machine import State
 from wxtasks.runtime import redis_client
 
 USER, PASSWORD = "bench", "bench-password"

@@ -23,13 +23,13 @@ from typing import Any
 
 from harness import redis_cpu, table
 
-from wxtasks.accounts import AccountStore
-from wxtasks.beat import publisher
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer
-from wxtasks.machine import Event
-from wxtasks.outbox import Dispatched, Dispatcher, Waiting
 from wxtasks.runtime import Runtime
+from wxtasks.send.outbox import Dispatched, Dispatcher, Waiting
+from wxtasks.worker.beat import publisher
 
 HIGH = 1_000_000
 

@@ -19,15 +19,15 @@ import time
 
 from harness import BENCH_DIR
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer
 from wxtasks.gateway import GatewayClient
-from wxtasks.gateways import GatewayRegistry
-from wxtasks.machine import Event
+from wxtasks.gateway.registry import GatewayRegistry
 from wxtasks.runtime import redis_client
-from wxtasks.sendcore import Lane
-from wxtasks.sending import Message, SendPipeline, _admission
+from wxtasks.send.pipeline import Message, SendPipeline, _admission
+from wxtasks.send.policy import Lane
 
 N_ACCOUNTS, N_GATEWAYS = 100, 50
 

@@ -24,11 +24,11 @@ import requests
 from celery import Celery
 from harness import Bench, _ok, bench, percentile
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import wait_until
-from wxtasks.gateways import GatewayRegistry
-from wxtasks.machine import Event
+from wxtasks.gateway.registry import GatewayRegistry
 from wxtasks.runtime import redis_client
 
 N_GATEWAYS = 50

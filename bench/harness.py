@@ -13,11 +13,11 @@ from typing import Any
 
 import requests
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer, free_port
 from wxtasks.dev.stack import Supervisor, celery_cmd, wait_until, worker_args
-from wxtasks.machine import Event
 from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the benches
 from wxtasks.runtime import redis_client
 

@@ -41,7 +41,7 @@ from harness import (
     table,
 )
 
-from wxtasks.campaigns import CampaignNotFound
+from wxtasks.campaigns.store import CampaignNotFound
 from wxtasks.client import WxTasksClient
 from wxtasks.runtime import Runtime
 

@@ -35,12 +35,12 @@ from zoneinfo import ZoneInfo
 
 from harness import table
 
-from wxtasks.campaigns import Campaigns, Content
+from wxtasks.accounts.machine import Event
+from wxtasks.campaigns.store import Campaigns, Content
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer
-from wxtasks.machine import Event
-from wxtasks.outbox import Dispatched, Dispatcher, Waiting
 from wxtasks.runtime import Runtime
+from wxtasks.send.outbox import Dispatched, Dispatcher, Waiting
 
 TZ = ZoneInfo("Asia/Shanghai")
 

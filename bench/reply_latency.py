@@ -52,10 +52,10 @@ def scenario(accounts_n: int, recipients: int, reply_after_s: float) -> dict[str
             wait_until,
             worker_args,
         )
-    from wxtasks.accounts import AccountStore
+    from wxtasks.accounts.machine import Event
+    from wxtasks.accounts.store import AccountStore
     from wxtasks.client import WxTasksClient
     from wxtasks.config import Settings
-    from wxtasks.machine import Event
     from wxtasks.runtime import redis_client
 
     sup = Supervisor(log_dir=os.path.join(BENCH_DIR, "results", "logs", "reply_latency"))

@@ -228,13 +228,13 @@ def micro(n: int) -> list[list[str]]:
     """The wxtasks-only steps of one send, in-process against a throwaway Redis: client CPU
     and Redis server CPU per call of each step (the gateway call and Celery's own work
     are the same for both tasks and left out)."""
+    from wxtasks.accounts.machine import Event
     from wxtasks.config import Settings
     from wxtasks.dev.redis_server import RedisServer
     from wxtasks.gateway.client import SendReceipt
-    from wxtasks.machine import Event
     from wxtasks.runtime import Runtime
-    from wxtasks.sendcore import Admission, Lane, Status, decide
-    from wxtasks.sending import Message
+    from wxtasks.send.pipeline import Message
+    from wxtasks.send.policy import Admission, Lane, Status, decide
 
     rows = []
     with RedisServer() as server:

@@ -196,7 +196,7 @@ def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
 
 def online(store: Any, *app_ids: str) -> None:
     """Register accounts and bring them ONLINE directly (the lifecycle has its own tests)."""
-    from wxtasks.machine import Event
+    from wxtasks.accounts.machine import Event
 
     for app_id in app_ids:
         store.register(app_id)

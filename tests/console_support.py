@@ -77,7 +77,7 @@ def start_console(supervisor: Supervisor, settings: Settings, **env: str) -> Con
 
 
 def demo_accounts(store: Any, n: int = 20, **options: Any) -> list[str]:
-    from wxtasks.machine import Event
+    from wxtasks.accounts.machine import Event
 
     ids = [f"demo-{i:02d}" for i in range(1, n + 1)]
     for app_id in ids:

@@ -7,11 +7,11 @@ import multiprocessing as mp
 import pytest
 import redis
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, TransitionRefused, UnknownAccountError
 from wxtasks.events import read_events
-from wxtasks.machine import Event, State
 from wxtasks.runtime import redis_client
 
 

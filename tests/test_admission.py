@@ -6,13 +6,13 @@ from __future__ import annotations
 import redis
 
 from tests.conftest import TOKEN
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.gateway import GatewayClient, SendReceipt
-from wxtasks.machine import Event
-from wxtasks.outbox import Waiting
-from wxtasks.sendcore import Admit, Lane, Status, Ticket
-from wxtasks.sending import Message, SendPipeline
+from wxtasks.send.outbox import Waiting
+from wxtasks.send.pipeline import Message, SendPipeline
+from wxtasks.send.policy import Admit, Lane, Status, Ticket
 
 T0 = 1_700_000_000_000.0  # ms
 

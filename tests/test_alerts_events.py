@@ -14,11 +14,11 @@ import pytest
 import redis
 
 from tests.conftest import Simulator, Stack, settings_for
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import alert_payload
-from wxtasks.machine import Event
 from wxtasks.runtime import redis_client
 
 

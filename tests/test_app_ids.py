@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Simulator, settings_for
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.errors import BadInputError
 from wxtasks.gateway import GatewayClient
-from wxtasks.inbound import parse_event
+from wxtasks.inbound.messages import parse_event
 from wxtasks.keys import APP_ID_PATTERN, APP_ID_RULE, validate_app_id
-from wxtasks.machine import Event, State
-from wxtasks.sendcore import Admit, Lane, Status
-from wxtasks.sending import Message, SendPipeline
+from wxtasks.send.pipeline import Message, SendPipeline
+from wxtasks.send.policy import Admit, Lane, Status
 
 VALID = ["wx_7f3a9c21b0d4e5f6", "demo-01", "a", "A" * 64, "shop.eu@gw_2-b"]
 INVALID = ["", "shop a", " a", "a{b}", "a}{b:*", "x" * 65, "a:b", "a*", "a?", "商店", "a\n", 7]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Simulator, Stack, _simulator, online, settings_for
-from wxtasks.campaigns import Content
+from wxtasks.campaigns.store import Content
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events

@@ -55,7 +55,7 @@ def test_unknown_account_is_one_clear_line(cli: Any) -> None:
 
 
 def test_reset_puts_an_error_account_back_to_idle(cli: Any) -> None:
-    from wxtasks.machine import Event
+    from wxtasks.accounts.machine import Event
 
     cli("accounts", "add", "e1", "--no-login")
     store = context.runtime().accounts
@@ -106,15 +106,15 @@ def test_redis_down_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_status_json(cli: Any) -> None:
-    from wxtasks.machine import Event
-    from wxtasks.sending import Message
+    from wxtasks.accounts.machine import Event
+    from wxtasks.send.pipeline import Message
 
     cli("accounts", "add", "s1", "--no-login")
     cli("accounts", "add", "bulk", "--no-login", "--rate", "1", "--burst", "1")
     rt = context.runtime()
     rt.accounts.transition("bulk", Event.LOGIN_SUCCEEDED)
-    from wxtasks.sendcore import Admit, Lane
-    from wxtasks.sending import SendPipeline
+    from wxtasks.send.pipeline import SendPipeline
+    from wxtasks.send.policy import Admit, Lane
 
     pipe = SendPipeline(rt.redis, rt.settings, rt.gateway)
     outcomes = [

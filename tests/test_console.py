@@ -23,13 +23,13 @@ from tests.console_support import (
     demo_accounts,
     start_console,
 )
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.console.auth import Users, hash_password, verify_password
 from wxtasks.console.pages import ROUTES
 from wxtasks.errors import ConfigError
 from wxtasks.events import alert_payload, console_link
-from wxtasks.machine import Event, State
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -247,7 +247,7 @@ def test_campaigns_progress_pause_resume_cancel_and_report(
     import io
     import time
 
-    from wxtasks.campaigns import Content
+    from wxtasks.campaigns.store import Content
     from wxtasks.runtime import Runtime
 
     demo_accounts(store, 2)

@@ -18,13 +18,13 @@ import pytest
 
 from tests.conftest import TOKEN, Simulator, Stack, _simulator, settings_for
 from tests.console_support import PASSWORD, USER, ConsoleProcess, demo_accounts, start_console
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
-from wxtasks.deadletters import DeadLetters
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.keys import Keys
-from wxtasks.machine import Event, State
 from wxtasks.runtime import redis_client
+from wxtasks.send.deadletters import DeadLetters
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow, pytest.mark.browser]
 

@@ -13,14 +13,14 @@ import pytest
 from celery import Celery
 
 from tests.conftest import Simulator, Stack, _simulator, online
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.config import Settings
-from wxtasks.deadletters import DeadLetters
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.keys import Keys
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
+from wxtasks.send.deadletters import DeadLetters
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

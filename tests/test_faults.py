@@ -13,14 +13,14 @@ import pytest
 from celery import Celery
 
 from tests.conftest import Simulator, Stack, _simulator, online, settings_for
-from wxtasks.accounts import AccountStore
-from wxtasks.deadletters import DeadLetters
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.redis_server import RedisServer
 from wxtasks.dev.stack import Supervisor, wait_until
-from wxtasks.fleet import Fleet
+from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys
-from wxtasks.machine import State
 from wxtasks.runtime import redis_client
+from wxtasks.send.deadletters import DeadLetters
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 

@@ -21,14 +21,14 @@ import requests
 from celery import Celery
 
 from tests.conftest import Stack
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
-from wxtasks.fleet import Fleet
-from wxtasks.gateways import GatewayRegistry
-from wxtasks.machine import Event, State
+from wxtasks.gateway.fleet import Fleet
+from wxtasks.gateway.registry import GatewayRegistry
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
 

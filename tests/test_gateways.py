@@ -12,18 +12,18 @@ import redis
 from click.testing import CliRunner, Result
 
 from tests.conftest import TOKEN, Simulator, _simulator, online, settings_for
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.lifecycle import Lifecycle
+from wxtasks.accounts.store import AccountStore
 from wxtasks.cli import context, main
 from wxtasks.config import Settings
 from wxtasks.dev.stack import Supervisor
 from wxtasks.errors import BadInputError, ConfigError
 from wxtasks.events import read_events
-from wxtasks.fleet import Fleet
 from wxtasks.gateway import GatewayClient
-from wxtasks.gateways import GatewayRegistry, UnknownGatewayError, token_of
-from wxtasks.lifecycle import Lifecycle
-from wxtasks.sendcore import Admit, Lane
-from wxtasks.sending import Message, SendPipeline
+from wxtasks.gateway.fleet import Fleet
+from wxtasks.gateway.registry import GatewayRegistry, UnknownGatewayError, token_of
+from wxtasks.send.pipeline import Message, SendPipeline
+from wxtasks.send.policy import Admit, Lane
 
 SECRET_TOKEN = "gw-token-9d8c7b6a"  # must never show up in Redis or in any output
 

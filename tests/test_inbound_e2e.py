@@ -12,13 +12,13 @@ import pytest
 import requests
 
 from tests.conftest import Simulator, Stack, _simulator, finished_tasks, online, settings_for
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until
 from wxtasks.gateway import GatewayClient
-from wxtasks.inbound import InboundStore
+from wxtasks.inbound.messages import InboundStore
 from wxtasks.keys import APP_ID_RULE
-from wxtasks.machine import State
 from wxtasks.runtime import redis_client
 from wxtasks.scripts import Scripts
 

@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from tests.conftest import Simulator, Stack, _simulator
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
-from wxtasks.machine import State
 from wxtasks.runtime import redis_client
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]

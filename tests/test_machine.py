@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wxtasks.errors import TransitionRefused
-from wxtasks.machine import (
+from wxtasks.accounts.machine import (
     ALERT_MAX_RETRY,
     ALERT_NEED_LOGIN,
     Chore,
@@ -16,6 +15,7 @@ from wxtasks.machine import (
     decide,
     heartbeat_chore,
 )
+from wxtasks.errors import TransitionRefused
 
 POLICY = Policy(
     max_retry=3,

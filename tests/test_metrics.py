@@ -4,15 +4,15 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.conftest import TOKEN
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Event
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.gateway import GatewayClient
-from wxtasks.machine import Event
 from wxtasks.metrics import RedisCollector
-from wxtasks.outbox import Waiting
 from wxtasks.runtime import Runtime
-from wxtasks.sendcore import Admit, Lane, Status
-from wxtasks.sending import Message, SendPipeline
+from wxtasks.send.outbox import Waiting
+from wxtasks.send.pipeline import Message, SendPipeline
+from wxtasks.send.policy import Admit, Lane, Status
 
 
 def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -> None:

@@ -11,15 +11,15 @@ from typing import Any
 
 import redis
 
-from wxtasks.accounts import AccountStore
-from wxtasks.campaigns import Campaigns, Content
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
+from wxtasks.campaigns.store import Campaigns, Content
 from wxtasks.config import Settings
 from wxtasks.keys import Keys
-from wxtasks.machine import Event, State
-from wxtasks.outbox import LEASE_S, Dispatched, Dispatcher, Outbox, Waiting
 from wxtasks.runtime import redis_client
 from wxtasks.scripts import Scripts
-from wxtasks.sendcore import Lane
+from wxtasks.send.outbox import LEASE_S, Dispatched, Dispatcher, Outbox, Waiting
+from wxtasks.send.policy import Lane
 
 #: the test clock starts ahead of the wall clock, so whatever was parked is due by it
 T0 = float(int(time.time()) + 3600)

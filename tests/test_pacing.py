@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from tests.test_outbox import Rig
-from wxtasks import pacing
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError
-from wxtasks.pacing import Span, gate
-from wxtasks.sendcore import Lane
+from wxtasks.send import pacing
+from wxtasks.send.pacing import Span, gate
+from wxtasks.send.policy import Lane
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

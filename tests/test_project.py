@@ -42,7 +42,8 @@ def test_a_worker_imports_no_dev_tooling() -> None:
     report = "import sys; print(sorted(m for m in sys.modules if m.startswith('wxtasks.dev')))"
     for imports in (
         "import workers",
-        "import workers, wxtasks.beat, wxtasks.consumer, wxtasks.callbacks, wxtasks.metrics",
+        "import workers, wxtasks.worker.beat, wxtasks.worker.consumer",
+        "import wxtasks.inbound.receiver, wxtasks.metrics",
     ):
         out = subprocess.run(
             [sys.executable, "-c", f"{imports}; {report}"],

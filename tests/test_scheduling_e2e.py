@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Simulator, Stack, _simulator, online
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.metrics import max_in_window

@@ -12,16 +12,16 @@ from celery import Celery
 from click.testing import CliRunner
 
 from tests.conftest import Simulator, Stack, _simulator, online, settings_for
-from wxtasks.accounts import AccountStore
-from wxtasks.deadletters import DeadLetters
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.keys import Keys
-from wxtasks.machine import Event, State
 from wxtasks.metrics import max_in_window
-from wxtasks.outbox import Outbox
 from wxtasks.runtime import redis_client
 from wxtasks.scripts import Scripts
+from wxtasks.send.deadletters import DeadLetters
+from wxtasks.send.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from wxtasks.sendcore import (
+from wxtasks.send.policy import (
     BUSINESS_ATTEMPTS,
     HOLD_POLL_S,
     SHORT_WAIT_S,

@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from tests.conftest import Simulator, Stack, online, settings_for
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.redis_server import find_redis_server, free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until

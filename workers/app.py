@@ -7,9 +7,9 @@ from typing import Any
 from celery import Celery, signals
 
 import beat_schedule
-from wxtasks.celeryconf import DEFAULT_QUEUE, SEND_QUEUE, configure
 from wxtasks.config import Settings
 from wxtasks.logs import configure_logging
+from wxtasks.worker.celeryconf import DEFAULT_QUEUE, SEND_QUEUE, configure
 
 settings = Settings.from_env()
 app = configure(Celery("wxtasks"), settings)

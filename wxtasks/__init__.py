@@ -3,7 +3,8 @@
 Importing the package starts nothing and connects to nothing.
 """
 
-from wxtasks.accounts import Account, AccountStore
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import Account, AccountStore
 from wxtasks.config import Settings
 from wxtasks.errors import (
     AccountError,
@@ -21,7 +22,6 @@ from wxtasks.errors import (
     WxTasksError,
 )
 from wxtasks.gateway import GatewayClient, SendReceipt
-from wxtasks.machine import Event, State
 
 __version__ = "0.1.0"
 

@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery
 from celery.result import AsyncResult
 
-from wxtasks.celeryconf import CONTROL_QUEUE, ENQUEUED_HEADER, SEND_QUEUE
+from wxtasks.worker.celeryconf import CONTROL_QUEUE, ENQUEUED_HEADER, SEND_QUEUE
 
 
 class WxTasksClient:
@@ -46,7 +46,7 @@ class WxTasksClient:
     @classmethod
     def from_settings(cls, settings: Any) -> WxTasksClient:
         """A client that knows wxtasks' queues and routes (quorum queue arguments too)."""
-        from wxtasks.celeryconf import configure
+        from wxtasks.worker.celeryconf import configure
 
         return cls(app=configure(Celery("wxtasks-client"), settings))
 

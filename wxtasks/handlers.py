@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from wxtasks.inbound import HandlerContext, InboundMessage
+from wxtasks.inbound.messages import HandlerContext, InboundMessage
 
 TEXT = 1
 

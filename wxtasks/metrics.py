@@ -34,9 +34,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from wxtasks.buckets import levels
-from wxtasks.outbox import LANES
 from wxtasks.runtime import Runtime
+from wxtasks.send.buckets import levels
+from wxtasks.send.outbox import LANES
 
 OUTCOMES = ("sent", "duplicate", "failed", "unknown", "cancelled")
 

@@ -19,21 +19,21 @@ import redis
 from celery import Celery
 from redis.sentinel import MasterNotFoundError, Sentinel
 
-from wxtasks.accounts import AccountStore
-from wxtasks.breaker import Breaker
-from wxtasks.campaigns import Campaigns
-from wxtasks.celeryconf import SENTINEL_SOCKET_TIMEOUT_S, configure
+from wxtasks.accounts.lifecycle import Lifecycle
+from wxtasks.accounts.store import AccountStore
+from wxtasks.campaigns.store import Campaigns
 from wxtasks.config import SENTINEL_SCHEME, Settings, parse_sentinel_url
-from wxtasks.deadletters import DeadLetters
-from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient
-from wxtasks.gateways import DEFAULT, GatewayRegistry
-from wxtasks.inbound import Handler, InboundStore, load_handlers
+from wxtasks.gateway.fleet import Fleet
+from wxtasks.gateway.registry import DEFAULT, GatewayRegistry
+from wxtasks.inbound.messages import Handler, InboundStore, load_handlers
 from wxtasks.keys import Keys
-from wxtasks.lifecycle import Lifecycle
-from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
-from wxtasks.sending import SendPipeline
+from wxtasks.send.breaker import Breaker
+from wxtasks.send.deadletters import DeadLetters
+from wxtasks.send.outbox import Outbox
+from wxtasks.send.pipeline import SendPipeline
+from wxtasks.worker.celeryconf import SENTINEL_SOCKET_TIMEOUT_S, configure
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:

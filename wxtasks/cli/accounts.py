@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from wxtasks.accounts import Account
+from wxtasks.accounts.lifecycle import LOGIN_TASK
+from wxtasks.accounts.machine import Event, State
+from wxtasks.accounts.store import Account
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.errors import GatewayError
-from wxtasks.lifecycle import LOGIN_TASK
-from wxtasks.machine import Event, State
 
 _STATES = [s.value for s in State]
 GATEWAY_DOWN = "gateway down"

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from wxtasks.campaigns import Content
+from wxtasks.campaigns.store import Content
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.errors import BadInputError

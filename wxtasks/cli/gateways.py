@@ -14,7 +14,7 @@ import click
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.config import PROFILES
-from wxtasks.gateways import Gateway
+from wxtasks.gateway.registry import Gateway
 
 
 @click.group()

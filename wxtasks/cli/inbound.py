@@ -21,9 +21,9 @@ from wxtasks.cli.context import runtime
 def callbacks(host: str, port: int, register_url: str | None) -> None:
     """Receive gateway callbacks (AddMsg, Offline) on POST /callback/<secret>: the default
     gateway's is WXTASKS_CALLBACK_SECRET, each registered gateway has its own."""
-    from wxtasks.callbacks import callback_url, serve
     from wxtasks.errors import ConfigError, GatewayError
-    from wxtasks.gateways import token_of
+    from wxtasks.gateway.registry import token_of
+    from wxtasks.inbound.receiver import callback_url, serve
 
     rt = runtime()
     specs = [g for g in rt.gateways.list() if g.callback_secret]

@@ -9,20 +9,20 @@ from typing import Any
 
 import click
 
-from wxtasks.accounts import Account
-from wxtasks.buckets import levels
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import Account
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.config import Settings, redact_url
 from wxtasks.events import follow_events, read_events
-from wxtasks.machine import State
+from wxtasks.send.buckets import levels
 
 
 def queue_depths() -> dict[str, int | None]:
     """Messages waiting in each wxtasks queue (None when the broker cannot tell)."""
     from amqp.exceptions import ChannelError, NotFound
 
-    from wxtasks.celeryconf import CONTROL_QUEUE, DEFAULT_QUEUE, SEND_QUEUE
+    from wxtasks.worker.celeryconf import CONTROL_QUEUE, DEFAULT_QUEUE, SEND_QUEUE
 
     depths: dict[str, int | None] = {}
     with runtime().celery.connection_for_write() as conn:

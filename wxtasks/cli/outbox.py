@@ -9,8 +9,8 @@ import click
 
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
-from wxtasks.operator import cancel_waiting
-from wxtasks.sendcore import Lane
+from wxtasks.send.operator import cancel_waiting
+from wxtasks.send.policy import Lane
 
 
 @click.group()

@@ -30,8 +30,8 @@ from wxtasks.config import Settings
 from wxtasks.console.auth import Users, csrf_ok, csrf_token, parse_basic
 from wxtasks.console.qrlogin import QrLogins
 from wxtasks.console.views import AccountIndex
-from wxtasks.outbox import LANES
 from wxtasks.runtime import Runtime
+from wxtasks.send.outbox import LANES
 
 logger = logging.getLogger(__name__)
 

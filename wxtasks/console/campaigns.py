@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from tornado import web
 
-from wxtasks.campaigns import OUTCOMES, CampaignNotFound, CampaignState
+from wxtasks.campaigns.store import OUTCOMES, CampaignNotFound, CampaignState
 from wxtasks.console.app import BaseHandler
 
 #: the report's columns (as `wxtasks campaigns report --csv` has them)

@@ -11,12 +11,12 @@ from urllib.parse import quote
 from celery.result import AsyncResult
 from tornado import web
 
+from wxtasks.accounts.machine import State
 from wxtasks.console.app import SESSION_COOKIE, BaseHandler
 from wxtasks.console.qrlogin import LoginRefused
 from wxtasks.console.views import accounts_page, age
 from wxtasks.errors import BadInputError, GatewayError, UnknownAccountError
 from wxtasks.events import read_events
-from wxtasks.machine import State
 
 STATES = [s.value for s in State]
 

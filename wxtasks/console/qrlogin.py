@@ -22,16 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import Decision, Event, State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.errors import (
     GatewayAuthError,
     GatewayBusinessError,
     GatewayError,
     GatewayUnavailableError,
 )
-from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient
-from wxtasks.machine import Decision, Event, State
+from wxtasks.gateway.fleet import Fleet
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wxtasks.accounts import Account, AccountStore
-from wxtasks.machine import State
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import Account, AccountStore
 
 #: the gateway of an account that names none (the environment-configured one)
 DEFAULT_GATEWAY = "default"

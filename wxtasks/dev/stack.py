@@ -342,8 +342,8 @@ class DevStack:
         )
         receiver = f"http://127.0.0.1:{self.callback_port}"
         if own_simulator:  # have it push events to the receiver
-            from wxtasks.callbacks import callback_url
             from wxtasks.gateway import GatewayClient
+            from wxtasks.inbound.receiver import callback_url
 
             wait_until(
                 lambda: _http_answers(receiver + "/callback/x", ok=(403, 405)),
@@ -412,8 +412,8 @@ class DevStack:
         return f"sim-{min(index // per, len(self.gateway_tokens) - 1) + 1}"
 
     def _demo_accounts(self, settings: Settings) -> None:
-        from wxtasks.lifecycle import LOGIN_TASK
-        from wxtasks.machine import State
+        from wxtasks.accounts.lifecycle import LOGIN_TASK
+        from wxtasks.accounts.machine import State
 
         rt = Runtime(settings)
         store = rt.accounts

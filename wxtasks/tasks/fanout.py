@@ -2,7 +2,7 @@
 ``wxtasks.bulk_send`` (one account to many recipients, 群发) and ``wxtasks.broadcast``
 (one message from many accounts).
 
-Each creates a campaign (:mod:`wxtasks.campaigns`) whose targets wait in the accounts'
+Each creates a campaign (:mod:`wxtasks.campaigns.store`) whose targets wait in the accounts'
 bulk lanes, so they get progress, pause, resume and cancel. A bulk_send or broadcast is
 the campaign named by its own task id; its task result shows state ``RUNNING`` with the
 progress until the last target ends, then the report (``AsyncResult(id).get()``).
@@ -15,10 +15,10 @@ from typing import Any
 from celery import shared_task
 from celery.exceptions import Ignore
 
-from wxtasks.campaigns import Content
+from wxtasks.campaigns.store import Content
 from wxtasks.errors import BadInputError
-from wxtasks.pacing import Span
-from wxtasks.sendcore import DeadLetter, Status
+from wxtasks.send.pacing import Span
+from wxtasks.send.policy import DeadLetter, Status
 from wxtasks.tasks.base import WxTask
 
 RUNNING_STATE = "RUNNING"

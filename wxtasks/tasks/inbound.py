@@ -7,9 +7,9 @@ from typing import Any
 
 from celery import shared_task
 
-from wxtasks.breaker import risk_signal
 from wxtasks.errors import BadInputError
-from wxtasks.inbound import GatewayEvent, HandlerContext, InboundMessage, run_handlers
+from wxtasks.inbound.messages import GatewayEvent, HandlerContext, InboundMessage, run_handlers
+from wxtasks.send.breaker import risk_signal
 from wxtasks.tasks.base import WxTask
 
 #: WeChat's MsgType of a system notice ("操作过于频繁" arrives as one)

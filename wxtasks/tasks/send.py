@@ -20,15 +20,7 @@ import redis
 from celery import shared_task, signals
 from celery.exceptions import Ignore, Reject
 
-from wxtasks.breaker import risk_signal
-from wxtasks.campaigns import target_of
-from wxtasks.celeryconf import (
-    ATTEMPT_HEADER,
-    CAMPAIGN_HEADER,
-    ENQUEUED_HEADER,
-    OUTBOX_HEADER,
-    PAID_HEADER,
-)
+from wxtasks.campaigns.store import target_of
 from wxtasks.errors import (
     AccountOfflineError,
     BadInputError,
@@ -38,8 +30,10 @@ from wxtasks.errors import (
     GatewayUnavailableError,
 )
 from wxtasks.gateway.client import SendReceipt
-from wxtasks.outbox import Waiting
-from wxtasks.sendcore import (
+from wxtasks.send.breaker import risk_signal
+from wxtasks.send.outbox import Waiting
+from wxtasks.send.pipeline import Message, SendPipeline
+from wxtasks.send.policy import (
     Action,
     Admission,
     DeadLetter,
@@ -52,8 +46,14 @@ from wxtasks.sendcore import (
     Ticket,
     decide,
 )
-from wxtasks.sending import Message, SendPipeline
 from wxtasks.tasks.base import WxTask
+from wxtasks.worker.celeryconf import (
+    ATTEMPT_HEADER,
+    CAMPAIGN_HEADER,
+    ENQUEUED_HEADER,
+    OUTBOX_HEADER,
+    PAID_HEADER,
+)
 
 logger = logging.getLogger(__name__)
 

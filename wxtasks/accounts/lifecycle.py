@@ -32,7 +32,15 @@ from typing import Any, Protocol
 
 import redis
 
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import (
+    ALERT_NEED_LOGIN,
+    Chore,
+    Decision,
+    Event,
+    State,
+    heartbeat_chore,
+)
+from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.errors import (
     GatewayAuthError,
@@ -42,10 +50,9 @@ from wxtasks.errors import (
     UnknownAccountError,
 )
 from wxtasks.events import publish_alert
-from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient
+from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys
-from wxtasks.machine import ALERT_NEED_LOGIN, Chore, Decision, Event, State, heartbeat_chore
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A campaign is one content (text, image, file or link) for many targets (appId, w
 with an optional start time and its own spacing (``jitter``). Its targets are streamed
 into Redis in chunks — 100,000 of them never pass through one Celery message — and, once
 it starts, parked in their accounts' **bulk** lanes of the outbox, where the dispatcher
-paces them (:mod:`wxtasks.pacing`) behind every reply. Each target is one send task
+paces them (:mod:`wxtasks.send.pacing`) behind every reply. Each target is one send task
 ``<campaign id>:<index>``; its outcome is recorded once on the campaign, so ``show``
 counts every target exactly once and ``report`` lists each with its ids or error.
 
@@ -31,11 +31,11 @@ from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, WxTasksError
 from wxtasks.events import publish_alert
 from wxtasks.keys import APP_ID_PATTERN, Keys, validate_app_id
-from wxtasks.outbox import Outbox, Waiting
-from wxtasks.pacing import Span
 from wxtasks.scripts import Scripts
-from wxtasks.sendcore import Lane, Status
-from wxtasks.sending import KINDS, Message
+from wxtasks.send.outbox import Outbox, Waiting
+from wxtasks.send.pacing import Span
+from wxtasks.send.pipeline import KINDS, Message
+from wxtasks.send.policy import Lane, Status
 
 logger = logging.getLogger(__name__)
 

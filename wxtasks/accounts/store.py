@@ -19,10 +19,10 @@ from typing import Any
 
 import redis
 
+from wxtasks.accounts.machine import Decision, Event, Policy, Snapshot, State, decide
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, TransitionRefused, UnknownAccountError
 from wxtasks.keys import Keys, validate_app_id, validate_gateway_name
-from wxtasks.machine import Decision, Event, Policy, Snapshot, State, decide
 from wxtasks.scripts import Scripts
 
 logger = logging.getLogger(__name__)
@@ -332,14 +332,14 @@ class AccountStore:
         self.redis.zadd(self.keys.heartbeat_schedule, {app_id: due}, xx=True)
 
 
-#: an account's own pacing (overrides the fleet's WXTASKS_* defaults; see wxtasks.pacing)
+#: an account's own pacing (overrides the fleet's WXTASKS_* defaults; see wxtasks.send.pacing)
 PACING_FIELDS = ("bulk_jitter", "group_jitter", "quiet_hours", "warmup_s", "daily_bulk_cap")
 
 
 def pacing_options(pacing: Mapping[str, str] | None) -> dict[str, str]:
     """Validated pacing overrides: ``bulk_jitter``/``group_jitter`` "MIN-MAX" seconds,
     ``quiet_hours`` "HH:MM-HH:MM" ("" none), ``warmup_s`` seconds, ``daily_bulk_cap``."""
-    from wxtasks.pacing import QuietHours, Span
+    from wxtasks.send.pacing import QuietHours, Span
 
     out: dict[str, str] = {}
     for name, value in (pacing or {}).items():

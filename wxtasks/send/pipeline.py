@@ -19,14 +19,14 @@ from typing import Any
 import redis
 
 from wxtasks.config import Settings
-from wxtasks.deadletters import DeadLetters
 from wxtasks.errors import BadInputError
-from wxtasks.fleet import Fleet
 from wxtasks.gateway.client import GatewayClient, SendReceipt
+from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys, validate_app_id
-from wxtasks.outbox import Outbox
 from wxtasks.scripts import Scripts
-from wxtasks.sendcore import Admission, Admit, DeadLetter, Lane, Status, Ticket
+from wxtasks.send.deadletters import DeadLetters
+from wxtasks.send.outbox import Outbox
+from wxtasks.send.policy import Admission, Admit, DeadLetter, Lane, Status, Ticket
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@
      (reset is allowed from every state)
 
 ``decide(account, event, now, policy)`` returns the next state and the fields to write, or
-raises :class:`TransitionRefused`. :mod:`wxtasks.accounts` applies the result with one
+raises :class:`TransitionRefused`. :mod:`wxtasks.accounts.store` applies the result with one
 compare-and-set on the account's version, so the rules are tested here with a fake clock
 and the atomicity is tested against Redis.
 """

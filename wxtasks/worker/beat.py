@@ -20,8 +20,10 @@ import redis
 from celery import beat
 from redis.exceptions import LockError
 
-from wxtasks.campaigns import Campaigns
-from wxtasks.celeryconf import (
+from wxtasks.campaigns.store import Campaigns
+from wxtasks.runtime import runtime_for
+from wxtasks.send.outbox import Dispatched, Dispatcher
+from wxtasks.worker.celeryconf import (
     ATTEMPT_HEADER,
     CAMPAIGN_HEADER,
     ENQUEUED_HEADER,
@@ -29,8 +31,6 @@ from wxtasks.celeryconf import (
     PAID_HEADER,
     SEND_QUEUE,
 )
-from wxtasks.outbox import Dispatched, Dispatcher
-from wxtasks.runtime import runtime_for
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import redis
 from wxtasks.config import Settings
 from wxtasks.errors import ConfigError, GatewayAuthError
 from wxtasks.gateway.client import GatewayClient
-from wxtasks.gateways import DEFAULT, Gateway, GatewayRegistry, token_of
+from wxtasks.gateway.registry import DEFAULT, Gateway, GatewayRegistry, token_of
 from wxtasks.keys import Keys
 from wxtasks.scripts import Scripts
 

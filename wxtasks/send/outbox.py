@@ -30,13 +30,13 @@ from typing import Any
 
 import redis
 
-from wxtasks import pacing
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError
-from wxtasks.fleet import Fleet
+from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys
 from wxtasks.scripts import Scripts
-from wxtasks.sendcore import HOLD_POLL_S, Lane
+from wxtasks.send import pacing
+from wxtasks.send.policy import HOLD_POLL_S, Lane
 
 logger = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from tornado.httpserver import HTTPServer
 
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, ConfigError
-from wxtasks.gateways import GatewayRegistry
-from wxtasks.inbound import GatewayEvent, InboundMessage, parse_event
+from wxtasks.gateway.registry import GatewayRegistry
+from wxtasks.inbound.messages import GatewayEvent, InboundMessage, parse_event
 from wxtasks.runtime import Runtime
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Tripped by an answer that contains a risk-control sign (``WXTASKS_RISK_PATTERNS``,
 default "操作过于频繁") or by ``WXTASKS_BREAKER_ERRORS`` gateway errors in a row on bulk
 sends. The account's bulk lane then cools off for ``WXTASKS_COOLOFF_S`` (the pacing gate
-holds it, :mod:`wxtasks.pacing`), with one event and one alert; its replies still go out,
+holds it, :mod:`wxtasks.send.pacing`), with one event and one alert; its replies still go out,
 and other accounts go on.
 """
 

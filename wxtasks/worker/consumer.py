@@ -3,7 +3,7 @@
 the reason before it is dropped, instead of only being logged. Celery's default
 acknowledges such a message and it is gone; an operator should see it.
 
-Enabled by ``worker_consumer = "wxtasks.consumer:Consumer"`` (see celeryconf).
+Enabled by ``worker_consumer = "wxtasks.worker.consumer:Consumer"`` (see celeryconf).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from wxtasks.runtime import runtime_for
-from wxtasks.sendcore import DeadLetter, Status
+from wxtasks.send.policy import DeadLetter, Status
 
 logger = logging.getLogger(__name__)
 

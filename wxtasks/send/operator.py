@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from wxtasks.campaigns import target_of
+from wxtasks.campaigns.store import target_of
 from wxtasks.runtime import Runtime
-from wxtasks.sendcore import SendResult, Status
+from wxtasks.send.policy import SendResult, Status
 
 
 def cancel_waiting(rt: Runtime, task_id: str) -> dict[str, Any] | None:

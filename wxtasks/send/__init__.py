@@ -1,0 +1,1 @@
+"""The send path: enqueue → admit → gateway → record, and where a message waits meanwhile."""
