@@ -30,7 +30,7 @@ from wxtasks.accounts.store import AccountStore
 from wxtasks.console.views import PAGE_SIZE, AccountIndex, accounts_page
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import wait_until
-from wxtasks.runtime import redis_client
+from wxtasks.runtime import Runtime
 
 USER, PASSWORD = "bench", "bench-password"
 URLS = [
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with bench() as b:
         settings = b.settings(console_users=f"{USER}:{PASSWORD}")
-        store = AccountStore(redis_client(settings.redis_url), settings)
+        store = Runtime(settings).accounts
         started = time.perf_counter()
         fill(store, args.accounts)
         print(f"{args.accounts} accounts written in {time.perf_counter() - started:.1f}s")

@@ -24,18 +24,18 @@ from typing import Any
 from harness import redis_cpu, table
 
 from wxtasks.accounts.machine import Event
-from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer
 from wxtasks.runtime import Runtime
-from wxtasks.send.outbox import Dispatched, Dispatcher, Waiting
+from wxtasks.send.dispatcher import Dispatched
+from wxtasks.send.outbox import Waiting
 from wxtasks.worker.beat import publisher
 
 HIGH = 1_000_000
 
 
 def fill(rt: Runtime, n_accounts: int, n: int, lane: str) -> list[str]:
-    store = AccountStore(rt.redis, rt.settings, scripts=rt.scripts)
+    store = rt.accounts
     apps = [f"acct-{i:05d}" for i in range(n_accounts)]
     for a in apps:
         store.register(a, pacing={"quiet_hours": "", "bulk_jitter": "0-0"})
@@ -60,7 +60,7 @@ def fill(rt: Runtime, n_accounts: int, n: int, lane: str) -> list[str]:
 
 
 def drain(rt: Runtime, n: int, publish: Any) -> dict[str, Any]:
-    dispatcher = Dispatcher(rt.outbox, publish)
+    dispatcher = rt.dispatcher(publish)
     ticks, sent, longest = 0, 0, 0.0
     cpu0, rcpu0, t0 = time.process_time(), redis_cpu(rt.redis), time.perf_counter()
     while sent < n:

@@ -25,11 +25,9 @@ from celery import Celery
 from harness import Bench, _ok, bench, percentile
 
 from wxtasks.accounts.machine import Event
-from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import wait_until
-from wxtasks.gateway.registry import GatewayRegistry
-from wxtasks.runtime import redis_client
+from wxtasks.runtime import Runtime, redis_client
 
 N_GATEWAYS = 50
 PREFIX = "bench-gw-"
@@ -54,8 +52,8 @@ def run(
         gateway_probe_interval_s=heartbeat_s / 2,
     )
     r = redis_client(settings.redis_url)
-    registry = GatewayRegistry(r, settings)
-    store = AccountStore(r, settings)
+    registry = Runtime(settings).gateways
+    store = Runtime(settings).accounts
     env = {}
     accounts: dict[int, list[str]] = {}
     for i in range(1, N_GATEWAYS + 1):

@@ -14,12 +14,11 @@ from typing import Any
 import requests
 
 from wxtasks.accounts.machine import Event
-from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer, free_port
 from wxtasks.dev.stack import Supervisor, celery_cmd, wait_until, worker_args
 from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the benches
-from wxtasks.runtime import redis_client
+from wxtasks.runtime import Runtime, redis_client
 
 TOKEN = "bench-token"
 # the benches print their own tables; the library's warnings (alerts, retries) would only
@@ -89,7 +88,7 @@ class Bench:
             self.supervisor.stop(child)
 
     def online_accounts(self, settings: Settings, n: int, prefix: str = "acct") -> list[str]:
-        store = AccountStore(redis_client(settings.redis_url), settings)
+        store = Runtime(settings).accounts
         ids = [f"{prefix}-{i:05d}" for i in range(n)]
         for app_id in ids:
             store.register(app_id)
@@ -258,7 +257,7 @@ def rabbitmq_vhost() -> Iterator[str | None]:
 def no_quiet_hours(settings: Settings, app_ids: list[str]) -> None:
     """Simulated accounts send bulk at any hour (as ``wxtasks dev`` registers its own), so
     a bench gives the same figures whatever the local time: quiet hours off per account."""
-    store = AccountStore(redis_client(settings.redis_url), settings)
+    store = Runtime(settings).accounts
     for app_id in app_ids:
         store.update(app_id, pacing={"quiet_hours": ""})
 

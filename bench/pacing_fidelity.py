@@ -40,7 +40,9 @@ from wxtasks.campaigns.store import Campaigns, Content
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer
 from wxtasks.runtime import Runtime
-from wxtasks.send.outbox import Dispatched, Dispatcher, Waiting
+from wxtasks.send.dispatcher import Dispatched, Dispatcher
+from wxtasks.send.outbox import Waiting
+from wxtasks.send.outcome import Ending, SendResult, Status
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -60,20 +62,27 @@ class Run:
     def __init__(self, rt: Runtime, clock: Clock) -> None:
         self.rt, self.clock = rt, clock
         self.sent: list[dict[str, Any]] = []
-        self.dispatcher = Dispatcher(rt.outbox, self.publish, clock=clock)
+        self.dispatcher = rt.dispatcher(self.publish, clock=clock)
         self.campaigns = Campaigns(
-            rt.redis, rt.settings, rt.keys, rt.scripts, rt.outbox, clock=clock
+            rt.redis,
+            rt.settings,
+            rt.keys,
+            rt.scripts,
+            rt.outbox,
+            rt.endings,
+            rt.store_result,
+            clock=clock,
         )
+        rt.__dict__["campaigns"] = self.campaigns
 
     def publish(self, batch: list[Dispatched]) -> None:
-        pipe = self.rt.redis.pipeline(transaction=False)
         for d in batch:
             w = d.waiting
             self.sent.append(
                 {"at": self.clock(), "app": w.app_id, "lane": w.lane, "to": w.kwargs["to_wxid"]}
             )
-            self.rt.outbox.finished(w.task_id, pipe)
-        pipe.execute()
+            result = SendResult(Status.SENT, w.app_id, w.kwargs["to_wxid"], w.task_id)
+            self.rt.endings.end(Ending(result), store_result=False)
 
     def run(self, until: float, step: float) -> None:
         while self.clock.at < until:

@@ -52,8 +52,20 @@ def scenario(accounts_n: int, recipients: int, reply_after_s: float) -> dict[str
             wait_until,
             worker_args,
         )
-    from wxtasks.accounts.machine import Event
-    from wxtasks.accounts.store import AccountStore
+    try:  # this tree: accounts are a package, the Runtime builds the store
+        from wxtasks.accounts.machine import Event
+        from wxtasks.runtime import Runtime
+
+        def account_store(settings: Any) -> Any:
+            return Runtime(settings).accounts
+    except ImportError:  # the previous design's tree
+        from wxtasks.machine import Event  # type: ignore[no-redef]
+
+        from wxtasks.accounts import AccountStore  # type: ignore[no-redef]
+
+        def account_store(settings: Any) -> Any:
+            return AccountStore(redis_client(settings.redis_url), settings)
+
     from wxtasks.client import WxTasksClient
     from wxtasks.config import Settings
     from wxtasks.runtime import redis_client
@@ -89,7 +101,7 @@ def scenario(accounts_n: int, recipients: int, reply_after_s: float) -> dict[str
             assert (settings.rate_per_second, settings.burst) == (5, 10)
             assert (settings.account_rate_per_second, settings.account_burst) == (1, 2)
             env = {**settings.environ(), "WXTASKS_LOG_LEVEL": "WARNING"}
-            store = AccountStore(redis_client(server.url), settings)
+            store = account_store(settings)
             accounts = [f"shop-{i}" for i in range(accounts_n)]
             for a in accounts:
                 store.register(a)

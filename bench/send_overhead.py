@@ -233,8 +233,10 @@ def micro(n: int) -> list[list[str]]:
     from wxtasks.dev.redis_server import RedisServer
     from wxtasks.gateway.client import SendReceipt
     from wxtasks.runtime import Runtime
+    from wxtasks.send.gates import Admission, Lane
+    from wxtasks.send.outcome import Ending, SendResult, Status
     from wxtasks.send.pipeline import Message
-    from wxtasks.send.policy import Admission, Lane, Status, decide
+    from wxtasks.send.policy import decide
 
     rows = []
     with RedisServer() as server:
@@ -273,13 +275,16 @@ def micro(n: int) -> list[list[str]]:
         def finish() -> None:
             for i, (m, t) in enumerate(zip(state["msgs"], state["tickets"], strict=True)):
                 receipt = SendReceipt(m.to_wxid, str(i), str(7 * 10**18 + i), int(time.time()))
-                pipe.finish(m, t, Status.SENT, receipt=receipt)
+                result = SendResult.from_ids(
+                    Status.SENT, m.app_id, m.to_wxid, t.task_id, receipt.as_dict()
+                )
+                rt.endings.end(Ending(result, claim_key=pipe.claim_key(m)), store_result=False)
 
         for name, step in (
             ("validate + digest + ticket", parse),
             ("admit (admit.lua, 1 round trip)", admit),
             ("decide() x2", decide_all),
-            ("finish (claim_record.lua + counters, 1 round trip)", finish),
+            ("end (finish.lua: every record, 1 round trip)", finish),
         ):
             c0, r0, w0 = time.process_time(), redis_cpu(rt.redis), time.perf_counter()
             step()

@@ -20,7 +20,7 @@ import requests
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer, free_port
 from wxtasks.dev.stack import Child, Supervisor, celery_cmd, wait_until, worker_args
-from wxtasks.runtime import redis_client
+from wxtasks.runtime import Runtime, redis_client
 
 TOKEN = "test-token-5f1d"  # the simulator's token in tests; asserted never to leak
 
@@ -192,6 +192,26 @@ def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings.from_env({}, **values)
+
+
+def build(r: redis.Redis, settings: Settings) -> Runtime:
+    """The Runtime a process with ``settings`` would build, over the test's client ``r``
+    (every part shares that client; nothing else connects until it is used)."""
+    rt = Runtime(settings)
+    rt.__dict__["redis"] = r  # the cached_property's slot: the parts take this client
+    return rt
+
+
+def end_sent(pipe: Any, message: Any, ticket: Any, receipt: Any = None) -> None:
+    """End an admitted message ``sent`` as its send task would (claim, counts, records)."""
+    from wxtasks.send.outcome import Ending, SendResult, Status
+
+    result = SendResult.from_ids(
+        Status.SENT, message.app_id, message.to_wxid, ticket.task_id, receipt and receipt.as_dict()
+    )
+    rt = Runtime(pipe.settings)
+    rt.__dict__["redis"] = pipe.redis
+    rt.endings.end(Ending(result, claim_key=pipe.claim_key(message)), store_result=False)
 
 
 def online(store: Any, *app_ids: str) -> None:

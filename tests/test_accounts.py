@@ -7,6 +7,7 @@ import multiprocessing as mp
 import pytest
 import redis
 
+from tests.conftest import build
 from wxtasks.accounts.machine import Event, State
 from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
@@ -16,7 +17,7 @@ from wxtasks.runtime import redis_client
 
 
 def store_for(redis_url: str, r: redis.Redis, **overrides: object) -> AccountStore:
-    return AccountStore(r, Settings.from_env({}, redis_url=redis_url, **overrides))
+    return build(r, Settings.from_env({}, redis_url=redis_url, **overrides)).accounts
 
 
 def test_register_get_list_update_remove(redis_url: str, r: redis.Redis) -> None:
@@ -64,7 +65,7 @@ def test_bad_app_ids_are_refused(redis_url: str, r: redis.Redis, bad: str) -> No
 
 def test_transitions_are_versioned_and_published(redis_url: str, r: redis.Redis) -> None:
     settings = Settings.from_env({}, redis_url=redis_url)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     store.register("a1")
     d = store.transition("a1", Event.LOGIN_SUCCEEDED, reason="test")
     assert d is not None and d.version == 2
@@ -79,7 +80,7 @@ def test_transitions_are_versioned_and_published(redis_url: str, r: redis.Redis)
 
 
 def _race(redis_url: str, start: mp.synchronize.Event, results: mp.Queue) -> None:
-    store = AccountStore(redis_client(redis_url), Settings.from_env({}, redis_url=redis_url))
+    store = build(redis_client(redis_url), Settings.from_env({}, redis_url=redis_url)).accounts
     start.wait()
     won = 0
     for _ in range(5):
@@ -93,7 +94,7 @@ def _race(redis_url: str, start: mp.synchronize.Event, results: mp.Queue) -> Non
 
 def test_racing_processes_start_exactly_one_reconnect_chain(redis_url: str, r: redis.Redis) -> None:
     settings = Settings.from_env({}, redis_url=redis_url)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     store.register("hot")
     store.transition("hot", Event.LOGIN_SUCCEEDED)
     ctx = mp.get_context("spawn")

@@ -5,22 +5,25 @@ from __future__ import annotations
 
 import redis
 
-from tests.conftest import TOKEN
+from tests.conftest import build, end_sent
 from wxtasks.accounts.machine import Event
 from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
-from wxtasks.gateway import GatewayClient, SendReceipt
+from wxtasks.gateway import SendReceipt
+from wxtasks.send.gates import Answer, Lane
 from wxtasks.send.outbox import Waiting
 from wxtasks.send.pipeline import Message, SendPipeline
-from wxtasks.send.policy import Admit, Lane, Status, Ticket
+from wxtasks.send.policy import Ticket
 
 T0 = 1_700_000_000_000.0  # ms
 
 
 def setup(redis_url: str, r: redis.Redis, **overrides: object) -> tuple[AccountStore, SendPipeline]:
-    settings = Settings.from_env({}, redis_url=redis_url, **overrides)
-    store = AccountStore(r, settings)
-    pipe = SendPipeline(r, settings, GatewayClient("http://127.0.0.1:1", TOKEN))
+    """Admission on its own: bulk pacing off unless a test turns it on (test_pacing's)."""
+    pacing_off = {"quiet_hours": "", "warmup_s": 0, "bulk_jitter_s": "0-0"}
+    settings = Settings.from_env({}, redis_url=redis_url, **{**pacing_off, **overrides})
+    store = build(r, settings).accounts
+    pipe = build(r, settings).pipeline
     return store, pipe
 
 
@@ -49,14 +52,16 @@ def test_global_bucket_gives_burst_then_rate(redis_url: str, r: redis.Redis) -> 
     )
     online(store, "a1")
     admitted = [
-        pipe.admit(msg(content=f"m{i}"), ticket(pipe, f"t{i}"), now_ms=T0).outcome for i in range(8)
+        pipe.admit(msg(content=f"m{i}"), ticket(pipe, f"t{i}"), now_ms=T0).answer for i in range(8)
     ]
-    assert admitted == [Admit.ADMITTED] * 5 + [Admit.WAIT] * 3
+    assert admitted == [Answer.ADMITTED] * 5 + [Answer.GLOBAL_TOKENS] * 3
     wait = pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0)
-    assert wait.wait_s == 0.05 and wait.why == "global"  # one token every 1/20 s
-    assert pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0 + 49).outcome is Admit.WAIT
+    assert wait.wait_s == 0.05 and wait.answer is Answer.GLOBAL_TOKENS  # one token every 1/20 s
+    assert pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0 + 49).answer is (
+        Answer.GLOBAL_TOKENS
+    )
     assert (
-        pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0 + 50).outcome is Admit.ADMITTED
+        pipe.admit(msg(content="m9"), ticket(pipe, "t9"), now_ms=T0 + 50).answer is Answer.ADMITTED
     )
 
 
@@ -69,8 +74,8 @@ def test_never_more_than_burst_plus_rate_times_window(redis_url: str, r: redis.R
     i = 0
     for step in range(0, 3000, 7):  # a client hammering every 7 ms for 3 s
         while (
-            pipe.admit(msg(content=f"m{i}"), ticket(pipe, f"t{i}"), now_ms=T0 + step).outcome
-            is Admit.ADMITTED
+            pipe.admit(msg(content=f"m{i}"), ticket(pipe, f"t{i}"), now_ms=T0 + step).answer
+            is Answer.ADMITTED
         ):
             times.append(step)
             i += 1
@@ -90,11 +95,11 @@ def test_a_short_account_bucket_takes_nothing_global(redis_url: str, r: redis.Re
     first = [
         pipe.admit(msg("slow", content=f"s{i}"), ticket(pipe, f"s{i}"), now_ms=T0) for i in range(3)
     ]
-    assert [a.outcome for a in first] == [Admit.ADMITTED, Admit.ADMITTED, Admit.WAIT]
-    assert first[2].why == "account" and first[2].wait_s == 1.0
+    assert [a.answer for a in first] == [Answer.ADMITTED, Answer.ADMITTED, Answer.ACCOUNT_TOKENS]
+    assert first[2].answer is Answer.ACCOUNT_TOKENS and first[2].wait_s == 1.0
     # the account's shortage took no global token: "fast" still has the one left
-    assert pipe.admit(msg("fast", content="f0"), ticket(pipe, "f0"), now_ms=T0).outcome is (
-        Admit.ADMITTED
+    assert pipe.admit(msg("fast", content="f0"), ticket(pipe, "f0"), now_ms=T0).answer is (
+        Answer.ADMITTED
     )
 
 
@@ -104,12 +109,12 @@ def test_bulk_leaves_a_token_in_each_bucket_for_replies(redis_url: str, r: redis
     )
     online(store, "shop")
     bulk = pipe.admit(msg("shop", content="b0"), ticket(pipe, "b0", Lane.BULK), now_ms=T0)
-    assert bulk.outcome is Admit.ADMITTED
+    assert bulk.answer is Answer.ADMITTED
     # the account's second token is the reply's: bulk may not take it
     held = pipe.admit(msg("shop", content="b1"), ticket(pipe, "b1", Lane.BULK), now_ms=T0)
-    assert held.outcome is Admit.WAIT and held.why == "account"
+    assert held.answer is Answer.ACCOUNT_TOKENS
     reply = pipe.admit(msg("shop", content="r0"), ticket(pipe, "r0"), now_ms=T0)
-    assert reply.outcome is Admit.ADMITTED
+    assert reply.answer is Answer.ADMITTED
 
 
 def test_a_fresh_message_queues_behind_the_waiting_ones_of_its_lane(
@@ -118,17 +123,17 @@ def test_a_fresh_message_queues_behind_the_waiting_ones_of_its_lane(
     store, pipe = setup(redis_url, r, account_rate_per_second=10, account_burst=10)
     online(store, "a1")
     older = Waiting("old", "wxtasks.send_text", {"app_id": "a1"}, "a1", "interactive", T0 / 1000)
-    pipe.outbox.park(older, 0)
+    build(r, pipe.settings).outbox.park(older, 0)
     fresh = pipe.admit(msg(content="new"), ticket(pipe, "new"), now_ms=T0)
-    assert fresh.outcome is Admit.WAIT and fresh.why == "behind"
+    assert fresh.answer is Answer.BEHIND
     # the dispatched message itself is not behind anyone, nor is another lane's
     assert (
-        pipe.admit(msg(content="old"), ticket(pipe, "old", from_outbox=True), now_ms=T0).outcome
-        is Admit.ADMITTED
+        pipe.admit(msg(content="old"), ticket(pipe, "old", from_outbox=True), now_ms=T0).answer
+        is Answer.ADMITTED
     )
     assert (
-        pipe.admit(msg(content="b"), ticket(pipe, "b", Lane.BULK), now_ms=T0).outcome
-        is Admit.ADMITTED
+        pipe.admit(msg(content="b"), ticket(pipe, "b", Lane.BULK), now_ms=T0).answer
+        is Answer.ADMITTED
     )
 
 
@@ -137,11 +142,11 @@ def test_the_deadline_counts_from_the_first_enqueue(redis_url: str, r: redis.Red
     assert (pipe.settings.send_deadline_s, pipe.settings.bulk_deadline_s) == (600, 86_400)
     online(store, "a1")
     late = pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0 + 600_001)
-    assert late.outcome is Admit.EXPIRED and late.enqueued_at == T0 / 1000
+    assert late.answer is Answer.EXPIRED and late.enqueued_at == T0 / 1000
     assert r.get(pipe.keys.global_bucket) is None  # an expired message takes nothing
     # the bulk lane's window is its own
     bulk = pipe.admit(msg(content="y"), ticket(pipe, "t2", Lane.BULK), now_ms=T0 + 600_001)
-    assert bulk.outcome is Admit.ADMITTED
+    assert bulk.answer is Answer.ADMITTED
 
 
 def test_a_message_without_an_enqueue_time_keeps_its_first_sighting(
@@ -155,7 +160,7 @@ def test_a_message_without_an_enqueue_time_keeps_its_first_sighting(
     store.transition("a1", Event.LOGIN_SUCCEEDED)
     # redelivered 11 minutes later: its clock did not restart
     again = pipe.admit(msg(content="x"), plain, now_ms=T0 + 660_000)
-    assert again.outcome is Admit.EXPIRED and again.enqueued_at == T0 / 1000
+    assert again.answer is Answer.EXPIRED and again.enqueued_at == T0 / 1000
 
 
 def test_duplicates_and_redelivery(redis_url: str, r: redis.Redis) -> None:
@@ -163,38 +168,38 @@ def test_duplicates_and_redelivery(redis_url: str, r: redis.Redis) -> None:
     online(store, "a1")
     m = msg(content="same")
     t1 = ticket(pipe, "task-1")
-    assert pipe.admit(m, t1, now_ms=T0).outcome is Admit.ADMITTED
+    assert pipe.admit(m, t1, now_ms=T0).answer is Answer.ADMITTED
     # while the first holder may still be at the gateway, a redelivery is told how long
     held = pipe.admit(m, t1, now_ms=T0 + 1000)
-    assert held.outcome is Admit.REDELIVERED and held.claim["status"] == "inflight"
+    assert held.answer is Answer.REDELIVERED and held.claim["status"] == "inflight"
     assert held.wait_s == (2 * pipe.settings.gateway_timeout_s + 5) - 1
-    pipe.finish(m, t1, Status.SENT, receipt=SendReceipt("wxid_1", "11", "9007199254740993", 5))
+    end_sent(pipe, m, t1, SendReceipt("wxid_1", "11", "9007199254740993", 5))
     dup = pipe.admit(msg(content="same"), ticket(pipe, "task-2"), now_ms=T0)
-    assert dup.outcome is Admit.DUPLICATE
+    assert dup.answer is Answer.DUPLICATE
     assert dup.claim["owner"] == "task-1" and dup.claim["newMsgId"] == "9007199254740993"
     # the same task coming back (redelivered) is told apart from a new duplicate
     again = pipe.admit(m, t1, now_ms=T0)
-    assert again.outcome is Admit.REDELIVERED and again.claim["status"] == "sent"
+    assert again.answer is Answer.REDELIVERED and again.claim["status"] == "sent"
     # a different recipient or content is a different message
     assert (
-        pipe.admit(msg(to="wxid_2", content="same"), ticket(pipe, "t3"), now_ms=T0).outcome
-        is Admit.ADMITTED
+        pipe.admit(msg(to="wxid_2", content="same"), ticket(pipe, "t3"), now_ms=T0).answer
+        is Answer.ADMITTED
     )
     # the caller's dedup_key wins over the content
     k1, k2 = msg(content="v1", dedup_key="order-7"), msg(content="v2", dedup_key="order-7")
-    assert pipe.admit(k1, ticket(pipe, "k1"), now_ms=T0).outcome is Admit.ADMITTED
-    assert pipe.admit(k2, ticket(pipe, "k2"), now_ms=T0).outcome is Admit.DUPLICATE
+    assert pipe.admit(k1, ticket(pipe, "k1"), now_ms=T0).answer is Answer.ADMITTED
+    assert pipe.admit(k2, ticket(pipe, "k2"), now_ms=T0).answer is Answer.DUPLICATE
 
 
 def test_released_claims_let_a_retry_send(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r)
     online(store, "a1")
     m = msg(content="retry me")
-    assert pipe.admit(m, ticket(pipe, "t1"), now_ms=T0).outcome is Admit.ADMITTED
+    assert pipe.admit(m, ticket(pipe, "t1"), now_ms=T0).answer is Answer.ADMITTED
     pipe.release(m, "other-task")  # not the owner: nothing happens
-    assert pipe.admit(m, ticket(pipe, "t2"), now_ms=T0).outcome is Admit.DUPLICATE
+    assert pipe.admit(m, ticket(pipe, "t2"), now_ms=T0).answer is Answer.DUPLICATE
     pipe.release(m, "t1")
-    assert pipe.admit(m, ticket(pipe, "t2"), now_ms=T0 + 1000).outcome is Admit.ADMITTED
+    assert pipe.admit(m, ticket(pipe, "t2"), now_ms=T0 + 1000).answer is Answer.ADMITTED
 
 
 def test_claims_expire_after_the_dedup_window(redis_url: str, r: redis.Redis) -> None:
@@ -210,32 +215,32 @@ def test_a_dispatched_message_was_paid_for_by_the_dispatcher(
 ) -> None:
     store, pipe = setup(redis_url, r, rate_per_second=1, burst=1)
     online(store, "a1")
-    assert pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0).outcome is Admit.ADMITTED
+    assert pipe.admit(msg(content="x"), ticket(pipe, "t1"), now_ms=T0).answer is Answer.ADMITTED
     paid = ticket(pipe, "t2", from_outbox=True)
-    assert pipe.admit(msg(content="y"), paid, paid_at_ms=T0, now_ms=T0).outcome is Admit.ADMITTED
+    assert pipe.admit(msg(content="y"), paid, paid_at_ms=T0, now_ms=T0).answer is Answer.ADMITTED
     # one that sat in the broker (workers were down) asks the buckets again: a backlog of
     # dispatched messages never bursts out at the gateway together
     stale = ticket(pipe, "t3", from_outbox=True)
     late = pipe.admit(msg(content="z"), stale, paid_at_ms=T0 - 5000, now_ms=T0)
-    assert late.outcome is Admit.WAIT and late.why == "global"
+    assert late.answer is Answer.GLOBAL_TOKENS
 
 
 def test_a_stopped_campaigns_target_is_not_admitted(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r)
     online(store, "a1")
     r.hset(pipe.keys.campaigns_stopped, mapping={"c1": "paused", "c2": "cancelled"})
-    for campaign, state in (("c1", "paused"), ("c2", "cancelled")):
+    for campaign, answer in (("c1", Answer.CAMPAIGN_PAUSED), ("c2", Answer.CAMPAIGN_CANCELLED)):
         t = ticket(pipe, f"{campaign}:0", Lane.BULK, campaign=campaign)
         refused = pipe.admit(msg(content=campaign), t, now_ms=T0)
-        assert refused.outcome is Admit.STOPPED and refused.state == state
+        assert refused.answer is answer and refused.detail == campaign
 
 
 def test_state_and_registration_are_checked_first(redis_url: str, r: redis.Redis) -> None:
     store, pipe = setup(redis_url, r)
-    assert pipe.admit(msg("ghost"), ticket(pipe, "t")).outcome is Admit.UNKNOWN_ACCOUNT
+    assert pipe.admit(msg("ghost"), ticket(pipe, "t")).answer is Answer.UNKNOWN_ACCOUNT
     store.register("idle")
     refused = pipe.admit(msg("idle"), ticket(pipe, "t"), now_ms=T0)
-    assert refused.outcome is Admit.NOT_ONLINE and refused.state == "IDLE"
+    assert refused.answer is Answer.ACCOUNT_UNUSABLE and refused.detail == "IDLE"
     assert r.get(pipe.keys.global_bucket) is None  # no token taken
 
 
@@ -244,8 +249,8 @@ def test_buckets_use_the_redis_clock(redis_url: str, r: redis.Redis) -> None:
     online(store, "a1")
     seconds, micros = r.time()
     now = seconds * 1000 + micros / 1000
-    assert pipe.admit(msg(content="x"), ticket(pipe, "t1", enqueued_ms=now)).outcome is (
-        Admit.ADMITTED
+    assert pipe.admit(msg(content="x"), ticket(pipe, "t1", enqueued_ms=now)).answer is (
+        Answer.ADMITTED
     )
     tat = float(r.get(pipe.keys.global_bucket))
     assert abs(tat - (now + 1000)) < 1000

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import Simulator, Stack, settings_for
+from tests.conftest import Simulator, Stack, build, settings_for
 from wxtasks.accounts.machine import Event
-from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import alert_payload
@@ -79,7 +78,7 @@ def test_need_login_posts_a_dingtalk_alert(
     r = redis_client(redis_url)
     try:
         stack.worker("control", "alert", 1)
-        AccountStore(r, settings).register("lost-phone")
+        build(r, settings).accounts.register("lost-phone")
         simulator.set_online("lost-phone", False)
         WxTasksClient.from_settings(settings).login("lost-phone")
         wait_until(lambda: received, 30, 0.1, "the alert at the robot")
@@ -97,7 +96,7 @@ def test_events_follow_prints_transitions_as_they_happen(
     import select
 
     settings = settings_for(redis_url, simulator)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     store.register("live")
     store.transition("live", Event.LOGIN_SUCCEEDED)
     follow = subprocess.Popen(

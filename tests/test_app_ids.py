@@ -10,15 +10,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Simulator, settings_for
+from tests.conftest import Simulator, build, end_sent, settings_for
 from wxtasks.accounts.machine import Event, State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.errors import BadInputError
-from wxtasks.gateway import GatewayClient
 from wxtasks.inbound.messages import parse_event
 from wxtasks.keys import APP_ID_PATTERN, APP_ID_RULE, validate_app_id
-from wxtasks.send.pipeline import Message, SendPipeline
-from wxtasks.send.policy import Admit, Lane, Status
+from wxtasks.send.gates import Answer, Lane
+from wxtasks.send.pipeline import Message
 
 VALID = ["wx_7f3a9c21b0d4e5f6", "demo-01", "a", "A" * 64, "shop.eu@gw_2-b"]
 INVALID = ["", "shop a", " a", "a{b}", "a}{b:*", "x" * 65, "a:b", "a*", "a?", "商店", "a\n", 7]
@@ -33,7 +31,7 @@ def test_real_and_demo_ids_follow_the_rule(app_id: str) -> None:
 def test_every_entry_point_refuses_a_bad_id_naming_the_rule(
     app_id: object, redis_url: str, r: redis.Redis, simulator: Simulator
 ) -> None:
-    store = AccountStore(r, settings_for(redis_url, simulator))
+    store = build(r, settings_for(redis_url, simulator)).accounts
     # a missing or non-string appId says so; any other string names the rule
     rule = "1 to 64 characters" if isinstance(app_id, str) and app_id else None
     with pytest.raises(BadInputError, match=rule):
@@ -71,17 +69,17 @@ def test_every_id_the_rule_accepts_registers_and_sends(
         account_rate_per_second=1000,
         account_burst=1000,
     )
-    store = AccountStore(r, config)
+    store = build(r, config).accounts
     store.register(app_id)
     store.transition(app_id, Event.LOGIN_SUCCEEDED, expect=[State.IDLE])  # once per id
-    gateway = GatewayClient.from_settings(config)
-    pipe = SendPipeline(r, config, gateway)
+    pipe = build(r, config).pipeline
     n = next(_counter)
     message = Message.parse("text", {"app_id": app_id, "to_wxid": "wxid_c", "content": f"m{n}"})
     ticket = pipe.ticket(f"t{n}", Lane.INTERACTIVE, None)
-    assert pipe.admit(message, ticket).outcome is Admit.ADMITTED
-    receipt = pipe.deliver(message)
-    pipe.finish(message, ticket, Status.SENT, receipt=receipt)
-    gateway.close()
+    assert pipe.admit(message, ticket).answer is Answer.ADMITTED
+    receipt, answer = pipe.deliver(message)
+    assert receipt is not None, answer
+    end_sent(pipe, message, ticket, receipt)
+    pipe.fleet.close()
     assert simulator.sends()[-1]["appId"] == app_id
     assert r.hget(pipe.claim_key(message), "status") == "sent"

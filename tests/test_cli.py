@@ -113,19 +113,18 @@ def test_status_json(cli: Any) -> None:
     cli("accounts", "add", "bulk", "--no-login", "--rate", "1", "--burst", "1")
     rt = context.runtime()
     rt.accounts.transition("bulk", Event.LOGIN_SUCCEEDED)
-    from wxtasks.send.pipeline import SendPipeline
-    from wxtasks.send.policy import Admit, Lane
+    from wxtasks.send.gates import Answer, Lane
 
-    pipe = SendPipeline(rt.redis, rt.settings, rt.gateway)
+    pipe = rt.pipeline
     outcomes = [
         pipe.admit(
             Message.parse("text", {"app_id": "bulk", "to_wxid": f"w{i}", "content": "x"}),
             pipe.ticket(f"t{i}", Lane.INTERACTIVE, None),
-        ).outcome
+        ).answer
         for i in range(3)
     ]
     # one sent now; the others take nothing and are told to wait (all or nothing)
-    assert outcomes == [Admit.ADMITTED, Admit.WAIT, Admit.WAIT]
+    assert outcomes == [Answer.ADMITTED, Answer.ACCOUNT_TOKENS, Answer.ACCOUNT_TOKENS]
     snap = json.loads(cli("status", "--json").output)
     assert snap["accounts"]["IDLE"] == 1 and snap["accounts"]["ONLINE"] == 1
     busy = snap["busiest_account_buckets"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import TOKEN, Simulator, settings_for
+from tests.conftest import TOKEN, Simulator, build, settings_for
 from tests.console_support import (
     PASSWORD,
     USER,
@@ -41,7 +41,7 @@ def settings(redis_url: str, simulator: Simulator) -> Settings:
 
 @pytest.fixture
 def store(r: Any, settings: Settings) -> AccountStore:
-    return AccountStore(r, settings)
+    return build(r, settings).accounts
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TOKEN, Simulator, Stack, _simulator, settings_for
+from tests.conftest import TOKEN, Simulator, Stack, _simulator, build, settings_for
 from tests.console_support import PASSWORD, USER, ConsoleProcess, demo_accounts, start_console
 from wxtasks.accounts.machine import Event, State
 from wxtasks.accounts.store import AccountStore
@@ -81,7 +81,7 @@ def console(stack: Stack, supervisor: Supervisor) -> Iterator[ConsoleProcess]:
 @pytest.fixture
 def store(stack: Stack, redis_url: str) -> Iterator[AccountStore]:
     client = redis_client(redis_url)
-    yield AccountStore(client, stack.settings)
+    yield build(client, stack.settings).accounts
     client.close()
 
 

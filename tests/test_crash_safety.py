@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.conftest import Simulator, Stack, _simulator, online
-from wxtasks.accounts.store import AccountStore
+from tests.conftest import Simulator, Stack, _simulator, build, online
 from wxtasks.client import WxTasksClient
 from wxtasks.config import Settings
 from wxtasks.dev.stack import Supervisor, wait_until
@@ -56,7 +55,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     assert stack.settings.visibility_timeout_s == defaults.visibility_timeout_s
     assert stack.settings.send_deadline_s == defaults.send_deadline_s
     r = redis_client(redis_url)
-    store = AccountStore(r, stack.settings)
+    store = build(r, stack.settings).accounts
     accounts = [f"acct-{i:02d}" for i in range(10)]
     online(store, *accounts)
     victim = stack.worker("send", "a", 2)

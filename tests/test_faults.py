@@ -12,12 +12,10 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.conftest import Simulator, Stack, _simulator, online, settings_for
+from tests.conftest import Simulator, Stack, _simulator, build, online, settings_for
 from wxtasks.accounts.machine import State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.redis_server import RedisServer
 from wxtasks.dev.stack import Supervisor, wait_until
-from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys
 from wxtasks.runtime import redis_client
 from wxtasks.send.deadletters import DeadLetters
@@ -62,7 +60,7 @@ def test_redis_restart_mid_run_loses_nothing(
     )
     stack = Stack(settings, supervisor)
     r = redis_client(aof_redis.url)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     accounts = [f"acct-{i:02d}" for i in range(30)]
     online(store, *accounts)
     try:
@@ -132,8 +130,8 @@ def test_gateway_outage_backs_off_then_everything_goes_out_once(
     )
     stack = Stack(settings, supervisor)
     r = redis_client(redis_url)
-    store = AccountStore(r, settings)
-    fleet = Fleet(r, settings)
+    store = build(r, settings).accounts
+    fleet = build(r, settings).fleet
     accounts = [f"acct-{i:02d}" for i in range(20)]
     online(store, *accounts)
     try:
@@ -202,7 +200,7 @@ def test_malformed_payloads_fail_clearly_and_never_block_the_queue(
     settings = settings_for(redis_url, sim, heartbeat_interval_s=3600)
     stack = Stack(settings, supervisor)
     r = redis_client(redis_url)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     online(store, "shop")
     dl = DeadLetters(r, Keys(settings.key_prefix))
     try:

@@ -20,15 +20,12 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.conftest import Stack
+from tests.conftest import Stack, build
 from wxtasks.accounts.machine import Event, State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
-from wxtasks.gateway.fleet import Fleet
-from wxtasks.gateway.registry import GatewayRegistry
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
 
@@ -101,7 +98,7 @@ def fleet(supervisor: Supervisor, redis_url: str) -> Iterator[dict[str, Any]]:
         gateway_probe_interval_s=2,
     )
     r = redis_client(redis_url)
-    registry = GatewayRegistry(r, settings)
+    registry = build(r, settings).gateways
     stack = FleetStack(settings, supervisor)
     stack.token_env = {}
     for i in range(1, N_GATEWAYS + 1):
@@ -115,7 +112,7 @@ def fleet(supervisor: Supervisor, redis_url: str) -> Iterator[dict[str, Any]]:
             rate=GW_RATE,
             burst=GW_BURST,
         )
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     accounts = {i: [f"g{i}-a", f"g{i}-b"] for i in range(1, N_GATEWAYS + 1)}
     for i, ids in accounts.items():
         for app_id in ids:
@@ -201,7 +198,7 @@ def test_a_gateway_that_stops_answering_pauses_only_its_accounts(
 ) -> None:
     r, gws, store, settings = fleet["r"], fleet["gws"], fleet["store"], fleet["settings"]
     accounts, producer = fleet["accounts"], fleet["producer"]
-    fl = Fleet(r, settings)
+    fl = build(r, settings).fleet
     down_ids, other_ids = accounts[2], accounts[1] + accounts[3]
     wait_until(
         lambda: all(a.last_heartbeat_at for a in store.get_many(other_ids + down_ids)),

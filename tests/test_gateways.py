@@ -11,19 +11,17 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from tests.conftest import TOKEN, Simulator, _simulator, online, settings_for
+from tests.conftest import TOKEN, Simulator, _simulator, build, online, settings_for
 from wxtasks.accounts.lifecycle import Lifecycle
-from wxtasks.accounts.store import AccountStore
 from wxtasks.cli import context, main
 from wxtasks.config import Settings
 from wxtasks.dev.stack import Supervisor
 from wxtasks.errors import BadInputError, ConfigError
 from wxtasks.events import read_events
-from wxtasks.gateway import GatewayClient
 from wxtasks.gateway.fleet import Fleet
-from wxtasks.gateway.registry import GatewayRegistry, UnknownGatewayError, token_of
+from wxtasks.gateway.registry import UnknownGatewayError, token_of
+from wxtasks.send.gates import Answer, Lane
 from wxtasks.send.pipeline import Message, SendPipeline
-from wxtasks.send.policy import Admit, Lane
 
 SECRET_TOKEN = "gw-token-9d8c7b6a"  # must never show up in Redis or in any output
 
@@ -45,7 +43,7 @@ def settings(redis_url: str) -> Settings:
 
 
 def test_registry_add_get_update_remove_and_default(r: redis.Redis, settings: Settings) -> None:
-    reg = GatewayRegistry(r, settings)
+    reg = build(r, settings).gateways
     assert [g.name for g in reg.list()] == ["default"]
     assert reg.get("default").base_url == "http://127.0.0.1:1"
     g = reg.add("gw-a", base_url="http://h:2531/", profile="gewe", token_env="GW_A", rate=3)
@@ -64,7 +62,7 @@ def test_registry_add_get_update_remove_and_default(r: redis.Redis, settings: Se
     with pytest.raises(BadInputError, match="variable"):
         reg.add("gw-b", base_url="http://h", profile="gewe", token_env="tok-3f9a")  # a token?
     assert reg.update("gw-a", burst=7).burst == 7
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     store.register("acct-1", gateway="gw-a")
     with pytest.raises(BadInputError, match="still serves 1 account"):
         reg.remove("gw-a", [a.app_id for a in store.on_gateway("gw-a")])
@@ -79,7 +77,7 @@ def test_registry_add_get_update_remove_and_default(r: redis.Redis, settings: Se
 def test_the_token_comes_from_its_variable_or_the_secrets_dir(
     settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, r: redis.Redis
 ) -> None:
-    reg = GatewayRegistry(r, settings)
+    reg = build(r, settings).gateways
     g = reg.add("gw-a", base_url="http://h", profile="v1", token_env="WX_GW_A_TOKEN")
     monkeypatch.delenv("WX_GW_A_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="WX_GW_A_TOKEN is not set"):
@@ -100,29 +98,29 @@ def test_each_gateway_has_its_bucket_and_the_fleet_bucket_holds_the_total(
     r: redis.Redis, settings: Settings
 ) -> None:
     settings = settings.replace(rate_per_second=5, burst=4)
-    reg = GatewayRegistry(r, settings)
+    reg = build(r, settings).gateways
     reg.add("gw-a", base_url="http://h", profile="v1", token_env="A", rate=1, burst=2)
     reg.add("gw-b", base_url="http://h", profile="v1", token_env="B", rate=2, burst=3)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     online(store, "a1", "b1")
     store.update("a1", gateway="gw-a")
     store.update("b1", gateway="gw-b")
-    pipe = SendPipeline(r, settings, GatewayClient("http://127.0.0.1:1", TOKEN))
+    pipe = build(r, settings).pipeline
     t0 = 1_700_000_000_000.0
     a = [_admit(pipe, "a1", i, t0) for i in range(4)]
-    assert [x.outcome for x in a] == [Admit.ADMITTED] * 2 + [Admit.WAIT] * 2
-    assert a[2].why == "gateway" and a[2].gateway == "gw-a" and a[2].wait_s == 1.0
+    assert [x.answer for x in a] == [Answer.ADMITTED] * 2 + [Answer.GATEWAY_TOKENS] * 2
+    assert a[2].answer is Answer.GATEWAY_TOKENS and a[2].gateway == "gw-a" and a[2].wait_s == 1.0
     b = [_admit(pipe, "b1", i, t0) for i in range(4)]
     # gw-b would allow 3, but the fleet bucket (burst 4) has 2 left after gw-a's 2
-    assert [x.outcome for x in b] == [Admit.ADMITTED] * 2 + [Admit.WAIT] * 2
-    assert b[2].why == "global" and b[2].gateway == "gw-b"
+    assert [x.answer for x in b] == [Answer.ADMITTED] * 2 + [Answer.GLOBAL_TOKENS] * 2
+    assert b[2].answer is Answer.GLOBAL_TOKENS and b[2].gateway == "gw-b"
     # a second later: gw-a has one token more (1/s); gw-b three (its burst), the fleet 4
     later = t0 + 1000
-    assert _admit(pipe, "a1", 10, later).outcome is Admit.ADMITTED
-    assert _admit(pipe, "a1", 11, later).why == "gateway"
+    assert _admit(pipe, "a1", 10, later).answer is Answer.ADMITTED
+    assert _admit(pipe, "a1", 11, later).answer is Answer.GATEWAY_TOKENS
     b = [_admit(pipe, "b1", 10 + i, later) for i in range(4)]
-    assert [x.outcome for x in b] == [Admit.ADMITTED] * 3 + [Admit.WAIT]
-    assert b[3].why == "gateway"
+    assert [x.answer for x in b] == [Answer.ADMITTED] * 3 + [Answer.GATEWAY_TOKENS]
+    assert b[3].answer is Answer.GATEWAY_TOKENS
     levels = {k: r.get(pipe.keys.gateway_bucket(k)) for k in ("gw-a", "gw-b", "default")}
     assert levels["default"] is None  # no account of the default gateway sent
 
@@ -130,18 +128,18 @@ def test_each_gateway_has_its_bucket_and_the_fleet_bucket_holds_the_total(
 def test_a_stale_gateway_guess_costs_one_more_trip_and_never_the_wrong_bucket(
     r: redis.Redis, settings: Settings
 ) -> None:
-    reg = GatewayRegistry(r, settings)
+    reg = build(r, settings).gateways
     reg.add("gw-a", base_url="http://h", profile="v1", token_env="A", rate=1, burst=1)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     online(store, "a1")
-    pipe = SendPipeline(r, settings, GatewayClient("http://127.0.0.1:1", TOKEN))
+    pipe = build(r, settings).pipeline
     t0 = 1_700_000_000_000.0
     assert _admit(pipe, "a1", 0, t0).gateway == "default"
     store.update("a1", gateway="gw-a")  # the process still guesses "default"
     first = _admit(pipe, "a1", 1, t0)
-    assert (first.outcome, first.gateway) == (Admit.ADMITTED, "gw-a")
+    assert (first.answer, first.gateway) == (Answer.ADMITTED, "gw-a")
     assert r.get(pipe.keys.gateway_bucket("gw-a")) is not None
-    assert _admit(pipe, "a1", 2, t0).why == "gateway"  # gw-a's burst 1 is spent
+    assert _admit(pipe, "a1", 2, t0).answer is Answer.GATEWAY_TOKENS  # gw-a's burst 1 is spent
 
 
 def test_one_outage_marks_a_gateway_down_once_and_its_answer_up_once(
@@ -157,12 +155,12 @@ def test_one_outage_marks_a_gateway_down_once_and_its_answer_up_once(
     clock[0] += 1.0
     assert fleet.failed("gw-a", "refused") == "down"
     assert [fleet.failed("gw-a", "refused") for _ in range(5)] == [""] * 5  # one edge
-    other = Fleet(r, settings)  # another process sees it at once
+    other = build(r, settings).fleet  # another process sees it at once
     assert other.is_down("gw-a") and not other.is_down("gw-b")
     assert other.health("gw-a")["failures"] == 9
     assert other.answered("gw-a") == "up"
     assert fleet.answered("gw-a", force=True) == ""
-    assert not Fleet(r, settings).is_down("gw-a")
+    assert not build(r, settings).fleet.is_down("gw-a")
 
 
 def test_a_down_gateway_pauses_its_accounts_without_touching_them(
@@ -184,15 +182,15 @@ def test_a_down_gateway_pauses_its_accounts_without_touching_them(
         gateway_base_url=other.url,
         gateway_profile="gewe",
     )
-    reg = GatewayRegistry(r, settings)
+    reg = build(r, settings).gateways
     reg.add("gw-a", base_url=simulator.url, profile="videosapi", token_env="WX_TEST_GW_TOKEN")
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     online(store, "a1", "a2", "d1")
     store.update("a1", gateway="gw-a")
     store.update("a2", gateway="gw-a")
     sent: list[tuple[str, dict[str, Any]]] = []
     life = Lifecycle(
-        r, settings, store, Fleet(r, settings), lambda t, kw, *a, **k: sent.append((t, kw))
+        r, settings, store, build(r, settings).fleet, lambda t, kw, *a, **k: sent.append((t, kw))
     )
     simulator.faults(outage=True)
     before = simulator.calls("/login/checkOnline")

@@ -11,16 +11,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Simulator, Stack, _simulator, finished_tasks, online, settings_for
+from tests.conftest import Simulator, Stack, _simulator, build, finished_tasks, online, settings_for
 from wxtasks.accounts.machine import State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until
 from wxtasks.gateway import GatewayClient
-from wxtasks.inbound.messages import InboundStore
 from wxtasks.keys import APP_ID_RULE
 from wxtasks.runtime import redis_client
-from wxtasks.scripts import Scripts
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = "cb-secret-8c2f1e"
@@ -94,12 +91,12 @@ def env(stack: tuple[Stack, str], sim: Simulator, redis_url: str) -> Iterator[di
     st, url = stack
     sim.reset()
     r = redis_client(redis_url)
-    store = AccountStore(r, st.settings)
+    store = build(r, st.settings).accounts
     online(store, "shop", "ops")
     sim.admin("accounts", {"appId": "shop", "online": True})
     # the gateway learns where to push the way operators register it: setCallback
     GatewayClient.from_settings(st.settings).set_callback(f"{url}/callback/{SECRET}", "")
-    yield {"r": r, "store": store, "url": url, "inbound": InboundStore(r, st.settings, Scripts(r))}
+    yield {"r": r, "store": store, "url": url, "inbound": build(r, st.settings).inbound}
     r.close()
 
 

@@ -8,9 +8,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.conftest import Simulator, Stack, _simulator
+from tests.conftest import Simulator, Stack, _simulator, build
 from wxtasks.accounts.machine import State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
@@ -36,7 +35,7 @@ def test_accounts_come_online_fail_over_to_error_and_recover(
     sim = _simulator(simulators, supervisor, "v1")
     stack = make_stack(sim, heartbeat_interval_s=2, max_retry=3, backoff_max_s=8)
     r: redis.Redis = redis_client(redis_url)
-    store = AccountStore(r, stack.settings)
+    store = build(r, stack.settings).accounts
     stack.worker("control", "ctl", 2)
     stack.worker("send", "snd", 1)
     stack.beat()
@@ -114,7 +113,7 @@ def test_removed_accounts_stop_their_heartbeats(
     sim = _simulator(simulators, supervisor, "v1")
     stack = make_stack(sim, heartbeat_interval_s=1)
     r = redis_client(redis_url)
-    store = AccountStore(r, stack.settings)
+    store = build(r, stack.settings).accounts
     stack.worker("control,send", "ctl", 2)
     stack.beat()
     store.register("gone")

@@ -3,34 +3,32 @@ from __future__ import annotations
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
 
-from tests.conftest import TOKEN
+from tests.conftest import build, end_sent
 from wxtasks.accounts.machine import Event
-from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
-from wxtasks.gateway import GatewayClient
 from wxtasks.metrics import RedisCollector
 from wxtasks.runtime import Runtime
+from wxtasks.send.gates import Answer, Lane
 from wxtasks.send.outbox import Waiting
-from wxtasks.send.pipeline import Message, SendPipeline
-from wxtasks.send.policy import Admit, Lane, Status
+from wxtasks.send.pipeline import Message
 
 
 def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -> None:
     settings = Settings.from_env({}, redis_url=redis_url, rate_per_second=5, burst=10)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     store.register("a1")
     store.register("a2")
     store.transition("a1", Event.LOGIN_SUCCEEDED)
-    pipe = SendPipeline(r, settings, GatewayClient("http://127.0.0.1:1", TOKEN))
+    pipe = build(r, settings).pipeline
     m = Message.parse("text", {"app_id": "a1", "to_wxid": "w", "content": "x"})
     now_s, now_us = r.time()
     now_ms = now_s * 1000 + now_us / 1000
     ticket = pipe.ticket("t1", Lane.INTERACTIVE, now_ms / 1000)
-    assert pipe.admit(m, ticket, now_ms=now_ms).outcome is Admit.ADMITTED
-    pipe.finish(m, ticket, Status.SENT)
+    assert pipe.admit(m, ticket, now_ms=now_ms).answer is Answer.ADMITTED
+    end_sent(pipe, m, ticket)
     # one bulk message waiting in the outbox
     waiting = Waiting("b1", "wxtasks.send_text", {"app_id": "a1"}, "a1", "bulk", now_s - 30.0)
-    pipe.outbox.park(waiting, 0)
+    build(r, settings).outbox.park(waiting, 0)
     r.lpush(store.keys.heartbeat_lateness, "0.5", "1.5")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(Runtime(settings)))

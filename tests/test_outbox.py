@@ -11,15 +11,15 @@ from typing import Any
 
 import redis
 
+from tests.conftest import build
 from wxtasks.accounts.machine import Event, State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.campaigns.store import Campaigns, Content
 from wxtasks.config import Settings
-from wxtasks.keys import Keys
 from wxtasks.runtime import redis_client
-from wxtasks.scripts import Scripts
-from wxtasks.send.outbox import LEASE_S, Dispatched, Dispatcher, Outbox, Waiting
-from wxtasks.send.policy import Lane
+from wxtasks.send.dispatcher import LEASE_S, Dispatched
+from wxtasks.send.gates import Lane
+from wxtasks.send.outbox import Waiting
+from wxtasks.send.outcome import CANCELLED_BY_OPERATOR, Ending, SendResult, Status
 
 #: the test clock starts ahead of the wall clock, so whatever was parked is due by it
 T0 = float(int(time.time()) + 3600)
@@ -39,13 +39,26 @@ class Rig:
     def __init__(self, redis_url: str, r: redis.Redis, **overrides: Any) -> None:
         self.settings = Settings.from_env({}, redis_url=redis_url, **{**NO_PACING, **overrides})
         self.r = r
-        self.keys = Keys(self.settings.key_prefix)
-        self.scripts = Scripts(r)
-        self.store = AccountStore(r, self.settings, scripts=self.scripts)
-        self.outbox = Outbox(r, self.settings, self.keys, self.scripts)
+        self.rt = rt = build(r, self.settings)
+        self.keys, self.scripts, self.store, self.outbox = (
+            rt.keys,
+            rt.scripts,
+            rt.accounts,
+            rt.outbox,
+        )
         self.t = T0
         self.batches: list[list[Dispatched]] = []
-        self.dispatcher = Dispatcher(self.outbox, self.batches.append, clock=lambda: self.t)
+        self.dispatcher = rt.dispatcher(self.batches.append, clock=lambda: self.t)
+        rt.__dict__["campaigns"] = Campaigns(
+            r,
+            self.settings,
+            rt.keys,
+            rt.scripts,
+            rt.outbox,
+            rt.endings,
+            rt.store_result,
+            clock=lambda: self.t,
+        )
 
     def online(self, *app_ids: str, **options: Any) -> None:
         for app_id in app_ids:
@@ -64,7 +77,11 @@ class Rig:
         waiting = Waiting(
             task_id,
             "wxtasks.send_text",
-            {"app_id": app_id, "to_wxid": fields.pop("to_wxid", "wxid_1"), "content": task_id},
+            {
+                "app_id": app_id,
+                "to_wxid": fields.pop("to_wxid", "wxid_1"),
+                "content": fields.pop("content", task_id),
+            },
             app_id,
             lane,
             self.t - 1 if enqueued_at is None else enqueued_at,
@@ -93,12 +110,15 @@ class Rig:
     def ids(self, at: float | None = None) -> list[str]:
         return [w.task_id for w in self.tick(at)]
 
+    def end(self, task_id: str) -> None:
+        """A dispatched message ended sent (as its send task would record it)."""
+        result = SendResult(Status.SENT, "-", "-", task_id)
+        self.rt.endings.end(Ending(result), store_result=False)
+
     def done(self) -> None:
         """Every dispatched message ended (as its send task would record)."""
-        pipe = self.r.pipeline(transaction=False)
         for d in self.dispatched():
-            self.outbox.finished(d.waiting.task_id, pipe)
-        pipe.execute()
+            self.end(d.waiting.task_id)
 
 
 def at_most_burst_plus_rate(times_ms: list[int], burst: int, rate: float) -> None:
@@ -297,9 +317,7 @@ def test_a_dispatched_message_whose_lease_ran_out_goes_out_again(
     rig.park("lost", "a1", enqueued_at=T0 - 2)
     rig.park("done", "a1", enqueued_at=T0 - 1)
     assert rig.ids(T0) == ["lost", "done"]
-    pipe = r.pipeline(transaction=False)
-    rig.outbox.finished("done", pipe)  # its send task finished
-    pipe.execute()
+    rig.end("done")  # its send task finished
     assert rig.tick(T0 + LEASE_S - 1) == []
     assert rig.ids(T0 + LEASE_S + 1) == ["lost"]  # reclaimed and dispatched again
     assert rig.tick(T0 + LEASE_S + 2) == []
@@ -330,8 +348,7 @@ def test_two_dispatchers_never_hand_out_one_message_twice(redis_url: str, r: red
 
     def run(k: int) -> None:
         try:
-            own = Outbox(clients[k], rig.settings, rig.keys, Scripts(clients[k]))
-            dispatcher = Dispatcher(own, handed[k].extend, clock=clock)
+            dispatcher = build(clients[k], rig.settings).dispatcher(handed[k].extend, clock=clock)
             for _ in range(3000):
                 dispatcher.tick()
                 if sum(len(h) for h in handed) >= len(ids):
@@ -357,7 +374,7 @@ def test_two_dispatchers_never_hand_out_one_message_twice(redis_url: str, r: red
 
 
 def campaigns_for(rig: Rig) -> Campaigns:
-    return Campaigns(rig.r, rig.settings, rig.keys, rig.scripts, rig.outbox, clock=lambda: rig.t)
+    return rig.rt.campaigns
 
 
 def test_a_paused_campaign_is_set_aside_and_resumes_in_order(
@@ -419,11 +436,16 @@ def test_an_operator_cancels_only_a_waiting_message(redis_url: str, r: redis.Red
     rig.park("first", "a1")
     rig.park("second", "a1")
     assert rig.ids(T0) == ["first"]
-    assert rig.outbox.cancel("first") is None  # dispatched: it may be at the gateway
-    assert rig.outbox.cancel("nope") is None
-    cancelled = rig.outbox.cancel("second")
-    assert cancelled is not None and cancelled.task_id == "second"
-    assert rig.outbox.cancel("second") is None
+
+    def cancel(task_id: str) -> dict[str, Any] | None:
+        return rig.rt.endings.cancel_waiting(rig.outbox, task_id, CANCELLED_BY_OPERATOR)
+
+    assert cancel("first") is None  # dispatched: it may be at the gateway
+    assert cancel("nope") is None
+    cancelled = cancel("second")
+    assert cancelled is not None and cancelled["task_id"] == "second"
+    assert cancelled["status"] == "cancelled"
+    assert cancel("second") is None
     assert rig.outbox.waiting() == []
     assert rig.tick(T0 + 30) == []
 
@@ -438,8 +460,9 @@ def test_an_operator_can_cancel_a_paused_campaigns_message(redis_url: str, r: re
     campaigns.pause("c1")
     rig.tick(T0)
     assert r.zcard(rig.keys.outbox_held) == 4
-    cancelled = rig.outbox.cancel("c1:3")
-    assert cancelled is not None and cancelled.task_id == "c1:3"
+    cancelled = rig.rt.endings.cancel_waiting(rig.outbox, "c1:3", CANCELLED_BY_OPERATOR)
+    assert cancelled is not None and cancelled["task_id"] == "c1:3"
+    assert campaigns.show("c1")["cancelled"] == 1
     campaigns.resume("c1")
     out = []
     for s in range(1, 10):

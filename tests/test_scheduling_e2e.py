@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Simulator, Stack, _simulator, online
-from wxtasks.accounts.store import AccountStore
+from tests.conftest import Simulator, Stack, _simulator, build, online
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.metrics import max_in_window
@@ -45,7 +44,7 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
         bulk_jitter_s="0-0",
     )
     r = redis_client(redis_url)
-    online(AccountStore(r, stack.settings), "shop")
+    online(build(r, stack.settings).accounts, "shop")
     stack.worker("send,control", "w", 2)
     stack.beat()
     stack.wait_workers(1)
@@ -83,7 +82,7 @@ def test_replies_go_ahead_of_every_accounts_campaign(
     assert (stack.settings.rate_per_second, stack.settings.burst) == (5, 10)
     r = redis_client(redis_url)
     accounts = [f"shop-{i}" for i in range(10)]
-    online(AccountStore(r, stack.settings), *accounts)
+    online(build(r, stack.settings).accounts, *accounts)
     stack.worker("send,control", "w", 2)
     stack.beat()
     stack.wait_workers(1)

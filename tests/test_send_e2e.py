@@ -11,17 +11,14 @@ import pytest
 from celery import Celery
 from click.testing import CliRunner
 
-from tests.conftest import Simulator, Stack, _simulator, online, settings_for
+from tests.conftest import Simulator, Stack, _simulator, build, online, settings_for
 from wxtasks.accounts.machine import Event, State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.keys import Keys
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
-from wxtasks.scripts import Scripts
 from wxtasks.send.deadletters import DeadLetters
-from wxtasks.send.outbox import Outbox
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -55,7 +52,7 @@ def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator
 def env(stack: Stack, sim: Simulator, redis_url: str) -> Iterator[dict[str, Any]]:
     sim.reset()
     r = redis_client(redis_url)
-    store = AccountStore(r, stack.settings)
+    store = build(r, stack.settings).accounts
     producer = Celery(broker=stack.settings.broker_url, backend=stack.settings.redis_url)
     yield {
         "r": r,
@@ -158,7 +155,7 @@ def test_a_logging_in_accounts_message_waits_in_the_outbox_and_goes_once_it_is_o
     env["store"].register("qr")
     env["store"].transition("qr", Event.LOGIN_STARTED)
     result = send(env["producer"], app_id="qr", to_wxid="w", content="hi")
-    outbox = Outbox(env["r"], env["settings"], Keys(env["settings"].key_prefix), Scripts(env["r"]))
+    outbox = build(env["r"], env["settings"]).outbox
     waiting = wait_until(lambda: outbox.waiting(app_id="qr"), 20, what="the message to be parked")
     assert waiting[0].task_id == result.id and waiting[0].why == "account is LOGGING_IN"
     assert result.state == "WAITING"  # acknowledged: nothing waits in the broker

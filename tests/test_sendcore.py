@@ -1,4 +1,4 @@
-"""The send path's decision table (``sendcore.decide``), with an injected clock and rand:
+"""The send path's decision table (``wxtasks.send.policy.decide``), with an injected clock and rand:
 for every admission and gateway answer, what happens to the message."""
 
 from __future__ import annotations
@@ -7,22 +7,19 @@ import json
 
 import pytest
 
+from wxtasks.backoff import backoff_s
+from wxtasks.send.gates import Admission, Answer, Lane
+from wxtasks.send.outcome import DeadLetter, SendResult, Status
 from wxtasks.send.policy import (
     BUSINESS_ATTEMPTS,
     HOLD_POLL_S,
+    RETRY_CAP_S,
     SHORT_WAIT_S,
     Action,
-    Admission,
-    Admit,
-    DeadLetter,
     Do,
     Gateway,
     GatewayAnswer,
-    Lane,
-    SendResult,
-    Status,
     Ticket,
-    backoff_s,
     decide,
 )
 
@@ -40,8 +37,8 @@ def never() -> float:
     raise AssertionError("an admission decision draws no jitter")
 
 
-def admission(outcome: Admit, **kw: object) -> Action:
-    return decide(ticket(), Admission(outcome, **kw), NOW, rand=never)  # type: ignore[arg-type]
+def admission(answer: Answer, **kw: object) -> Action:
+    return decide(ticket(), Admission(answer, **kw), NOW, rand=never)  # type: ignore[arg-type]
 
 
 def gateway(outcome: Gateway, attempt: int = 0, jitter: float = 0.5) -> Action:
@@ -61,18 +58,18 @@ def is_failed_and_dead_lettered(action: Action) -> bool:
 
 
 def test_admitted_is_sent() -> None:
-    assert admission(Admit.ADMITTED, enqueued_at=NOW - 10) == Action(Do.SEND)
+    assert admission(Answer.ADMITTED, enqueued_at=NOW - 10) == Action(Do.SEND)
 
 
 def test_an_unknown_account_fails_at_once_and_is_dead_lettered() -> None:
-    action = admission(Admit.UNKNOWN_ACCOUNT)
+    action = admission(Answer.UNKNOWN_ACCOUNT)
     assert is_failed_and_dead_lettered(action)
     assert "not registered" in action.reason
 
 
 def test_a_message_past_its_deadline_fails_saying_how_old_it_is() -> None:
     # the admission knows when the message was first enqueued, better than this ticket
-    action = admission(Admit.EXPIRED, enqueued_at=NOW - 700)
+    action = admission(Answer.EXPIRED, enqueued_at=NOW - 700)
     assert is_failed_and_dead_lettered(action)
     assert "enqueued 700s ago" in action.reason and "600s" in action.reason
     assert "interactive lane" in action.reason
@@ -80,100 +77,98 @@ def test_a_message_past_its_deadline_fails_saying_how_old_it_is() -> None:
 
 def test_a_duplicate_ends_duplicate_and_keeps_the_first_senders_claim() -> None:
     claim = {"owner": "task-0", "status": "sent", "msgId": "1"}
-    action = admission(Admit.DUPLICATE, claim=claim)
+    action = admission(Answer.DUPLICATE, claim=claim)
     assert action.do is Do.FINISH and action.status is Status.DUPLICATE
     assert not action.release and not action.dead_letter  # the claim is another task's
 
 
 def test_a_redelivered_message_that_was_sent_is_not_sent_again() -> None:
-    action = admission(Admit.REDELIVERED, claim={"status": "sent", "msgId": "11"})
+    action = admission(Answer.REDELIVERED, claim={"status": "sent", "msgId": "11"})
     assert action.do is Do.FINISH and action.status is Status.SENT
     assert not action.dead_letter and not action.release
 
 
 def test_a_redelivered_message_with_an_unknown_outcome_is_dead_lettered_not_resent() -> None:
-    action = admission(Admit.REDELIVERED, claim={"status": "unknown"})
+    action = admission(Answer.REDELIVERED, claim={"status": "unknown"})
     assert action.do is Do.FINISH and action.status is Status.UNKNOWN
     assert action.dead_letter and not action.release  # the claim keeps it from a resend
     assert "not sent again" in action.reason
 
 
 def test_a_redelivered_message_another_worker_may_still_hold_waits_for_its_hold() -> None:
-    action = admission(Admit.REDELIVERED, claim={"status": "inflight"}, wait_s=24.0)
+    action = admission(Answer.REDELIVERED, claim={"status": "inflight"}, wait_s=24.0)
     assert action.do is Do.PARK and action.wait_s == 24.0
     assert action.retry and not action.release  # not our claim to free
 
 
 def test_a_redelivered_message_whose_holder_died_is_unknown_not_resent() -> None:
     # the hold ended and the claim still says inflight: the holder died mid-send
-    action = admission(Admit.REDELIVERED, claim={"status": "inflight"}, wait_s=0.0)
+    action = admission(Answer.REDELIVERED, claim={"status": "inflight"}, wait_s=0.0)
     assert action.do is Do.FINISH and action.status is Status.UNKNOWN
     assert action.dead_letter and not action.release
 
 
 @pytest.mark.parametrize("state", ["RECONNECTING", "LOGGING_IN"])
 def test_an_account_coming_back_holds_its_messages(state: str) -> None:
-    action = admission(Admit.NOT_ONLINE, state=state, enqueued_at=NOW - 10)
+    action = admission(Answer.ACCOUNT_WAITING, detail=state, enqueued_at=NOW - 10)
     assert action.do is Do.PARK and action.wait_s == HOLD_POLL_S
     assert not action.retry and not action.release and state in action.reason
 
 
 @pytest.mark.parametrize("state", ["IDLE", "ERROR"])
 def test_an_account_that_cannot_come_back_by_itself_fails_its_messages(state: str) -> None:
-    action = admission(Admit.NOT_ONLINE, state=state, enqueued_at=NOW - 10)
+    action = admission(Answer.ACCOUNT_UNUSABLE, detail=state, enqueued_at=NOW - 10)
     assert is_failed_and_dead_lettered(action)
     assert f"account is {state}" in action.reason
 
 
 def test_a_paused_campaigns_message_waits_and_a_cancelled_ones_ends_cancelled() -> None:
-    paused = admission(Admit.STOPPED, state="paused", enqueued_at=NOW)
+    paused = admission(Answer.CAMPAIGN_PAUSED, enqueued_at=NOW)
     assert paused.do is Do.PARK and not paused.retry
-    cancelled = admission(Admit.STOPPED, state="cancelled", enqueued_at=NOW)
+    cancelled = admission(Answer.CAMPAIGN_CANCELLED, enqueued_at=NOW)
     assert cancelled.do is Do.FINISH and cancelled.status is Status.CANCELLED
     assert not cancelled.dead_letter  # an operator's doing, not a failure
 
 
 @pytest.mark.parametrize("wait_s", [0.001, 0.5, SHORT_WAIT_S])
 def test_a_short_wait_for_a_global_token_sleeps_in_the_worker(wait_s: float) -> None:
-    action = admission(Admit.WAIT, wait_s=wait_s, why="global", enqueued_at=NOW - 10)
+    action = admission(Answer.GLOBAL_TOKENS, wait_s=wait_s, enqueued_at=NOW - 10)
     assert action.do is Do.SLEEP and action.wait_s == wait_s
     assert "global" in action.reason
 
 
 def test_a_wait_for_one_accounts_token_parks_so_it_holds_up_no_other_account() -> None:
     # a burst to one account must not keep workers asleep while another's reply waits
-    assert admission(Admit.WAIT, wait_s=0.02, why="account", enqueued_at=NOW).do is Do.SLEEP
-    action = admission(Admit.WAIT, wait_s=0.5, why="account", enqueued_at=NOW)
+    assert admission(Answer.ACCOUNT_TOKENS, wait_s=0.02, enqueued_at=NOW).do is Do.SLEEP
+    action = admission(Answer.ACCOUNT_TOKENS, wait_s=0.5, enqueued_at=NOW)
     assert action.do is Do.PARK and "account" in action.reason
 
 
-@pytest.mark.parametrize("why", ["global", "account"])
-def test_a_longer_wait_parks_the_message_in_the_outbox(why: str) -> None:
-    action = admission(Admit.WAIT, wait_s=SHORT_WAIT_S + 0.001, why=why, enqueued_at=NOW)
+@pytest.mark.parametrize("why", [Answer.GLOBAL_TOKENS, Answer.ACCOUNT_TOKENS])
+def test_a_longer_wait_parks_the_message_in_the_outbox(why: Answer) -> None:
+    action = admission(why, wait_s=SHORT_WAIT_S + 0.001, enqueued_at=NOW)
     assert action.do is Do.PARK and action.wait_s == SHORT_WAIT_S + 0.001
     assert not action.retry and not action.release
 
 
 def test_a_message_behind_older_ones_parks_however_short_the_wait() -> None:
-    action = admission(Admit.WAIT, wait_s=0.0, why="behind", enqueued_at=NOW)
+    action = admission(Answer.BEHIND, wait_s=0.0, enqueued_at=NOW)
     assert action.do is Do.PARK and "behind older messages" in action.reason
 
 
 def test_a_wait_that_would_end_past_the_deadline_parks_instead_of_sleeping() -> None:
     # 0.2 s left of its window: sleeping 0.5 s would only hand it in late
     late = ticket(enqueued_at=NOW - WINDOW_S + 0.2)
-    action = decide(late, Admission(Admit.WAIT, wait_s=0.5, why="global"), NOW, never)
+    action = decide(late, Admission(Answer.GLOBAL_TOKENS, wait_s=0.5), NOW, never)
     assert action.do is Do.PARK
     # the same wait with time to spare sleeps
     early = ticket(enqueued_at=NOW - WINDOW_S + 0.5)
-    assert decide(early, Admission(Admit.WAIT, wait_s=0.5, why="global"), NOW, never).do is (
-        Do.SLEEP
-    )
+    assert decide(early, Admission(Answer.GLOBAL_TOKENS, wait_s=0.5), NOW, never).do is (Do.SLEEP)
 
 
 def test_the_bulk_lanes_longer_window_counts_for_the_sleep() -> None:
     bulk = Ticket("c:0", Lane.BULK, NOW - 3600, 86_400.0)
-    action = decide(bulk, Admission(Admit.WAIT, wait_s=0.5, why="global"), NOW, never)
+    action = decide(bulk, Admission(Answer.GLOBAL_TOKENS, wait_s=0.5), NOW, never)
     assert action.do is Do.SLEEP
 
 
@@ -235,9 +230,9 @@ def test_bad_input_the_gateway_refused_fails_at_once() -> None:
 def test_backoff_doubles_up_to_thirty_seconds_with_a_quarter_either_way(
     attempt: int, low: float, high: float
 ) -> None:
-    assert backoff_s(attempt, 0.0) == low
-    assert low < backoff_s(attempt, 0.999_999) < high
-    assert backoff_s(attempt + 20, 0.5) == 30.0
+    assert backoff_s(attempt, cap_s=RETRY_CAP_S, rand=0.0) == low
+    assert low < backoff_s(attempt, cap_s=RETRY_CAP_S, rand=0.999_999) < high
+    assert backoff_s(attempt + 20, cap_s=RETRY_CAP_S, rand=0.5) == 30.0
 
 
 # -- what a message ends as -------------------------------------------------------------------

@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import Simulator, Stack, online, settings_for
-from wxtasks.accounts.store import AccountStore
+from tests.conftest import Simulator, Stack, build, online, settings_for
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.redis_server import find_redis_server, free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until
@@ -110,7 +109,7 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
     )
     assert settings.broker_url.startswith("sentinel://") and settings.sentinel_master == MASTER
     r = redis_client(settings.redis_url)
-    store = AccountStore(r, settings)
+    store = build(r, settings).accounts
     ids = [f"ha-{i}" for i in range(8)]
     online(store, *ids)
     stack = Stack(settings, supervisor)

@@ -11,7 +11,9 @@ key                                    type    content / TTL
 ``wx:acct:{appId}``                    hash    the account record: state, version,
                                                retry_count, rate, burst, note, tags,
                                                gateway (absent: default),
-                                               last_heartbeat_at, ...; no TTL
+                                               last_heartbeat_at, pacing overrides,
+                                               bulk_next_at (ms), bulk_wait (the closed
+                                               pacing gate's answer), ...; no TTL
 ``wx:bucket:{appId}``                  string  per-account token bucket (GCRA theoretical
                                                arrival time, ms); expires when full again
 ``wx:bucket:global``                   string  the global (fleet-wide) token bucket; same
@@ -59,6 +61,9 @@ key                                    type    content / TTL
                                                the account's lane next (ms)
 ``wx:outbox:inflight``                 zset    dispatched task id -> lease end (ms); a
                                                lease that runs out is parked again
+``wx:outbox:campaign_of``              hash    waiting task id -> its campaign (targets only)
+``wx:outbox:to_group``                 set     waiting task ids whose recipient is a group
+                                               (their bulk spacing is a group's)
 ``wx:outbox:stats``                    hash    dispatcher figures per lane: dispatched,
                                                lag_ms, tick_at
 ``wx:outbox:held``                     zset    messages of paused campaigns, set aside
@@ -68,6 +73,8 @@ key                                    type    content / TTL
 ``wx:campaigns``                       zset    campaign id -> created (unix seconds)
 ``wx:campaigns:stopped``               hash    campaign id -> paused | cancelled
 ``wx:campaigns:scheduled``             zset    campaign id -> start (unix seconds)
+``wx:campaigns:jitter``                hash    campaign id -> its own bulk spacing,
+                                               "MIN-MAX" seconds (only when it has one)
 ``wx:campaign:{id}``                   hash    the campaign: state, kind, content, start,
                                                jitter, total, ended, counts' times
 ``wx:campaign:{id}:targets``           hash    target index -> appId TAB wxid
@@ -215,6 +222,14 @@ class Keys:
         return f"{self.prefix}:outbox:inflight"
 
     @property
+    def outbox_campaign_of(self) -> str:
+        return f"{self.prefix}:outbox:campaign_of"
+
+    @property
+    def outbox_to_group(self) -> str:
+        return f"{self.prefix}:outbox:to_group"
+
+    @property
     def outbox_stats(self) -> str:
         return f"{self.prefix}:outbox:stats"
 
@@ -232,6 +247,10 @@ class Keys:
     @property
     def campaigns_stopped(self) -> str:
         return f"{self.prefix}:campaigns:stopped"
+
+    @property
+    def campaigns_jitter(self) -> str:
+        return f"{self.prefix}:campaigns:jitter"
 
     @property
     def campaigns_scheduled(self) -> str:

@@ -10,6 +10,7 @@ builds them itself. Nothing here connects at import time: each part is built on 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -31,7 +32,10 @@ from wxtasks.keys import Keys
 from wxtasks.scripts import Scripts
 from wxtasks.send.breaker import Breaker
 from wxtasks.send.deadletters import DeadLetters
+from wxtasks.send.dispatcher import Dispatched, Dispatcher
 from wxtasks.send.outbox import Outbox
+from wxtasks.send.outcome import Endings
+from wxtasks.send.pacing import Policy
 from wxtasks.send.pipeline import SendPipeline
 from wxtasks.worker.celeryconf import SENTINEL_SOCKET_TIMEOUT_S, configure
 
@@ -92,7 +96,8 @@ def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
 
 @dataclass
 class Runtime:
-    """One process's objects, each built on first use and then kept."""
+    """One process's objects, each built on first use and then kept; :meth:`close`
+    releases its pools and connections."""
 
     settings: Settings
     #: the Celery app tasks are sent with: a worker's own app, or None for a producer-only
@@ -121,7 +126,7 @@ class Runtime:
 
     @cached_property
     def accounts(self) -> AccountStore:
-        return AccountStore(self.redis, self.settings, scripts=self.scripts)
+        return AccountStore(self.redis, self.settings, self.keys, self.scripts)
 
     @cached_property
     def deadletters(self) -> DeadLetters:
@@ -134,15 +139,8 @@ class Runtime:
 
     @cached_property
     def fleet(self) -> Fleet:
-        """Which gateway serves each account, and one pooled client per gateway."""
-        return Fleet(
-            self.redis,
-            self.settings,
-            keys=self.keys,
-            scripts=self.scripts,
-            registry=self.gateways,
-            default_client=GatewayClient.from_settings(self.settings),
-        )
+        """Which gateway serves each account, one pooled client per gateway, health."""
+        return Fleet(self.redis, self.settings, self.keys, self.scripts, self.gateways)
 
     @property
     def gateway(self) -> GatewayClient:
@@ -155,11 +153,30 @@ class Runtime:
 
     @cached_property
     def lifecycle(self) -> Lifecycle:
-        return Lifecycle(self.redis, self.settings, self.accounts, self.fleet, self.dispatch)
+        return Lifecycle(
+            self.redis, self.settings, self.keys, self.accounts, self.fleet, self.enqueue
+        )
+
+    @cached_property
+    def pacing(self) -> Policy:
+        """The fleet's bulk pacing defaults, as the gates take them."""
+        return Policy(self.settings)
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.redis, self.settings, self.keys, self.scripts)
+        return Outbox(self.redis, self.keys, self.scripts)
+
+    @cached_property
+    def endings(self) -> Endings:
+        """The one place a message's ending is written."""
+        return Endings(
+            self.redis,
+            self.settings,
+            self.keys,
+            self.scripts,
+            self.store_result,
+            lambda campaign_id: self.campaigns.complete(campaign_id),
+        )
 
     @cached_property
     def breaker(self) -> Breaker:
@@ -167,22 +184,40 @@ class Runtime:
 
     @cached_property
     def campaigns(self) -> Campaigns:
-        return Campaigns(self.redis, self.settings, self.keys, self.scripts, self.outbox)
+        return Campaigns(
+            self.redis,
+            self.settings,
+            self.keys,
+            self.scripts,
+            self.outbox,
+            self.endings,
+            self.store_result,
+        )
 
     @cached_property
     def pipeline(self) -> SendPipeline:
-        return SendPipeline(self.redis, self.settings, self.fleet, self.scripts, outbox=self.outbox)
+        return SendPipeline(
+            self.redis, self.settings, self.keys, self.scripts, self.fleet, self.pacing
+        )
+
+    def dispatcher(
+        self,
+        publish: Callable[[list[Dispatched]], None],
+        clock: Callable[[], float] | None = None,
+    ) -> Dispatcher:
+        """A dispatcher of this process's outbox that hands what it takes to ``publish``."""
+        return Dispatcher(self.settings, self.outbox, self.fleet, self.pacing, publish, clock=clock)
 
     @cached_property
     def inbound(self) -> InboundStore:
-        return InboundStore(self.redis, self.settings, self.scripts)
+        return InboundStore(self.redis, self.settings, self.keys, self.scripts)
 
     @cached_property
     def handlers(self) -> list[tuple[str, Handler]]:
         """The message handlers (WXTASKS_MESSAGE_HANDLERS, then entry points), loaded once."""
         return load_handlers(self.settings)
 
-    def dispatch(
+    def enqueue(
         self,
         task: str,
         kwargs: dict[str, Any],
@@ -191,6 +226,23 @@ class Runtime:
     ) -> None:
         """Send a task by name (the lifecycle's way of scheduling its next step)."""
         self.celery.send_task(task, kwargs=kwargs, countdown=countdown, expires=expires)
+
+    def store_result(self, task_id: str, result: dict[str, Any]) -> None:
+        """Write a task's result to the result backend (an ending no task returns)."""
+        self.celery.backend.store_result(task_id, result, "SUCCESS")
+
+    def close(self) -> None:
+        """Release what was built: the gateways' HTTP pools, the Redis pool, the producer
+        app's broker pool (a worker's own app is the worker's to close)."""
+        built = self.__dict__
+        if "fleet" in built:
+            self.fleet.close()
+        if "lifecycle" in built:
+            self.lifecycle.close()
+        if "redis" in built:
+            self.redis.close()
+        if "celery" in built and self.app is None:
+            self.celery.close()
 
 
 def runtime_for(app: Celery) -> Runtime:

@@ -19,11 +19,10 @@ _NAMES = (
     "breaker_trip",
     "bucket_levels",
     "campaign_add",
-    "campaign_record",
     "campaign_unhold",
-    "claim_record",
     "claim_release",
     "dispatch",
+    "finish",
     "gateway_health",
     "heartbeat_ok",
     "hset_existing",
@@ -57,11 +56,10 @@ class Scripts:
     breaker_trip: Script
     bucket_levels: Script
     campaign_add: Script
-    campaign_record: Script
     campaign_unhold: Script
-    claim_record: Script
     claim_release: Script
     dispatch: Script
+    finish: Script
     gateway_health: Script
     heartbeat_ok: Script
     hset_existing: Script

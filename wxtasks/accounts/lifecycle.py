@@ -50,7 +50,6 @@ from wxtasks.errors import (
     UnknownAccountError,
 )
 from wxtasks.events import publish_alert
-from wxtasks.gateway.client import GatewayClient
 from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys
 
@@ -72,7 +71,7 @@ NO_ANSWER = (GatewayUnavailableError, GatewayOutcomeUnknownError)
 _CALLS_GATEWAY = frozenset({Chore.PROBE, Chore.RESUME_RECONNECT, Chore.RETRY_PLAN})
 
 
-class Dispatch(Protocol):
+class Enqueue(Protocol):
     def __call__(
         self,
         task: str,
@@ -108,28 +107,31 @@ class Lifecycle:
         self,
         client: redis.Redis,
         settings: Settings,
+        keys: Keys,
         accounts: AccountStore,
-        gateway: GatewayClient | Fleet,
-        dispatch: Dispatch,
+        fleet: Fleet,
+        enqueue: Enqueue,
         *,
         probe_threads: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``gateway``: the fleet, or one client serving the ``default`` gateway."""
+        """``fleet``: the gateways (which serves each account, a client for each, their
+        health); ``enqueue(task, kwargs)``: how follow-up work is sent (a task by name)."""
         self.redis = client
         self.settings = settings
         self.accounts = accounts
-        if isinstance(gateway, Fleet):
-            self.fleet = gateway
-        else:
-            self.fleet = Fleet(
-                client, settings, scripts=accounts.scripts, default_client=gateway, clock=clock
-            )
-        self.dispatch = dispatch
-        self.keys = Keys(settings.key_prefix)
+        self.fleet = fleet
+        self.enqueue = enqueue
+        self.keys = keys
         self.clock = clock
         self._probe_threads = probe_threads
         self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the probe threads (a heartbeat batch's), if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     # -- what follows a transition --------------------------------------------------------
 
@@ -158,7 +160,7 @@ class Lifecycle:
             }
             if gateway:
                 kwargs["gateway"] = gateway
-            self.dispatch(ALERT_TASK, kwargs)
+            self.enqueue(ALERT_TASK, kwargs)
 
     # -- gateway health ---------------------------------------------------------------------
 
@@ -191,7 +193,7 @@ class Lifecycle:
         online = [a.app_id for a in accounts if a.state is State.ONLINE]
         batch = self.settings.heartbeat_batch
         for start in range(0, len(online), batch):
-            self.dispatch(
+            self.enqueue(
                 HEARTBEAT_TASK,
                 {"app_ids": online[start : start + batch]},
                 expires=self.settings.heartbeat_interval_s,
@@ -322,7 +324,7 @@ class Lifecycle:
             return
         self.follow_up(app_id, decision)
         if then:
-            self.dispatch(then, {"app_id": app_id})
+            self.enqueue(then, {"app_id": app_id})
 
     # -- reconnect -----------------------------------------------------------------------------
 
@@ -401,7 +403,7 @@ class Lifecycle:
         decision = self.accounts.transition(app_id, Event.RESET, reason=reason)
         if decision is not None:
             self.follow_up(app_id, decision)
-            self.dispatch(LOGIN_TASK, {"app_id": app_id})
+            self.enqueue(LOGIN_TASK, {"app_id": app_id})
         return decision
 
     # -- schedule --------------------------------------------------------------------------------
@@ -411,7 +413,7 @@ class Lifecycle:
         taken by the sweep every second), never as a countdown in the broker, where it
         would outlive the visibility timeout and be handed out twice."""
         if delay_s <= 0:
-            self.dispatch(task, kwargs)
+            self.enqueue(task, kwargs)
             return
         member = json.dumps({"task": task, "kwargs": kwargs, "id": uuid.uuid4().hex})
         self.redis.zadd(self.keys.later, {member: self.clock() + delay_s})
@@ -423,7 +425,7 @@ class Lifecycle:
         )
         for member in due:
             entry = json.loads(member)
-            self.dispatch(entry["task"], entry["kwargs"])
+            self.enqueue(entry["task"], entry["kwargs"])
         return len(due)
 
     def sweep(self, limit: int = 20_000) -> int:
@@ -442,7 +444,7 @@ class Lifecycle:
             pairs = [(str(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
             for start in range(0, len(pairs), batch_size):
                 chunk = pairs[start : start + batch_size]
-                self.dispatch(
+                self.enqueue(
                     HEARTBEAT_TASK,
                     {"app_ids": [a for a, _ in chunk], "due": [d for _, d in chunk]},
                     expires=self.settings.heartbeat_interval_s,

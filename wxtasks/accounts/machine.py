@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from wxtasks.backoff import backoff_s
 from wxtasks.errors import TransitionRefused
 
 
@@ -77,8 +78,9 @@ class Policy:
 
     def backoff_s(self, retry_count: int, rand: Callable[[], float] = random.random) -> float:
         """Delay before reconnect attempt ``retry_count + 1``: 1, 2, 4 ... capped, ±25 %."""
-        raw = min(self.backoff_max_s, self.backoff_base_s * (2.0 ** min(retry_count, 30)))
-        return min(self.backoff_max_s, raw * (0.75 + 0.5 * rand()))
+        return backoff_s(
+            retry_count, cap_s=self.backoff_max_s, base_s=self.backoff_base_s, rand=rand()
+        )
 
 
 @dataclass(frozen=True)

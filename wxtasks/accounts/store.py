@@ -122,14 +122,15 @@ class AccountStore:
         self,
         client: redis.Redis,
         settings: Settings,
+        keys: Keys,
+        scripts: Scripts,
         *,
-        scripts: Scripts | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.scripts = scripts or Scripts(client)
+        self.keys = keys
+        self.scripts = scripts
         self.policy = policy_from(settings)
         self.clock = clock
 

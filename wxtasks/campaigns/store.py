@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from itertools import islice
@@ -32,10 +32,17 @@ from wxtasks.errors import BadInputError, WxTasksError
 from wxtasks.events import publish_alert
 from wxtasks.keys import APP_ID_PATTERN, Keys, validate_app_id
 from wxtasks.scripts import Scripts
+from wxtasks.send.gates import Lane, pacing_reason
 from wxtasks.send.outbox import Outbox, Waiting
+from wxtasks.send.outcome import (
+    Ending,
+    Endings,
+    SendResult,
+    Status,
+    task_id_of,
+)
 from wxtasks.send.pacing import Span
 from wxtasks.send.pipeline import KINDS, Message
-from wxtasks.send.policy import Lane, Status
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +94,10 @@ def validate_campaign_id(campaign_id: object) -> str:
     )
 
 
-def task_id_of(campaign_id: str, index: int) -> str:
-    return f"{campaign_id}:{index}"
-
-
-def target_of(task_id: str) -> tuple[str, int]:
-    """(campaign id, target index) of a campaign target's task id."""
-    campaign_id, _, index = task_id.rpartition(":")
-    return campaign_id, int(index)
+#: campaigns that a bulk_send or broadcast task made: their task's result is the report
+FANOUT_SOURCES = ("bulk_send", "broadcast")
+#: the per-target report goes into the task result up to this many targets
+REPORT_IN_RESULT = 1000
 
 
 class Campaigns:
@@ -105,15 +108,21 @@ class Campaigns:
         keys: Keys,
         scripts: Scripts,
         outbox: Outbox,
+        endings: Endings,
+        store_result: Callable[[str, dict[str, Any]], None],
         *,
         clock: Any = time.time,
     ) -> None:
+        """``endings``: where a cancelled target's ending is written; ``store_result(task
+        id, result)`` writes a bulk_send or broadcast task's report when it ends."""
         #: decode_responses=True: replies are str (redis-py's types say bytes | str)
         self.redis: Any = client
         self.settings = settings
         self.keys = keys
         self.scripts = scripts
         self.outbox = outbox
+        self.endings = endings
+        self.store_result = store_result
         self.clock = clock
 
     # -- create ------------------------------------------------------------------------------
@@ -152,7 +161,9 @@ class Campaigns:
             pipe.hsetnx(key, field, value)
         pipe.hgetall(key)
         pipe.zadd(self.keys.campaigns, {campaign_id: now}, nx=True)
-        stored = pipe.execute()[-2]
+        if jitter:
+            pipe.hsetnx(self.keys.campaigns_jitter, campaign_id, jitter)
+        stored = pipe.execute()[len(meta)]
         if stored["state"] != CampaignState.LOADING:
             return self.show(campaign_id)  # created before: nothing more to do
         starts = float(stored["start_at"] or 0)
@@ -220,7 +231,6 @@ class Campaigns:
                 # ("c:10" before "c:2"): 10 µs a target keeps the targets' own order
                 enqueued_at=enqueued_at + index * TARGET_STEP_S,
                 campaign=campaign_id,
-                jitter=meta.get("jitter") or "",
             )
             self.outbox.park(waiting, 0.0, client=pipe)
         pipe.execute()
@@ -302,65 +312,47 @@ class Campaigns:
             if started:
                 pipe = self.redis.pipeline(transaction=False)
                 for index, app_id, _ in chunk:
-                    self.scripts.outbox_cancel(
-                        keys=[
-                            self.keys.outbox_messages,
-                            self.keys.outbox_lane(app_id, Lane.BULK),
-                            self.keys.outbox_held,
-                        ],
-                        args=[task_id_of(campaign_id, index)],
-                        client=pipe,
+                    self.outbox.take_out_queued(
+                        task_id_of(campaign_id, index), app_id, Lane.BULK, pipe
                     )
                 removed = pipe.execute()
                 chunk = [t for t, body in zip(chunk, removed, strict=True) if body]
-            pipe = self.redis.pipeline(transaction=False)
-            for index, app_id, to_wxid in chunk:
-                self.record(
-                    campaign_id,
-                    index,
-                    app_id,
-                    Status.CANCELLED,
-                    {"to_wxid": to_wxid, "error": "campaign cancelled"},
-                    pipe,
-                )
-            pipe.execute()
-        self._complete_if_ended(campaign_id)
+            self.endings.end_many(
+                [
+                    Ending(
+                        SendResult(
+                            Status.CANCELLED,
+                            app_id,
+                            to_wxid,
+                            task_id_of(campaign_id, index),
+                            error="campaign cancelled",
+                        ),
+                        campaign=campaign_id,
+                        index=index,
+                    )
+                    for index, app_id, to_wxid in chunk
+                ]
+            )
+        self.complete(campaign_id)
         return self.show(campaign_id)
 
     # -- outcomes ----------------------------------------------------------------------------
 
-    def record(
-        self,
-        campaign_id: str,
-        index: int,
-        app_id: str,
-        status: Status,
-        outcome: dict[str, Any],
-        pipe: Any,
-    ) -> None:
-        """Queue on ``pipe`` the record of one target's outcome (the first one stands)."""
-        self.scripts.campaign_record(
-            keys=[
-                self.keys.campaign(campaign_id),
-                self.keys.campaign_counts(campaign_id),
-                self.keys.campaign_results(campaign_id),
-            ],
-            args=[
-                index,
-                app_id,
-                status.value,
-                json.dumps({"status": status.value, **outcome}, ensure_ascii=False),
-                f"{self.clock():.3f}",
-            ],
-            client=pipe,
-        )
+    def complete(self, campaign_id: str) -> None:
+        """Once every target has ended: the campaign is done (or cancelled), announced
+        once; a bulk_send's or broadcast's task gets the report as its result."""
+        summary = self._complete_if_ended(campaign_id)
+        if summary is not None and summary.get("source") in FANOUT_SOURCES:
+            self.store_result(campaign_id, self.fanout_report(summary))
 
-    def ended(self, campaign_id: str, reply: Any) -> dict[str, Any] | None:
-        """After a pipeline with a :meth:`record`: the campaign's summary when that record
-        was its last target's, else None."""
-        if reply and int(reply[0]) >= int(reply[1]):
-            return self._complete_if_ended(campaign_id)
-        return None
+    def fanout_report(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """What ``AsyncResult(bulk_send_id).get()`` returns: counts, and each target's
+        result (up to REPORT_IN_RESULT; ``wxtasks campaigns report`` has them all)."""
+        report = {"status": "done", "kind": summary["source"], "campaign_id": summary["id"]}
+        report.update({k: summary[k] for k in ("total", *OUTCOMES)})
+        if summary["total"] <= REPORT_IN_RESULT:
+            report["results"] = list(self.report(summary["id"]))
+        return report
 
     def _complete_if_ended(self, campaign_id: str) -> dict[str, Any] | None:
         key = self.keys.campaign(campaign_id)
@@ -442,7 +434,7 @@ class Campaigns:
             if state and state != "ONLINE":
                 reasons[app] = f"account is {state}"
             else:
-                reasons[app] = why or "in line for the account's send slots"
+                reasons[app] = pacing_reason(why) or "in line for the account's send slots"
         return reasons
 
     def list(self) -> list[dict[str, Any]]:

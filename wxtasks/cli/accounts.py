@@ -85,7 +85,7 @@ def add(
             gateway=gateway,
         )
         if not no_login and account.state is State.IDLE:
-            runtime().dispatch(LOGIN_TASK, {"app_id": app_id})
+            runtime().enqueue(LOGIN_TASK, {"app_id": app_id})
         click.echo(f"{app_id}: {'registered' if created else 'updated'} ({account.state})")
 
 

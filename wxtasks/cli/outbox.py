@@ -9,8 +9,8 @@ import click
 
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
-from wxtasks.send.operator import cancel_waiting
-from wxtasks.send.policy import Lane
+from wxtasks.send.gates import Lane
+from wxtasks.send.outcome import CANCELLED_BY_OPERATOR
 
 
 @click.group()
@@ -48,7 +48,7 @@ def cancel(task_ids: tuple[str, ...]) -> None:
     rt = runtime()
     missing = 0
     for task_id in task_ids:
-        if cancel_waiting(rt, task_id) is None:
+        if rt.endings.cancel_waiting(rt.outbox, task_id, CANCELLED_BY_OPERATOR) is None:
             click.echo(f"{task_id}: not waiting (already dispatched, done, or unknown)", err=True)
             missing += 1
         else:

@@ -427,7 +427,7 @@ class DevStack:
                 gateway=self.gateway_of_demo(index),
             )
             if account.state is State.IDLE:
-                rt.dispatch(LOGIN_TASK, {"app_id": app_id})
+                rt.enqueue(LOGIN_TASK, {"app_id": app_id})
         try:
             wait_until(
                 lambda: all(a.state is State.ONLINE for a in store.get_many(ids)),

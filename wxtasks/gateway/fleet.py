@@ -46,25 +46,28 @@ class Fleet:
         self,
         client: redis.Redis,
         settings: Settings,
+        keys: Keys,
+        scripts: Scripts,
+        registry: GatewayRegistry,
         *,
-        keys: Keys | None = None,
-        scripts: Scripts | None = None,
-        registry: GatewayRegistry | None = None,
         default_client: GatewayClient | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``default_client``: the environment's gateway's client (built from Settings when
+        first used if none is given: the fleet's job is one pooled client per gateway)."""
         self.redis = client
         self.settings = settings
-        self.keys = keys or Keys(settings.key_prefix)
-        self.scripts = scripts or Scripts(client)
-        self.registry = registry or GatewayRegistry(client, settings, self.keys)
+        self.keys = keys
+        self.scripts = scripts
+        self.registry = registry
         self.clock = clock
         self._lock = threading.Lock()
         self._of: dict[str, tuple[str, float]] = {}
         self._specs: dict[str, tuple[Gateway, float]] = {}
         self._clients: dict[str, tuple[Gateway, GatewayClient]] = {}
+        self._default = Gateway.default(settings)
         if default_client is not None:
-            self._clients[DEFAULT] = (Gateway.default(settings), default_client)
+            self._clients[DEFAULT] = (self._default, default_client)
         self._down: tuple[frozenset[str], float] = (frozenset(), 0.0)
         #: gateways this process saw fail lately: their next answer resets the count
         self._failing: set[str] = set()
@@ -107,7 +110,7 @@ class Fleet:
     def spec(self, name: str) -> Gateway:
         """The gateway's record (UnknownGatewayError when it is not registered)."""
         if name == DEFAULT:
-            return Gateway.default(self.settings)
+            return self._default
         now = time.monotonic()
         hit = self._specs.get(name)
         if hit is not None and hit[1] > now:

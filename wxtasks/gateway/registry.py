@@ -144,10 +144,10 @@ def _check(
 class GatewayRegistry:
     """Registered gateways in Redis, plus ``default`` from the environment."""
 
-    def __init__(self, client: redis.Redis, settings: Settings, keys: Keys | None = None) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, keys: Keys) -> None:
         self.redis = client
         self.settings = settings
-        self.keys = keys or Keys(settings.key_prefix)
+        self.keys = keys
 
     def add(
         self,

@@ -129,10 +129,12 @@ def _string(value: Any) -> str:
 
 
 class InboundStore:
-    def __init__(self, client: redis.Redis, settings: Settings, scripts: Scripts) -> None:
+    def __init__(
+        self, client: redis.Redis, settings: Settings, keys: Keys, scripts: Scripts
+    ) -> None:
         self.redis = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = keys
         self.scripts = scripts
 
     def claim(self, message: InboundMessage, owner: str) -> str:

@@ -1,8 +1,7 @@
--- Admit one send: the account is ONLINE, its gateway is not down, the message is no
--- duplicate and not past its deadline, nothing older waits in its lane, and the account's,
--- its gateway's AND the global bucket have a token; then take the three tokens and claim
--- the dedup key. All or nothing.
+-- Admit one send: every gate of lib/gates.lua open, then take the tokens, pace a bulk send
+-- and claim the dedup key. All or nothing.
 -- uses: gcra
+-- uses: gates
 -- KEYS[1] = account hash              (wx:acct:{appId})
 -- KEYS[2] = account bucket            (wx:bucket:{appId})
 -- KEYS[3] = global bucket             (wx:bucket:global)
@@ -12,124 +11,113 @@
 -- KEYS[7] = stopped campaigns         (wx:campaigns:stopped)  hash: id -> paused|cancelled
 -- KEYS[8] = the account's gateway's bucket (wx:bucket:gw:<gateway>)
 -- KEYS[9] = gateways marked down      (wx:gateways:down)  set
---   KEYS[3], [7], [8], [9] are not in the account's hash slot: like the global bucket, a
---   gateway's bucket is shared by many accounts. On Redis Cluster these scripts would need
---   the shared keys moved into one slot with the account's (not done: Sentinel is the HA
---   story, see the README).
--- ARGV[1] = owner: the task id
--- ARGV[2] = claim TTL, seconds
--- ARGV[3] = global rate, per second     ARGV[4] = global burst
--- ARGV[5] = default account rate        ARGV[6] = default account burst
--- ARGV[7] = now in milliseconds, or "" for Redis TIME (one clock for every host)
--- ARGV[8] = first enqueued, ms, or "" when the message does not say: then the first time
---           any process saw it counts (kept in KEYS[6] for the lane's window)
--- ARGV[9] = the lane's window, ms (a message older than this is past its deadline)
--- ARGV[10] = tokens to leave in each bucket (bulk: 1, so a reply always finds one)
--- ARGV[11] = "1" when the message comes fresh (it queues behind waiting ones in its lane)
--- ARGV[12] = when the dispatcher took its tokens (Redis time, ms), or "": paid for when
---           that was at most ARGV[15] ms ago (else it sat in the broker and must not
---           burst out with others like it: the buckets decide again)
--- ARGV[13] = how long an admitted send may take, ms (its claim's hold)
--- ARGV[14] = the message's campaign id, or ""
--- ARGV[15] = how long a dispatch's payment stays good, ms
--- ARGV[16] = the gateway the caller believes serves the account (its KEYS[8] is that one's)
--- ARGV[17] = that gateway's rate, per second (0: no tighter than the fleet's, not
---           checked)   ARGV[18] = its burst
--- returns {"admitted", enqueued}
---       | {"unknown_account"}
---       | {"expired", enqueued}
---       | {"duplicate", owner, status, msgId, newMsgId, createTime}  another task's claim
---       | {"redelivered", status, msgId, newMsgId, createTime, hold_left_ms}  this task's
---       | {"not_online", state, enqueued}
---       | {"stopped", paused|cancelled, enqueued}   its campaign was paused or cancelled
---       | {"wait", ms, why, enqueued}  why: account | gateway | global | behind; nothing
---         taken
---       | {"regateway", gateway}  the account is on another gateway than ARGV[16] says (the
---         caller's guess is stale): nothing done; ask again with that gateway's keys
---       | {"gateway_down", enqueued}  its gateway is marked down: park, do not call it
-local acct = redis.call('HMGET', KEYS[1], 'state', 'rate', 'burst', 'gateway')
-if not acct[1] then
-  return {'unknown_account'}
-end
-if (acct[4] or 'default') ~= ARGV[16] then
-  return {'regateway', acct[4] or 'default'}
-end
-local now = gcra_now(ARGV[7])
+-- KEYS[10] = the account's bulk sends today (wx:bulkday:{appId}:<YYYYMMDD>, local day)
+-- KEYS[11] = campaigns' own spacing   (wx:campaigns:jitter)  hash: id -> "MIN-MAX" s
+--   KEYS[3], [7], [8], [9], [11] are not in the account's hash slot: a gateway's bucket
+--   and the fleet's are shared by many accounts.
+local owner = ARGV[1]               -- the task id
+local claim_ttl = tonumber(ARGV[2]) -- s
+local g_rate, g_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+local a_rate, a_burst = tonumber(ARGV[5]), tonumber(ARGV[6])  -- an account's defaults
+local now = gcra_now(ARGV[7])       -- ms; "" for Redis TIME (one clock for every host)
+local enqueued = ARGV[8]            -- first enqueued, ms; "": the first sighting counts
+local window = tonumber(ARGV[9])    -- the lane's window, ms
+local lane = ARGV[10]               -- interactive | bulk
+local fresh = ARGV[11] == '1'       -- it comes fresh (not from the outbox): FIFO applies
+local paid_at = ARGV[12]            -- when the dispatcher took its tokens (ms), or ""
+local hold = tonumber(ARGV[13])     -- how long an admitted send may take, ms (claim hold)
+local campaign = ARGV[14]           -- the campaign it is a target of, or ""
+local paid_fresh = tonumber(ARGV[15])  -- how long a dispatch's payment stays good, ms
+local gateway = ARGV[16]            -- the gateway the caller believes serves the account
+local gw_rate, gw_burst = tonumber(ARGV[17]), tonumber(ARGV[18])  -- 0: never binds
+local to_group = ARGV[19] == '1'    -- its recipient is a group (…@chatroom)
+local policy = read_policy(ARGV, 20)  -- ARGV[20..26]: the fleet's pacing defaults
+-- returns {answer, detail, ms, enqueued[, owner, status, msgId, newMsgId, createTime]}:
+--   answer: one of lib/gates.lua's ANSWERS; detail: the account's state, the gateway or
+--   the campaign the answer is about; ms: how long until it may go (a wait), or a
+--   redelivered claim's hold left; enqueued: the message's first enqueue (ms); the claim's
+--   fields for duplicate and redelivered. Nothing is taken unless the answer is admitted.
 
-local enqueued = ARGV[8]
-if enqueued == '' then
-  enqueued = redis.call('GET', KEYS[6])
-  if not enqueued then
-    enqueued = tostring(now)
-    redis.call('SET', KEYS[6], enqueued, 'PX', math.ceil(tonumber(ARGV[9])))
+local acct = read_account(KEYS[1], lane)
+local closed = gate_registered(acct, gateway)
+if closed then
+  return {closed, acct.gateway or 'default', 0, ''}
+end
+
+local seen = enqueued ~= ''
+if not seen then
+  enqueued = redis.call('GET', KEYS[6]) or tostring(now)
+end
+-- a message with no enqueue time of its own keeps its first sighting, unless it goes out now
+local function answer(what, detail, ms)
+  if not seen then
+    redis.call('SET', KEYS[6], enqueued, 'PX', math.ceil(window), 'NX')
   end
+  return {what, detail or '', tostring(math.ceil(ms or 0)), enqueued}
 end
 
 local claim = redis.call('HMGET', KEYS[4], 'owner', 'status', 'msgId', 'newMsgId', 'createTime',
   'hold_until')
 if claim[1] then
-  if claim[1] ~= ARGV[1] then
-    return {'duplicate', claim[1], claim[2] or '', claim[3] or '', claim[4] or '', claim[5] or ''}
+  local reply = answer('duplicate')
+  if claim[1] == owner then
+    reply = answer('redelivered', '', math.max(0, (tonumber(claim[6] or '0') or 0) - now))
   end
-  local hold_left = math.max(0, math.ceil((tonumber(claim[6] or '0') or 0) - now))
-  return {'redelivered', claim[2] or '', claim[3] or '', claim[4] or '', claim[5] or '',
-    tostring(hold_left)}
+  for i = 1, 5 do
+    reply[#reply + 1] = claim[i] or ''
+  end
+  return reply
 end
 
-if ARGV[14] ~= '' then
-  local stopped = redis.call('HGET', KEYS[7], ARGV[14])
-  if stopped then
-    return {'stopped', stopped, enqueued}
-  end
+closed = gate_campaign(KEYS[7], campaign)
+if closed then
+  return answer(closed, campaign)
 end
-if now > tonumber(enqueued) + tonumber(ARGV[9]) then
-  return {'expired', enqueued}
+closed = gate_deadline(now, tonumber(enqueued), window)
+if closed then
+  return answer(closed)
 end
-if acct[1] ~= 'ONLINE' then
-  return {'not_online', acct[1], enqueued}
+closed = gate_state(acct, gateway, KEYS[9])
+if closed then
+  return answer(closed, closed == 'gateway_down' and gateway or acct.state)
 end
-if redis.call('SISMEMBER', KEYS[9], ARGV[16]) == 1 then
-  return {'gateway_down', enqueued}
-end
-if ARGV[11] == '1' and redis.call('EXISTS', KEYS[5]) == 1 then
-  return {'wait', '0', 'behind', enqueued}
+if fresh and redis.call('EXISTS', KEYS[5]) == 1 then
+  return answer('behind')
 end
 
-local paid = ARGV[12] ~= '' and now - tonumber(ARGV[12]) <= tonumber(ARGV[15])
-if not paid then
-  local reserve = tonumber(ARGV[10])
-  local a_rate = tonumber(acct[2] or '') or tonumber(ARGV[5])
-  local a_burst = tonumber(acct[3] or '') or tonumber(ARGV[6])
-  local g_rate, g_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
-  local a_tat = gcra_tat(KEYS[2], now)
-  local g_tat = gcra_tat(KEYS[3], now)
-  local a_wait = gcra_wait(a_tat, now, a_rate, a_burst, reserve)
-  local g_wait = gcra_wait(g_tat, now, g_rate, g_burst, reserve)
-  -- the gateway's own bucket (its API limit), between the account's and the fleet's; a
-  -- rate of 0 means it can never bind (no tighter than the fleet's) and is skipped
-  local gw_rate, gw_burst = tonumber(ARGV[17]), tonumber(ARGV[18])
-  local gw_tat, gw_wait = 0, 0
-  if gw_rate > 0 then
-    gw_tat = gcra_tat(KEYS[8], now)
-    gw_wait = gcra_wait(gw_tat, now, gw_rate, gw_burst, reserve)
+-- a dispatched message passed the pacing gates when the dispatcher took it
+local paced = lane == BULK and paid_at == ''
+if paced then
+  local opens
+  closed, opens = gate_pacing(acct, now, policy, tonumber(redis.call('GET', KEYS[10]) or '0'))
+  note_bulk_wait(acct, KEYS[1], closed)
+  if closed then
+    return answer(closed, '', opens - now)
   end
-  if a_wait > 0 or g_wait > 0 or gw_wait > 0 then
-    if a_wait >= g_wait and a_wait >= gw_wait then
-      return {'wait', tostring(math.ceil(a_wait)), 'account', enqueued}
-    end
-    if gw_wait > g_wait then  -- a tie says "global": one gateway is the fleet's case
-      return {'wait', tostring(math.ceil(gw_wait)), 'gateway', enqueued}
-    end
-    return {'wait', tostring(math.ceil(g_wait)), 'global', enqueued}
-  end
-  gcra_take(KEYS[2], a_tat, now, a_rate)
-  if gw_rate > 0 then
-    gcra_take(KEYS[8], gw_tat, now, gw_rate)
-  end
-  gcra_take(KEYS[3], g_tat, now, g_rate)
 end
 
-redis.call('HSET', KEYS[4], 'owner', ARGV[1], 'status', 'inflight', 'at', tostring(now),
-  'hold_until', tostring(now + tonumber(ARGV[13])))
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
-return {'admitted', enqueued}
+-- paid for by the dispatcher, unless that was too long ago (it sat in the broker: then it
+-- must not burst out with others like it, and the buckets decide again)
+if paid_at == '' or now - tonumber(paid_at) > paid_fresh then
+  local buckets = {
+    bucket(KEYS[2], tonumber(acct.rate or '') or a_rate, tonumber(acct.burst or '') or a_burst,
+      'account_tokens', now),
+    bucket(KEYS[3], g_rate, g_burst, 'global_tokens', now),
+    bucket(KEYS[8], gw_rate, gw_burst, 'gateway_tokens', now),
+  }
+  local empty, wait = gate_buckets(buckets, now, lane_reserve(lane))
+  if empty then
+    return answer(empty, '', wait)
+  end
+  take_tokens(buckets, now)
+end
+if paced then
+  math.randomseed(policy.rand)
+  local jitter = campaign ~= '' and redis.call('HGET', KEYS[11], campaign) or ''
+  pace(acct, KEYS[1], KEYS[10], now, policy, to_group, jitter)
+end
+
+redis.call('HSET', KEYS[4], 'owner', owner, 'status', 'inflight', 'at', tostring(now),
+  'hold_until', tostring(now + hold))
+redis.call('EXPIRE', KEYS[4], claim_ttl)
+return {'admitted', '', '0', enqueued}

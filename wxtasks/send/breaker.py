@@ -63,12 +63,10 @@ class Breaker:
                 publish_alert(self.redis, self.settings, app_id, ALERT_COOLOFF, reason)
         return tripped
 
-    def after_bulk_send(self, app_id: str, error: str | None, now: float) -> bool:
-        """Count a bulk send's answer (``error`` None: it went out); trips on a risk sign
-        or on too many errors in a row. True when it tripped."""
-        if error is None:
-            self.scripts.hset_existing(keys=[self.keys.account(app_id)], args=["bulk_errors", "0"])
-            return False
+    def after_bulk_send(self, app_id: str, error: str, now: float) -> bool:
+        """Count a bulk send's error; trips on a risk sign or on too many errors in a row
+        (a bulk send that goes out starts the count over: ``finish.lua``). True when it
+        tripped."""
         if risk_signal(error, self.settings):
             return self.trip(app_id, f"risk control: {error}", now)
         errors = int(self.redis.hincrby(self.keys.account(app_id), "bulk_errors", 1))

@@ -22,31 +22,18 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import redis
 
-from wxtasks.config import Settings
-from wxtasks.errors import BadInputError
-from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys
 from wxtasks.scripts import Scripts
-from wxtasks.send import pacing
-from wxtasks.send.policy import HOLD_POLL_S, Lane
+from wxtasks.send.gates import Lane, pacing_reason, to_group
 
 logger = logging.getLogger(__name__)
 
-#: a dispatched message that is not finished (or parked again) within this is parked
-#: again; the broker's own redelivery covers a worker that dies, this covers a
-#: dispatcher that dies between taking a message and publishing it
-LEASE_S = 60.0
-#: most messages one dispatch call hands out, and most accounts it looks at
-DISPATCH_BATCH = 500
-ACCOUNTS_PER_CALL = 200
 LANES = (Lane.INTERACTIVE, Lane.BULK)
 
 
@@ -65,15 +52,21 @@ class Waiting:
     parked_at: float = 0.0
     #: a campaign's target: the content comes from the campaign when it is published
     campaign: str = ""
-    #: the campaign's own spacing between its bulk sends, "MIN-MAX" seconds
-    jitter: str = ""
 
     def body(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_body(cls, body: str) -> Waiting:
-        return cls(**json.loads(body))
+        known = _WAITING_FIELDS
+        return cls(**{k: v for k, v in json.loads(body).items() if k in known})
+
+    @property
+    def to_group(self) -> bool:
+        return to_group(str(self.kwargs.get("to_wxid") or ""))
+
+
+_WAITING_FIELDS = frozenset(f.name for f in fields(Waiting))
 
 
 @dataclass(frozen=True)
@@ -84,25 +77,11 @@ class Dispatched:
 
 
 class Outbox:
-    def __init__(
-        self, client: redis.Redis, settings: Settings, keys: Keys, scripts: Scripts
-    ) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts) -> None:
         #: decode_responses=True: replies are str (redis-py's types say bytes | str)
         self.redis: Any = client
-        self.settings = settings
         self.keys = keys
         self.scripts = scripts
-
-    def window_s(self, lane: str) -> float:
-        """How long a message of ``lane`` may wait to go out, from its first enqueue."""
-        if lane == Lane.BULK:
-            return float(self.settings.bulk_deadline_s)
-        return float(self.settings.send_deadline_s)
-
-    @staticmethod
-    def reserve(lane: str) -> int:
-        """Tokens a lane leaves in each bucket: bulk leaves one, so replies find it."""
-        return 1 if lane == Lane.BULK else 0
 
     # -- the send task's side --------------------------------------------------------------
 
@@ -123,6 +102,8 @@ class Outbox:
                 self.keys.outbox_lane(waiting.app_id, waiting.lane),
                 self.keys.outbox_ready(waiting.lane),
                 self.keys.outbox_inflight,
+                self.keys.outbox_campaign_of,
+                self.keys.outbox_to_group,
             ],
             args=[
                 waiting.task_id,
@@ -132,15 +113,17 @@ class Outbox:
                 int(max(0.0, due_in_s) * 1000),
                 mode,
                 lease_by,
+                waiting.campaign,
+                "1" if waiting.to_group else "0",
             ],
             client=client,
         )
         return -1 if client is not None else int(reply)
 
-    def finished(self, task_id: str, pipe: Any) -> None:
-        """The message ended: forget it (queued on ``pipe``, with the outcome's record)."""
-        pipe.hdel(self.keys.outbox_messages, task_id)
-        pipe.zrem(self.keys.outbox_inflight, task_id)
+    def park_again(self, waiting: Waiting, lease_end: str) -> bool:
+        """Park a dispatched message whose lease ended by ``lease_end`` (its holder died);
+        False when it is no longer dispatched with such a lease."""
+        return self._park(waiting, 0.0, "soon", lease_end, None) >= 0
 
     # -- operators -----------------------------------------------------------------------------
 
@@ -171,7 +154,7 @@ class Outbox:
                 pipe.hget(self.keys.account(a), "bulk_wait")
             gates = dict(zip(held, pipe.execute(), strict=True))
             out = [
-                replace(w, why=str(gates[w.app_id]))
+                replace(w, why=pacing_reason(gates[w.app_id]))
                 if w.lane == Lane.BULK and gates[w.app_id]
                 else w
                 for w in out
@@ -183,21 +166,29 @@ class Outbox:
         body = self.redis.hget(self.keys.outbox_messages, task_id)
         return Waiting.from_body(body) if body else None
 
-    def cancel(self, task_id: str) -> Waiting | None:
-        """Take a waiting message out; None when it is not waiting (unknown, dispatched
-        or already done)."""
+    def take_out(self, task_id: str) -> Waiting | None:
+        """Take a waiting message out (to end it); None when it is not waiting (unknown,
+        dispatched or already done)."""
         waiting = self.get(task_id)
         if waiting is None:
             return None
-        body = self.scripts.outbox_cancel(
+        body = self.take_out_queued(task_id, waiting.app_id, waiting.lane, None)
+        return Waiting.from_body(body) if body else None
+
+    def take_out_queued(self, task_id: str, app_id: str, lane: str, pipe: Any) -> Any:
+        """:meth:`take_out` of a message whose account and lane the caller knows, queued
+        on ``pipe`` (its reply: the body, or nothing when it was not waiting)."""
+        return self.scripts.outbox_cancel(
             keys=[
                 self.keys.outbox_messages,
-                self.keys.outbox_lane(waiting.app_id, waiting.lane),
+                self.keys.outbox_lane(app_id, lane),
                 self.keys.outbox_held,
+                self.keys.outbox_campaign_of,
+                self.keys.outbox_to_group,
             ],
             args=[task_id],
+            client=pipe,
         )
-        return Waiting.from_body(body) if body else None
 
     def backlog(self, app_ids: Iterable[str]) -> dict[str, dict[str, int]]:
         """appId -> lane -> waiting messages."""
@@ -235,196 +226,3 @@ class Outbox:
             }
         out["inflight"] = {"dispatched": int(self.redis.zcard(self.keys.outbox_inflight))}
         return out
-
-
-class Dispatcher:
-    """Moves due messages from the outbox onto the send queue as the buckets allow.
-
-    ``tick()`` runs often (the active beat calls it every ``TICK_S``); every step is one
-    atomic script, so even two dispatchers at once never hand out one message twice.
-    ``publish`` puts the dispatched send tasks on the broker.
-    """
-
-    TICK_S = 0.05
-    #: a tick stops taking more batches after this long (interactive gets its batch first)
-    TICK_BUDGET_S = 0.5
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        publish: Callable[[list[Dispatched]], None],
-        *,
-        clock: Callable[[], float] | None = None,
-        fleet: Fleet | None = None,
-    ) -> None:
-        """``clock``: unix seconds; by default Redis ``TIME``, the clock of every bucket.
-        ``fleet``: which gateway serves each account (its bucket's key and limits)."""
-        self.outbox = outbox
-        self.publish = publish
-        self.clock = clock
-        self.fleet = fleet or Fleet(
-            outbox.redis, outbox.settings, keys=outbox.keys, scripts=outbox.scripts
-        )
-        self.policy = pacing.policy_from(outbox.settings)
-        self._random = random.Random()
-
-    def now_ms(self) -> float:
-        if self.clock is not None:
-            return self.clock() * 1000
-        now_s, now_us = self.outbox.redis.time()
-        return float(now_s * 1000 + now_us / 1000)
-
-    def tick(self) -> int:
-        """Dispatch what is due now, for at most ``TICK_BUDGET_S`` (a backlog that is all
-        due at once goes out over several ticks, so the beat keeps its lock and no lease
-        runs out while its message waits to be published); returns how many went out."""
-        now_ms = self.now_ms()
-        self.reclaim(now_ms)
-        sent = 0
-        budget_ends = time.monotonic() + self.TICK_BUDGET_S
-        for lane in LANES:
-            while True:
-                n, full = self._dispatch_lane(lane, now_ms)
-                sent += n
-                if not full or time.monotonic() > budget_ends:
-                    break
-        return sent
-
-    def _dispatch_lane(self, lane: Lane, now_ms: float) -> tuple[int, bool]:
-        ob, keys, s = self.outbox, self.outbox.keys, self.outbox.settings
-        due = ob.redis.zrangebyscore(
-            keys.outbox_ready(lane), "-inf", now_ms, start=0, num=ACCOUNTS_PER_CALL, withscores=True
-        )
-        if not due:
-            return 0, False
-        apps = [str(app_id) for app_id, _ in due]
-        day = pacing.local_day(now_ms / 1000, self.policy.timezone)
-        gates = self._gates(apps, day, now_ms) if lane is Lane.BULK else {}
-        # read now, checked again inside the script (an account that moved meanwhile waits
-        # for the next call)
-        gateway_of = self.fleet.gateways_of(apps)
-        account_keys: list[str] = []
-        account_args: list[Any] = []
-        for app_id in apps:
-            gateway = gateway_of[app_id]
-            account_keys += [
-                keys.account(app_id),
-                keys.account_bucket(app_id),
-                keys.outbox_lane(app_id, lane),
-                keys.bulk_day(app_id, day),
-                keys.gateway_bucket(gateway),
-            ]
-            g = gates.get(app_id)
-            account_args += [
-                app_id,
-                int(g.open_at * 1000) if g else 0,
-                g.sends_left_today if g else -1,
-                *((int(g.bulk_jitter.low * 1000), int(g.bulk_jitter.high * 1000)) if g else (0, 0)),
-                *(
-                    (int(g.group_jitter.low * 1000), int(g.group_jitter.high * 1000))
-                    if g
-                    else (0, 0)
-                ),
-                gateway,
-                *self.fleet.limits(gateway),
-            ]
-        reply = ob.scripts.dispatch(
-            keys=[
-                keys.global_bucket,
-                keys.outbox_ready(lane),
-                keys.outbox_inflight,
-                keys.outbox_messages,
-                keys.campaigns_stopped,
-                keys.outbox_held,
-                keys.gateways_down,
-                *account_keys,
-            ],
-            args=[
-                repr(now_ms),
-                int(LEASE_S * 1000),
-                s.rate_per_second,
-                s.burst,
-                s.account_rate_per_second,
-                s.account_burst,
-                ob.reserve(lane),
-                int(ob.window_s(lane) * 1000),
-                DISPATCH_BATCH,
-                int(HOLD_POLL_S * 1000),
-                self._random.randrange(1 << 30),
-                "1" if lane is Lane.BULK else "0",
-                *account_args,
-            ],
-        )
-        at = float(reply[0])
-        batch = [
-            Dispatched(Waiting.from_body(reply[i + 1]), at if reply[i + 2] == "1" else None)
-            for i in range(1, len(reply), 3)
-        ]
-        lag_ms = max(0.0, now_ms - min(score for _, score in due))
-        pipe = ob.redis.pipeline(transaction=False)
-        pipe.hset(keys.outbox_stats, f"{lane.value}:lag_ms", f"{lag_ms:.0f}")
-        pipe.hset(keys.outbox_stats, f"{lane.value}:tick_at", f"{now_ms:.0f}")
-        if batch:
-            pipe.hincrby(keys.outbox_stats, f"{lane.value}:dispatched", len(batch))
-        pipe.execute()
-        if batch:
-            self.publish(batch)
-        return len(batch), len(batch) >= DISPATCH_BATCH
-
-    def _gates(self, apps: list[str], day: str, now_ms: float) -> dict[str, pacing.Gate]:
-        """Each account's bulk gate now (quiet hours, warm-up, cap, cool-off); the reason a
-        closed one gives is kept on the account (``bulk_wait``) for operators."""
-        ob, keys = self.outbox, self.outbox.keys
-        pipe = ob.redis.pipeline(transaction=False)
-        for app_id in apps:
-            pipe.hmget(keys.account(app_id), pacing.GATE_FIELDS)
-            pipe.get(keys.bulk_day(app_id, day))
-        replies = pipe.execute()
-        gates: dict[str, pacing.Gate] = {}
-        pipe = ob.redis.pipeline(transaction=False)
-        for i, app_id in enumerate(apps):
-            fields = {
-                k: v
-                for k, v in zip(pacing.GATE_FIELDS, replies[2 * i], strict=True)
-                if v is not None
-            }
-            try:
-                g = pacing.gate(fields, int(replies[2 * i + 1] or 0), now_ms / 1000, self.policy)
-            except BadInputError as exc:  # an account's own policy is unreadable: say so
-                g = pacing.Gate(
-                    now_ms / 1000 + 60,
-                    -1,
-                    f"bad pacing setting: {exc}",
-                    self.policy.bulk_jitter,
-                    self.policy.group_jitter,
-                )
-            gates[app_id] = g
-            ob.scripts.hset_existing(
-                keys=[keys.account(app_id)], args=["bulk_wait", g.reason], client=pipe
-            )
-        pipe.execute()
-        return gates
-
-    def reclaim(self, now_ms: float, limit: int = 500) -> int:
-        """Park again what was dispatched and whose lease ran out (its holder died, or
-        the dispatcher died before publishing it); the claim keeps it from going out
-        twice."""
-        ob, keys = self.outbox, self.outbox.keys
-        expired = ob.redis.zrangebyscore(
-            keys.outbox_inflight, "-inf", now_ms, start=0, num=limit, withscores=True
-        )
-        if not expired:
-            return 0
-        bodies = ob.redis.hmget(keys.outbox_messages, [task_id for task_id, _ in expired])
-        taken = 0
-        for (task_id, lease_end), body in zip(expired, bodies, strict=True):
-            if body is None:  # finished meanwhile
-                ob.redis.zrem(keys.outbox_inflight, task_id)
-                continue
-            waiting = Waiting.from_body(body)
-            if ob._park(waiting, 0.0, "soon", repr(lease_end), None) >= 0:
-                taken += 1
-                logger.warning(
-                    "outbox: %s appId=%s lease ran out; parked again", task_id, waiting.app_id
-                )
-        return taken

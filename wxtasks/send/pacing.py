@@ -1,4 +1,4 @@
-"""Pacing for bulk sends: when an account's bulk lane may send, as pure functions.
+"""Pacing for bulk sends: the fleet's policy and the settings' syntax.
 
 Community experience ties bans to fixed machine spacing, bursts at night and sending
 right after a new-device login (shared/GATEWAY.md, risk guidance), so bulk sends — never
@@ -16,15 +16,16 @@ replies — pass these gates on top of the token buckets:
   after a risk-control answer such as "操作过于频繁").
 
 Each account may override each policy (its hash fields ``bulk_jitter``, ``group_jitter``,
-``quiet_hours``, ``warmup_s``, ``daily_bulk_cap``); :func:`gate` is the whole decision,
-tested with an injected clock.
+``quiet_hours``, ``warmup_s``, ``daily_bulk_cap``). The gates themselves are decided in
+``lua/lib/gates.lua``, for every bulk send whichever way it arrives (admission and the
+dispatcher); this module validates the settings and hands the gates the fleet's defaults.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from wxtasks.config import Settings
@@ -89,92 +90,40 @@ class QuietHours:
         return end_day.replace(hour=self.end.hour, minute=self.end.minute, second=0)
 
 
-@dataclass(frozen=True)
 class Policy:
-    """The fleet's pacing defaults (from Settings)."""
+    """The fleet's pacing defaults (from Settings), as the gates take them: the seven
+    arguments ``read_policy`` in ``lua/lib/gates.lua`` reads. Each account may override
+    each of them with its own hash field (``bulk_jitter``, ``group_jitter``,
+    ``quiet_hours``, ``warmup_s``, ``daily_bulk_cap``); the gates read those themselves."""
 
-    bulk_jitter: Span
-    group_jitter: Span
-    quiet_hours: QuietHours
-    timezone: ZoneInfo
-    warmup_s: float
-    daily_cap: int
-    cooloff_s: float
+    def __init__(self, settings: Settings) -> None:
+        Span.parse(settings.bulk_jitter_s, "WXTASKS_BULK_JITTER_S")
+        Span.parse(settings.group_jitter_s, "WXTASKS_GROUP_JITTER_S")
+        QuietHours.parse(settings.quiet_hours)
+        self.timezone = ZoneInfo(settings.timezone)
+        self._fixed = [
+            settings.quiet_hours.strip(),
+            int(settings.warmup_s * 1000),
+            settings.daily_bulk_cap,
+            settings.bulk_jitter_s,
+            settings.group_jitter_s,
+        ]
+        self._offset: tuple[int, int] = (-1, 0)
 
+    def args(self, now: float, seed: int) -> list[Any]:
+        """The gates' policy arguments at ``now`` (unix seconds): the time zone's offset
+        then, the defaults, and a seed for the spacing's random gaps."""
+        minute = int(now // 60)
+        if self._offset[0] != minute:
+            offset = dt.datetime.fromtimestamp(now, self.timezone).utcoffset()
+            self._offset = (minute, int(offset.total_seconds() * 1000) if offset else 0)
+        return [self._offset[1], *self._fixed, seed]
 
-@dataclass(frozen=True)
-class Gate:
-    """An account's bulk lane now: open, or closed until ``open_at`` for ``reason``."""
-
-    open_at: float  # unix seconds; 0 when open
-    sends_left_today: int  # -1: no cap
-    reason: str
-    bulk_jitter: Span
-    group_jitter: Span
+    def day(self, now: float) -> str:
+        """The local day of ``now`` (the daily cap's key)."""
+        return local_day(now, self.timezone)
 
 
 def local_day(now: float, tz: ZoneInfo) -> str:
     """The account's calendar day for the daily cap, ``YYYYMMDD`` in the fleet's zone."""
     return dt.datetime.fromtimestamp(now, tz).strftime("%Y%m%d")
-
-
-def gate(account: Mapping[str, str], sent_today: int, now: float, policy: Policy) -> Gate:
-    """Whether ``account`` (its Redis hash fields) may send bulk now, and if not, until when
-    and why. ``sent_today``: bulk sends dispatched on its local day so far."""
-    bulk = Span.parse(account["bulk_jitter"]) if account.get("bulk_jitter") else policy.bulk_jitter
-    group = (
-        Span.parse(account["group_jitter"]) if account.get("group_jitter") else policy.group_jitter
-    )
-    quiet = (
-        QuietHours.parse(account["quiet_hours"]) if "quiet_hours" in account else policy.quiet_hours
-    )
-    warmup = float(account["warmup_s"]) if account.get("warmup_s") else policy.warmup_s
-    cap = int(account["daily_bulk_cap"]) if account.get("daily_bulk_cap") else policy.daily_cap
-    local = dt.datetime.fromtimestamp(now, policy.timezone)
-
-    closed: list[tuple[float, str]] = []
-    cooloff_until = float(account.get("bulk_cooloff_until") or 0)
-    if cooloff_until > now:
-        closed.append((cooloff_until, "cool-off: the gateway showed risk control"))
-    first_login = float(account.get("first_login_at") or 0)
-    if warmup > 0 and first_login and now < first_login + warmup:
-        closed.append((first_login + warmup, "warm-up after a new-device login"))
-    quiet_end = quiet.ends_at(local)
-    if quiet_end is not None:
-        closed.append((quiet_end.timestamp(), "quiet hours"))
-    left = -1
-    if cap > 0:
-        left = max(0, cap - sent_today)
-        if left == 0:
-            tomorrow = (local + dt.timedelta(days=1)).replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
-            closed.append((tomorrow.timestamp(), f"daily bulk cap of {cap} reached"))
-    if closed:
-        open_at, reason = max(closed)
-        return Gate(open_at, left, reason, bulk, group)
-    return Gate(0.0, left, "", bulk, group)
-
-
-def policy_from(settings: Settings) -> Policy:
-    return Policy(
-        bulk_jitter=Span.parse(settings.bulk_jitter_s, "WXTASKS_BULK_JITTER_S"),
-        group_jitter=Span.parse(settings.group_jitter_s, "WXTASKS_GROUP_JITTER_S"),
-        quiet_hours=QuietHours.parse(settings.quiet_hours),
-        timezone=ZoneInfo(settings.timezone),
-        warmup_s=settings.warmup_s,
-        daily_cap=settings.daily_bulk_cap,
-        cooloff_s=settings.cooloff_s,
-    )
-
-
-#: the account hash fields :func:`gate` reads
-GATE_FIELDS = (
-    "bulk_jitter",
-    "group_jitter",
-    "quiet_hours",
-    "warmup_s",
-    "daily_bulk_cap",
-    "bulk_cooloff_until",
-    "first_login_at",
-)

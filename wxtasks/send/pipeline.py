@@ -11,22 +11,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from wxtasks.config import Settings
-from wxtasks.errors import BadInputError
-from wxtasks.gateway.client import GatewayClient, SendReceipt
+from wxtasks.errors import (
+    AccountOfflineError,
+    BadInputError,
+    GatewayAuthError,
+    GatewayBusinessError,
+    GatewayOutcomeUnknownError,
+    GatewayUnavailableError,
+)
+from wxtasks.gateway.client import SendReceipt
 from wxtasks.gateway.fleet import Fleet
 from wxtasks.keys import Keys, validate_app_id
 from wxtasks.scripts import Scripts
-from wxtasks.send.deadletters import DeadLetters
-from wxtasks.send.outbox import Outbox
-from wxtasks.send.policy import Admission, Admit, DeadLetter, Lane, Status, Ticket
+from wxtasks.send.gates import Admission, Answer, Lane, read_admission, to_group
+from wxtasks.send.pacing import Policy
+from wxtasks.send.policy import Gateway, GatewayAnswer, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +82,10 @@ class Message:
         return cls(kind, app_id, to_wxid, fields, dedup_key)
 
     @property
+    def to_group(self) -> bool:
+        return to_group(self.to_wxid)
+
+    @property
     def digest(self) -> str:
         """What makes two messages "the same": the caller's dedup_key, or the content."""
         if self.dedup_key:
@@ -107,30 +119,26 @@ PAID_FRESH_MS = 2000
 
 
 class SendPipeline:
-    """The send path's Redis and gateway steps; :func:`wxtasks.sendcore.decide` says
+    """The send path's Redis and gateway steps; :func:`wxtasks.send.policy.decide` says
     which to take."""
 
     def __init__(
         self,
         client: redis.Redis,
         settings: Settings,
-        gateway: GatewayClient | Fleet,
-        scripts: Scripts | None = None,
-        *,
-        outbox: Outbox | None = None,
+        keys: Keys,
+        scripts: Scripts,
+        fleet: Fleet,
+        pacing: Policy,
     ) -> None:
-        """``gateway``: the fleet (which gateway serves each account), or one client that
-        serves the ``default`` gateway."""
+        """``fleet``: which gateway serves each account, with a pooled client per gateway."""
         self.redis = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.scripts = scripts or Scripts(client)
-        if isinstance(gateway, Fleet):
-            self.fleet = gateway
-        else:
-            self.fleet = Fleet(client, settings, scripts=self.scripts, default_client=gateway)
-        self.outbox = outbox or Outbox(client, settings, self.keys, self.scripts)
-        self.deadletters = DeadLetters(client, self.keys)
+        self.keys = keys
+        self.scripts = scripts
+        self.fleet = fleet
+        self.pacing = pacing
+        self._random = random.Random()
         #: how long an admitted send may take: its claim's hold (connect + read timeout)
         self.hold_ms = int((2 * settings.gateway_timeout_s + 5) * 1000)
         #: admit.lua's arguments that never change, encoded once (packing ~25 arguments
@@ -167,7 +175,7 @@ class SendPipeline:
             task_id,
             lane,
             enqueued_at if enqueued_at is not None else -1.0,
-            self.outbox.window_s(lane),
+            lane.window_s(self.settings),
             attempt,
             from_outbox,
             campaign,
@@ -186,10 +194,10 @@ class SendPipeline:
         ``regateway`` when it was wrong: then, and only then, a second trip."""
         gateway = self.fleet.guess(message.app_id)
         reply = self._admit(message, ticket, gateway, paid_at_ms, now_ms)
-        if _s(reply[0]) == "regateway":
+        if _s(reply[0]) == Answer.REGATEWAY:
             gateway = self.fleet.remember(message.app_id, _s(reply[1]))
             reply = self._admit(message, ticket, gateway, paid_at_ms, now_ms)
-        return _admission(reply, gateway)
+        return read_admission(reply, gateway)
 
     def _admit(
         self,
@@ -207,17 +215,23 @@ class SendPipeline:
         wait = s.replica_wait_ms if s.sentinel_master else 0
         client: Any = self.redis.pipeline(transaction=False) if wait else None
         c = self._constants
+        bulk = ticket.lane is Lane.BULK
+        now = (time.time() if now_ms is None else now_ms / 1000) if bulk else 0.0
+        app = message.app_id
         reply = self.scripts.admit(
             keys=[
-                self.keys.account(message.app_id),
-                self.keys.account_bucket(message.app_id),
+                self.keys.account(app),
+                self.keys.account_bucket(app),
                 self.keys.global_bucket,
                 self.claim_key(message),
-                self.keys.outbox_lane(message.app_id, ticket.lane),
-                self.keys.seen(message.app_id, ticket.task_id),
+                self.keys.outbox_lane(app, ticket.lane),
+                self.keys.seen(app, ticket.task_id),
                 self.keys.campaigns_stopped,
                 self.keys.gateway_bucket(gateway),
                 self.keys.gateways_down,
+                # an interactive send reads no bulk count: a key of its slot stands in
+                self.keys.bulk_day(app, self.pacing.day(now) if bulk else "-"),
+                self.keys.campaigns_jitter,
             ],
             args=[
                 ticket.task_id,
@@ -225,7 +239,7 @@ class SendPipeline:
                 "" if now_ms is None else repr(now_ms),
                 repr(ticket.enqueued_at * 1000) if ticket.enqueued_at >= 0 else "",
                 int(ticket.window_s * 1000),
-                self.outbox.reserve(ticket.lane),
+                ticket.lane.value,
                 "0" if ticket.from_outbox else "1",
                 "" if paid_at_ms is None else repr(paid_at_ms),
                 c[5],
@@ -234,6 +248,9 @@ class SendPipeline:
                 gateway,
                 rate,
                 burst,
+                "1" if message.to_group else "0",
+                # the pacing gates' policy: only a bulk send meets them
+                *(self.pacing.args(now, self._random.randrange(1 << 30)) if bulk else ()),
             ],
             client=client,
         )
@@ -241,7 +258,7 @@ class SendPipeline:
             return list(reply)
         client.execute_command("WAIT", 1, wait)
         admitted, replicas = client.execute()
-        if not replicas and _s(admitted[0]) == "admitted":
+        if not replicas and _s(admitted[0]) == Answer.ADMITTED:
             now = time.monotonic()
             if now - self._unreplicated_logged_at > 60:  # once a minute, not per send
                 self._unreplicated_logged_at = now
@@ -253,8 +270,27 @@ class SendPipeline:
                 )
         return list(admitted)
 
-    def deliver(self, message: Message, gateway: str | None = None) -> SendReceipt:
-        """Send through the account's gateway (``gateway``: as admission checked it)."""
+    def deliver(
+        self, message: Message, gateway: str | None = None
+    ) -> tuple[SendReceipt | None, GatewayAnswer]:
+        """Send through the account's gateway (``gateway``: as admission checked it); what
+        came of it as a gateway answer — the one place a gateway's exceptions become one."""
+        try:
+            return self._deliver(message, gateway), GatewayAnswer(Gateway.SENT)
+        except AccountOfflineError as exc:  # before its base class, GatewayBusinessError
+            return None, GatewayAnswer(Gateway.OFFLINE, exc.msg)
+        except GatewayAuthError as exc:
+            return None, GatewayAnswer(Gateway.AUTH, str(exc))
+        except GatewayBusinessError as exc:
+            return None, GatewayAnswer(Gateway.BUSINESS, str(exc))
+        except GatewayUnavailableError as exc:
+            return None, GatewayAnswer(Gateway.UNAVAILABLE, str(exc))
+        except GatewayOutcomeUnknownError as exc:
+            return None, GatewayAnswer(Gateway.UNKNOWN, str(exc))
+        except BadInputError as exc:
+            return None, GatewayAnswer(Gateway.BAD_INPUT, str(exc))
+
+    def _deliver(self, message: Message, gateway: str | None) -> SendReceipt:
         f = message.fields
         g = self.fleet.client(gateway or self.fleet.gateway_of(message.app_id))
         if message.kind == "text":
@@ -267,42 +303,6 @@ class SendPipeline:
             message.app_id, message.to_wxid, f["title"], f["desc"], f["link_url"], f["thumb_url"]
         )
 
-    def finish(
-        self,
-        message: Message | None,
-        ticket: Ticket,
-        status: Status,
-        *,
-        receipt: SendReceipt | None = None,
-        dead_letter: DeadLetter | None = None,
-        also: Callable[[Any], None] | None = None,
-    ) -> list[Any]:
-        """Record how the message ended, in one round trip: its outcome on the claim (sent
-        or unknown after a gateway call), the count, the dead letter, the outbox
-        forgetting it, and whatever ``also`` queues (a campaign's record, last)."""
-        pipe = self.redis.pipeline(transaction=False)
-        if message is not None and (receipt is not None or status is Status.UNKNOWN):
-            r = receipt
-            self.scripts.claim_record(
-                keys=[self.claim_key(message)],
-                args=[
-                    ticket.task_id,
-                    status.value,
-                    r.msg_id if r else "",
-                    r.new_msg_id if r else "",
-                    r.create_time if r and r.create_time is not None else "",
-                ],
-                client=pipe,
-            )
-        pipe.hincrby(self.keys.send_stats, status.value, 1)
-        if dead_letter is not None:
-            self.deadletters.add(dead_letter.as_dict(), pipe=pipe)
-        if ticket.from_outbox:
-            self.outbox.finished(ticket.task_id, pipe)
-        if also is not None:
-            also(pipe)
-        return list(pipe.execute())
-
     def count_wait(self, wait_s: float) -> None:
         """A send slept for a token (``wxtasks_token_waits_total`` and its seconds)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -313,42 +313,6 @@ class SendPipeline:
     def release(self, message: Message, owner: str) -> None:
         """The message did not go out: free its claim so a retry (or a repeat) may send."""
         self.scripts.claim_release(keys=[self.claim_key(message)], args=[owner])
-
-
-def _admission(reply: list[Any], gateway: str = "") -> Admission:
-    admission = _read(reply)
-    if gateway:
-        object.__setattr__(admission, "gateway", gateway)  # built just now, not shared yet
-    return admission
-
-
-def _read(reply: list[Any]) -> Admission:
-    outcome = Admit(_s(reply[0]))
-    if outcome in (Admit.ADMITTED, Admit.EXPIRED):
-        return Admission(outcome, enqueued_at=float(reply[1]) / 1000)
-    if outcome is Admit.GATEWAY_DOWN:
-        return Admission(outcome, enqueued_at=float(reply[1]) / 1000)
-    if outcome is Admit.WAIT:
-        return Admission(
-            outcome,
-            wait_s=int(reply[1]) / 1000.0,
-            why=_s(reply[2]),
-            enqueued_at=float(reply[3]) / 1000,
-        )
-    if outcome in (Admit.NOT_ONLINE, Admit.STOPPED):
-        return Admission(outcome, state=_s(reply[1]), enqueued_at=float(reply[2]) / 1000)
-    if outcome is Admit.DUPLICATE:
-        return Admission(
-            outcome, claim=dict(zip(_DUPLICATE_FIELDS, map(_s, reply[1:]), strict=True))
-        )
-    if outcome is Admit.REDELIVERED:
-        claim = dict(zip(_REDELIVERED_FIELDS, map(_s, reply[1:5]), strict=True))
-        return Admission(outcome, claim=claim, wait_s=int(reply[5]) / 1000.0)
-    return Admission(outcome)
-
-
-_DUPLICATE_FIELDS = ("owner", "status", "msgId", "newMsgId", "createTime")
-_REDELIVERED_FIELDS = ("status", "msgId", "newMsgId", "createTime")
 
 
 def _s(x: Any) -> str:

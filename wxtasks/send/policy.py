@@ -14,10 +14,13 @@ each (:class:`SendResult`, :class:`DeadLetter`), built here and nowhere else.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+
+from wxtasks.backoff import backoff_s
+from wxtasks.send.gates import PACING, TOKENS, Admission, Answer, Lane
+from wxtasks.send.outcome import Status
 
 #: a wait up to this long sleeps in the worker; a longer one parks the message in Redis
 SHORT_WAIT_S = 1.0
@@ -25,38 +28,10 @@ SHORT_WAIT_S = 1.0
 SHORT_ACCOUNT_WAIT_S = 0.05
 #: generic gateway errors (ret != 200, not offline) are tried this many times in all
 BUSINESS_ATTEMPTS = 4
+#: a send's retries back off up to this long
+RETRY_CAP_S = 30.0
 #: how often the dispatcher looks again at an account that cannot send yet
 HOLD_POLL_S = 1.0
-
-
-class Lane(StrEnum):
-    """Each account's outbox has two lanes; interactive goes first for every token."""
-
-    INTERACTIVE = "interactive"
-    BULK = "bulk"
-
-
-class Status(StrEnum):
-    SENT = "sent"
-    DUPLICATE = "duplicate"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    CANCELLED = "cancelled"
-
-
-class Admit(StrEnum):
-    """What ``admit.lua`` answered."""
-
-    ADMITTED = "admitted"
-    UNKNOWN_ACCOUNT = "unknown_account"
-    EXPIRED = "expired"
-    DUPLICATE = "duplicate"
-    REDELIVERED = "redelivered"
-    NOT_ONLINE = "not_online"
-    STOPPED = "stopped"
-    WAIT = "wait"
-    #: the account's gateway is marked down: wait in the outbox, do not call it
-    GATEWAY_DOWN = "gateway_down"
 
 
 class Gateway(StrEnum):
@@ -91,18 +66,6 @@ class Ticket:
 
 
 @dataclass(frozen=True)
-class Admission:
-    outcome: Admit
-    state: str = ""
-    wait_s: float = 0.0
-    why: str = ""
-    enqueued_at: float | None = None
-    claim: dict[str, str] = field(default_factory=dict)
-    #: the gateway serving the account, as admission checked it
-    gateway: str = ""
-
-
-@dataclass(frozen=True)
 class GatewayAnswer:
     outcome: Gateway
     error: str = ""
@@ -131,11 +94,6 @@ class Action:
     retry: bool = False
 
 
-def backoff_s(attempt: int, jitter: float) -> float:
-    """1, 2, 4 … 30 s, ±25 % (``jitter`` in [0, 1))."""
-    return min(30.0, 2.0 ** min(attempt, 5)) * (0.75 + 0.5 * jitter)
-
-
 def decide(
     ticket: Ticket,
     answer: Admission | GatewayAnswer,
@@ -149,20 +107,21 @@ def decide(
 
 
 def _after_admission(ticket: Ticket, a: Admission, now: float) -> Action:
-    match a.outcome:
-        case Admit.ADMITTED:
+    answer = a.answer
+    match answer:
+        case Answer.ADMITTED:
             return Action(Do.SEND)
-        case Admit.UNKNOWN_ACCOUNT:
-            return _fail("unknown account: the appId is not registered")
-        case Admit.EXPIRED:
+        case Answer.UNKNOWN_ACCOUNT:
+            return _fail(answer.reason)
+        case Answer.EXPIRED:
             enqueued = a.enqueued_at if a.enqueued_at is not None else ticket.enqueued_at
             return _fail(
                 f"deadline passed: enqueued {now - enqueued:.0f}s ago, the {ticket.lane} "
                 f"lane's window is {ticket.window_s:.0f}s"
             )
-        case Admit.DUPLICATE:
+        case Answer.DUPLICATE:
             return Action(Do.FINISH, Status.DUPLICATE)
-        case Admit.REDELIVERED:
+        case Answer.REDELIVERED:
             status = a.claim.get("status", "")
             if status == Status.SENT:
                 return Action(Do.FINISH, Status.SENT)
@@ -179,40 +138,33 @@ def _after_admission(ticket: Ticket, a: Admission, now: float) -> Action:
                 "it, so it was not sent again",
                 dead_letter=True,
             )
-        case Admit.NOT_ONLINE:
-            if a.state in ("RECONNECTING", "LOGGING_IN"):
-                return Action(Do.PARK, reason=f"account is {a.state}", wait_s=HOLD_POLL_S)
-            return _fail(f"account is {a.state}: it cannot send until it logs in")
-        case Admit.GATEWAY_DOWN:
-            return Action(Do.PARK, reason=f"gateway {a.gateway or '?'} is down", wait_s=HOLD_POLL_S)
-        case Admit.STOPPED:
-            if a.state == "cancelled":
-                return Action(Do.FINISH, Status.CANCELLED, "campaign cancelled")
-            return Action(Do.PARK, reason="campaign paused")
-        case Admit.WAIT:
-            reason = _WAIT_REASONS.get(a.why, a.why)
+        case Answer.ACCOUNT_WAITING:
+            return Action(Do.PARK, reason=f"account is {a.detail}", wait_s=HOLD_POLL_S)
+        case Answer.ACCOUNT_UNUSABLE:
+            return _fail(f"account is {a.detail}: it cannot send until it logs in")
+        case Answer.GATEWAY_DOWN:
+            return Action(Do.PARK, reason=f"gateway {a.detail} is down", wait_s=HOLD_POLL_S)
+        case Answer.CAMPAIGN_CANCELLED:
+            return Action(Do.FINISH, Status.CANCELLED, answer.reason)
+        case Answer.CAMPAIGN_PAUSED | Answer.BEHIND:
+            return Action(Do.PARK, reason=answer.reason)
+        case _ if answer in PACING:
+            return Action(Do.PARK, reason=answer.reason, wait_s=a.wait_s)
+        case _ if answer in TOKENS:
             # the global bucket is everyone's: sleeping for it costs nobody a turn. An
             # account's own bucket is not: a worker sleeping for one busy account holds
             # up other accounts' replies queued behind it, so that wait parks
-            short = SHORT_WAIT_S if a.why == "global" else SHORT_ACCOUNT_WAIT_S
-            if a.why != "behind" and a.wait_s <= short and now + a.wait_s <= (ticket.deadline_at):
-                return Action(Do.SLEEP, reason=reason, wait_s=a.wait_s)
-            return Action(Do.PARK, reason=reason, wait_s=a.wait_s)
-    raise ValueError(f"unhandled admission {a.outcome!r}")  # pragma: no cover
-
-
-_WAIT_REASONS = {
-    "global": "waiting for a global send token",
-    "account": "waiting for the account's send token",
-    "gateway": "waiting for the gateway's send token",
-    "behind": "behind older messages in its lane",
-}
+            short = SHORT_WAIT_S if answer is Answer.GLOBAL_TOKENS else SHORT_ACCOUNT_WAIT_S
+            if a.wait_s <= short and now + a.wait_s <= ticket.deadline_at:
+                return Action(Do.SLEEP, reason=answer.reason, wait_s=a.wait_s)
+            return Action(Do.PARK, reason=answer.reason, wait_s=a.wait_s)
+    raise ValueError(f"unhandled admission {a.answer!r}")  # pragma: no cover
 
 
 def _after_gateway(ticket: Ticket, g: GatewayAnswer, rand: Callable[[], float]) -> Action:
     def retry(reason: str, *, offline: bool = False) -> Action:
         """Free the claim and park it for a backoff that grows with its attempts."""
-        wait = backoff_s(ticket.attempt, rand())
+        wait = backoff_s(ticket.attempt, cap_s=RETRY_CAP_S, rand=rand())
         return Action(
             Do.PARK, reason=reason, wait_s=wait, release=True, offline=offline, retry=True
         )
@@ -237,126 +189,3 @@ def _after_gateway(ticket: Ticket, g: GatewayAnswer, rand: Callable[[], float]) 
 
 def _fail(reason: str) -> Action:
     return Action(Do.FINISH, Status.FAILED, reason, release=True, dead_letter=True)
-
-
-# -- what a message ends as ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """The JSON dict a send task returns (the public contract)."""
-
-    status: Status
-    app_id: str | None
-    to_wxid: str | None
-    task_id: str
-    msgId: str = ""
-    newMsgId: str = ""
-    createTime: int | None = None
-    error: str | None = None
-    first_task_id: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["status"] = self.status.value
-        for optional in ("error", "first_task_id"):
-            if out[optional] is None:
-                del out[optional]
-        return out
-
-    @classmethod
-    def from_ids(
-        cls,
-        status: Status,
-        app_id: str | None,
-        to_wxid: str | None,
-        task_id: str,
-        ids: Mapping[str, Any] | None = None,
-        **extra: Any,
-    ) -> SendResult:
-        """``ids``: a gateway receipt's or a claim's msgId / newMsgId / createTime."""
-        ids = ids or {}
-        created = ids.get("createTime")
-        return cls(
-            status,
-            app_id,
-            to_wxid,
-            task_id,
-            msgId=str(ids.get("msgId") or ""),
-            newMsgId=str(ids.get("newMsgId") or ""),
-            createTime=int(created) if created not in (None, "") else None,
-            **extra,
-        )
-
-
-#: the fields whose value says what a message was (its text, or the media it sent)
-CONTENT_FIELDS = ("content", "img_url", "file_url", "link_url")
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A message that ended failed or unknown, kept so an operator can see and requeue it."""
-
-    task_id: str
-    task: str
-    kwargs: dict[str, Any]
-    status: str
-    error: str
-    app_id: str | None = None
-    to_wxid: str | None = None
-    content: str | None = None
-    attempts: int = 0
-    lane: str = Lane.INTERACTIVE.value
-    claim_key: str = ""
-
-    @classmethod
-    def of(
-        cls,
-        task_id: str,
-        task: str,
-        raw: Mapping[str, Any],
-        status: Status | str,
-        error: str,
-        **extra: Any,
-    ) -> DeadLetter:
-        """From a task's raw keyword arguments, whatever their shape."""
-        content = next((raw[f] for f in CONTENT_FIELDS if raw.get(f)), None)
-        return cls(
-            task_id=task_id,
-            task=task,
-            kwargs=jsonable(raw),
-            status=str(status),
-            error=error,
-            app_id=short_text(raw.get("app_id")),
-            to_wxid=short_text(raw.get("to_wxid")),
-            content=short_text(content),
-            **extra,
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def result(self) -> SendResult:
-        return SendResult(
-            Status(self.status), self.app_id, self.to_wxid, self.task_id, error=self.error
-        )
-
-
-def jsonable(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """``raw`` with every value JSON can carry kept and the rest shown as text."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, str):
-            out[str(key)] = value.encode("utf-8", "replace").decode("utf-8")
-        elif value is None or isinstance(value, int | float | bool | list | dict):
-            out[str(key)] = value
-        else:
-            out[str(key)] = repr(value)
-    return out
-
-
-def short_text(value: Any, limit: int = 500) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else repr(value)
-    return text.encode("utf-8", "replace").decode("utf-8")[:limit]

@@ -17,8 +17,8 @@ from celery.exceptions import Ignore
 
 from wxtasks.campaigns.store import Content
 from wxtasks.errors import BadInputError
+from wxtasks.send.outcome import DeadLetter, Ending, Status
 from wxtasks.send.pacing import Span
-from wxtasks.send.policy import DeadLetter, Status
 from wxtasks.tasks.base import WxTask
 
 RUNNING_STATE = "RUNNING"
@@ -35,8 +35,7 @@ def _bad_input(task: WxTask, raw: dict[str, Any], problem: str) -> dict[str, Any
     entry = DeadLetter.of(
         str(task.request.id), str(task.name), raw, Status.FAILED, f"bad input: {problem}"
     )
-    task.rt.deadletters.add(entry.as_dict())
-    return entry.result().as_dict()
+    return task.rt.endings.end(Ending(entry.result(), entry), store_result=False)
 
 
 def _run_campaign(

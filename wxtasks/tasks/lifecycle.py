@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
+from wxtasks.backoff import backoff_s
 from wxtasks.errors import GatewayUnavailableError, UnknownAccountError
 from wxtasks.events import post_alert
 from wxtasks.tasks.base import WxTask
@@ -20,10 +21,6 @@ LOGIN_RETRIES = 5
 ALERT_RETRIES = 8
 
 
-def _backoff_s(attempt: int, cap_s: float) -> float:
-    return float(min(cap_s, 2 ** (attempt + 1)))
-
-
 @shared_task(name="wxtasks.login", base=WxTask, bind=True, acks_late=True)
 def login(self: WxTask, app_id: str, attempt: int = 0) -> dict[str, Any]:
     """Bring a registered account ONLINE when the gateway has its session; else needLogin."""
@@ -34,7 +31,7 @@ def login(self: WxTask, app_id: str, attempt: int = 0) -> dict[str, Any]:
     except GatewayUnavailableError as exc:
         if attempt >= LOGIN_RETRIES:
             raise
-        delay = _backoff_s(attempt, 60)
+        delay = backoff_s(attempt, cap_s=60, base_s=2)
         self.rt.lifecycle.later("wxtasks.login", {"app_id": app_id, "attempt": attempt + 1}, delay)
         return {"app_id": app_id, "state": None, "error": str(exc), "retry_in_s": delay}
     return {"app_id": app_id, "state": state}
@@ -87,7 +84,6 @@ def alert(
         if attempt >= ALERT_RETRIES:
             raise
         kwargs = {"alert": alert, "app_id": app_id, "reason": reason, "at": at, "gateway": gateway}
-        self.rt.lifecycle.later(
-            "wxtasks.alert", {**kwargs, "attempt": attempt + 1}, _backoff_s(attempt, 300)
-        )
+        delay = backoff_s(attempt, cap_s=300, base_s=2)
+        self.rt.lifecycle.later("wxtasks.alert", {**kwargs, "attempt": attempt + 1}, delay)
         return 0

@@ -20,32 +20,14 @@ import redis
 from celery import shared_task, signals
 from celery.exceptions import Ignore, Reject
 
-from wxtasks.campaigns.store import target_of
-from wxtasks.errors import (
-    AccountOfflineError,
-    BadInputError,
-    GatewayAuthError,
-    GatewayBusinessError,
-    GatewayOutcomeUnknownError,
-    GatewayUnavailableError,
-)
+from wxtasks.errors import BadInputError
 from wxtasks.gateway.client import SendReceipt
 from wxtasks.send.breaker import risk_signal
+from wxtasks.send.gates import Admission, Lane
 from wxtasks.send.outbox import Waiting
+from wxtasks.send.outcome import DeadLetter, Ending, SendResult, Status, target_of
 from wxtasks.send.pipeline import Message, SendPipeline
-from wxtasks.send.policy import (
-    Action,
-    Admission,
-    DeadLetter,
-    Do,
-    Gateway,
-    GatewayAnswer,
-    Lane,
-    SendResult,
-    Status,
-    Ticket,
-    decide,
-)
+from wxtasks.send.policy import Action, Do, Gateway, GatewayAnswer, Ticket, decide
 from wxtasks.tasks.base import WxTask
 from wxtasks.worker.celeryconf import (
     ATTEMPT_HEADER,
@@ -158,10 +140,10 @@ def _run_send(
         paid_at = None  # the tokens it was dispatched with are spent; ask the buckets
     receipt: SendReceipt | None = None
     if action.do is Do.SEND:
-        receipt, answer = _deliver(pipe, message, admission.gateway)
+        receipt, answer = pipe.deliver(message, admission.gateway)
         _note_gateway(task, admission.gateway, answer)
         action = decide(ticket, answer, time.time())
-        if ticket.lane is Lane.BULK:
+        if ticket.lane is Lane.BULK and answer.outcome is not Gateway.SENT:
             _watch_bulk(task, message.app_id, answer)
     if action.do is Do.PARK:
         _park(task, pipe, message, raw, ticket, action)
@@ -178,30 +160,10 @@ def _note_gateway(task: WxTask, gateway: str, answer: GatewayAnswer) -> None:
         lifecycle.gateway_answered(gateway)
 
 
-def _deliver(
-    pipe: SendPipeline, message: Message, gateway: str
-) -> tuple[SendReceipt | None, GatewayAnswer]:
-    try:
-        return pipe.deliver(message, gateway), GatewayAnswer(Gateway.SENT)
-    except AccountOfflineError as exc:  # before its base class, GatewayBusinessError
-        return None, GatewayAnswer(Gateway.OFFLINE, exc.msg)
-    except GatewayAuthError as exc:
-        return None, GatewayAnswer(Gateway.AUTH, str(exc))
-    except GatewayBusinessError as exc:
-        return None, GatewayAnswer(Gateway.BUSINESS, str(exc))
-    except GatewayUnavailableError as exc:
-        return None, GatewayAnswer(Gateway.UNAVAILABLE, str(exc))
-    except GatewayOutcomeUnknownError as exc:
-        return None, GatewayAnswer(Gateway.UNKNOWN, str(exc))
-    except BadInputError as exc:
-        return None, GatewayAnswer(Gateway.BAD_INPUT, str(exc))
-
-
 def _watch_bulk(task: WxTask, app_id: str, answer: GatewayAnswer) -> None:
-    """Feed the account's bulk circuit breaker (risk-control signs, errors in a row)."""
-    if answer.outcome is Gateway.SENT:
-        task.rt.breaker.after_bulk_send(app_id, None, time.time())
-    elif answer.outcome is Gateway.BUSINESS or risk_signal(answer.error, task.rt.settings):
+    """Feed the account's bulk circuit breaker a failed bulk send (risk-control signs,
+    errors in a row); a bulk send that went out starts its count over as it ends."""
+    if answer.outcome is Gateway.BUSINESS or risk_signal(answer.error, task.rt.settings):
         task.rt.breaker.after_bulk_send(app_id, answer.error, time.time())
 
 
@@ -230,7 +192,7 @@ def _park(
         parked_at=time.time(),
         campaign=ticket.campaign,
     )
-    pipe.outbox.park(waiting, action.wait_s, hold=action.retry)
+    task.rt.outbox.park(waiting, action.wait_s, hold=action.retry)
     logger.info(
         "send %s appId=%s parked (%s lane): %s",
         ticket.task_id,
@@ -262,6 +224,8 @@ def _finish(
     receipt: SendReceipt | None = None,
     admission: Admission | None = None,
 ) -> dict[str, Any]:
+    """End the message (:class:`wxtasks.send.outcome.Endings`); Celery stores the result
+    this returns."""
     assert action.status is not None
     status = action.status
     if action.release and message is not None:
@@ -292,49 +256,30 @@ def _finish(
         result = SendResult.from_ids(
             status, message.app_id, message.to_wxid, ticket.task_id, ids, **extra
         )
-    also = None
-    if ticket.campaign:
-        campaigns = task.rt.campaigns
-        campaign_id, index = target_of(ticket.task_id)
-        outcome = {k: v for k, v in result.as_dict().items() if k in _OUTCOME_FIELDS}
-
-        def also(p: Any) -> None:
-            campaigns.record(campaign_id, index, str(result.app_id), status, outcome, p)
-
+    campaign, index = target_of(ticket.task_id) if ticket.campaign else ("", -1)
+    ending = Ending(
+        result,
+        dead,
+        claim_key=pipe.claim_key(message)
+        if message is not None and (receipt is not None or status is Status.UNKNOWN)
+        else "",
+        campaign=campaign,
+        index=index,
+        bulk_sent=receipt is not None and ticket.lane is Lane.BULK,
+    )
+    endings = task.rt.endings
     try:
-        replies = pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead, also=also)
+        out = endings.end(ending, store_result=False)
     except REDIS_DOWN:
         # the outcome must land even across a Redis restart (a sent message above all)
         if not wait_for_redis(pipe.redis, REDIS_OUTAGE_WAIT_S):
             raise
-        replies = pipe.finish(message, ticket, status, receipt=receipt, dead_letter=dead, also=also)
+        out = endings.end(ending, store_result=False)
     if dead is not None:
         logger.warning(
             "send %s appId=%s %s: %s", ticket.task_id, dead.app_id, status.value, action.reason
         )
-    if ticket.campaign:
-        summary = task.rt.campaigns.ended(target_of(ticket.task_id)[0], replies[-1])
-        if summary is not None and summary.get("source") in FANOUT_SOURCES:
-            # a bulk_send / broadcast task's own result: the per-target report
-            task.app.backend.store_result(summary["id"], fanout_report(task.rt, summary), "SUCCESS")
-    return result.as_dict()
-
-
-_OUTCOME_FIELDS = ("to_wxid", "msgId", "newMsgId", "createTime", "error")
-#: campaigns that a bulk_send or broadcast task made: their task's result is the report
-FANOUT_SOURCES = ("bulk_send", "broadcast")
-#: the per-target report goes into the task result up to this many targets
-REPORT_IN_RESULT = 1000
-
-
-def fanout_report(rt: Any, summary: dict[str, Any]) -> dict[str, Any]:
-    """What ``AsyncResult(bulk_send_id).get()`` returns: counts, and each target's result
-    (up to REPORT_IN_RESULT; ``wxtasks campaigns report`` has them all)."""
-    report = {"status": "done", "kind": summary["source"], "campaign_id": summary["id"]}
-    report.update({k: summary[k] for k in ("total", *(s.value for s in Status))})
-    if summary["total"] <= REPORT_IN_RESULT:
-        report["results"] = list(rt.campaigns.report(summary["id"]))
-    return report
+    return out
 
 
 def parse_lane(value: Any) -> Lane:
@@ -399,7 +344,8 @@ def _dead_letter_failures(
         task_id, name, raw, Status.FAILED, f"task raised {type(exception).__name__}: {exception}"
     )
     try:
-        sender.rt.deadletters.add(entry.as_dict())  # type: ignore[union-attr]
+        # Celery stores the task's failure as its result; the rest of the ending is ours
+        sender.rt.endings.end(Ending(entry.result(), entry), store_result=False)  # type: ignore[union-attr]
     except Exception:
         logger.exception("could not dead-letter failed task %s", task_id)
 

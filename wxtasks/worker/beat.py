@@ -22,7 +22,7 @@ from redis.exceptions import LockError
 
 from wxtasks.campaigns.store import Campaigns
 from wxtasks.runtime import runtime_for
-from wxtasks.send.outbox import Dispatched, Dispatcher
+from wxtasks.send.dispatcher import Dispatched, Dispatcher
 from wxtasks.worker.celeryconf import (
     ATTEMPT_HEADER,
     CAMPAIGN_HEADER,
@@ -120,9 +120,7 @@ class LockedScheduler(beat.Scheduler):
     def _dispatch(self) -> None:
         if self._dispatcher is None:
             rt = runtime_for(self.app)
-            self._dispatcher = Dispatcher(
-                rt.outbox, publisher(self.app, rt.campaigns), fleet=rt.fleet
-            )
+            self._dispatcher = rt.dispatcher(publisher(self.app, rt.campaigns))
         try:
             self._dispatcher.tick()
             if time.monotonic() - self._chores_at >= 1.0:

@@ -14,7 +14,7 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from wxtasks.runtime import runtime_for
-from wxtasks.send.policy import DeadLetter, Status
+from wxtasks.send.outcome import DeadLetter, Ending, Status
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ class Consumer(CeleryConsumer):
             error,
         )
         try:
-            runtime_for(self.app).deadletters.add(entry.as_dict())
-            self.app.backend.store_result(task_id, entry.result().as_dict(), "SUCCESS")
+            runtime_for(self.app).endings.end(Ending(entry.result(), entry))
         except Exception:
             logger.exception("could not dead-letter the unreadable message %s", task_id)

@@ -1,0 +1,76 @@
+-- Record how one message ended, every record of it at once: its outcome on its send claim,
+-- the count, the dead letter, the outbox forgetting it, its campaign's record, the bulk
+-- breaker's reset, and an event for an ending an operator may act on. Every way a message
+-- ends (the send task, an operator's cancel, a campaign's cancel) comes through here.
+-- KEYS[1] = send counts               (wx:stats:sends)  hash: status -> n
+-- KEYS[2] = dead letters              (wx:deadletters)  KEYS[3] = their order (zset)
+-- KEYS[4] = waiting messages          (wx:outbox:messages)
+-- KEYS[5] = dispatched messages       (wx:outbox:inflight)
+-- KEYS[6] = waiting messages' campaigns (wx:outbox:campaign_of)
+-- KEYS[7] = waiting messages to groups (wx:outbox:to_group)
+-- KEYS[8] = the events stream         (wx:events)
+-- then, in this order, only those the ARGV flags ask for:
+--   its send claim (wx:claim:{appId}:<digest>)                        when ARGV[4] ~= ""
+--   its campaign, counts and outcomes (wx:campaign:{id}[:counts|:results])  ARGV[9] ~= ""
+--   its account (wx:acct:{appId}), a bulk send that went out           ARGV[12] == "1"
+local task_id = ARGV[1]
+local status = ARGV[2]           -- sent | duplicate | failed | unknown | cancelled
+local now = ARGV[3]              -- unix seconds
+local claim_status = ARGV[4]     -- "" | sent | unknown: record it on the claim
+local ids = {ARGV[5], ARGV[6], ARGV[7]}  -- msgId, newMsgId, createTime
+local dead_letter = ARGV[8]      -- the dead letter's JSON, or ""
+local campaign = ARGV[9]         -- the campaign it is a target of, or ""
+local index = ARGV[10]           -- its index in the campaign
+local outcome = ARGV[11]         -- its outcome as the campaign's report shows it (JSON)
+local bulk_sent = ARGV[12] == '1'
+local app_id = ARGV[13]
+local reason = ARGV[14]          -- why it ended so (failed, unknown, cancelled)
+local events_maxlen = tonumber(ARGV[15])
+-- returns {ended, total} of its campaign after this record ({} when not a target, or when
+-- the target had ended already: the first outcome stands)
+
+local k = 9
+if claim_status ~= '' then
+  if redis.call('HGET', KEYS[k], 'owner') == task_id then
+    redis.call('HSET', KEYS[k], 'status', claim_status, 'msgId', ids[1], 'newMsgId', ids[2],
+      'createTime', ids[3])
+  end
+  k = k + 1
+end
+
+redis.call('HINCRBY', KEYS[1], status, 1)
+if dead_letter ~= '' then
+  redis.call('HSET', KEYS[2], task_id, dead_letter)
+  redis.call('ZADD', KEYS[3], now, task_id)
+end
+redis.call('HDEL', KEYS[4], task_id)
+redis.call('ZREM', KEYS[5], task_id)
+redis.call('HDEL', KEYS[6], task_id)
+redis.call('SREM', KEYS[7], task_id)
+if status == 'failed' or status == 'unknown' or status == 'cancelled' then
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', events_maxlen, '*', 'kind', 'ended',
+    'task_id', task_id, 'status', status, 'app_id', app_id, 'campaign', campaign,
+    'reason', reason, 'at', now)
+end
+
+local reply = {}
+if campaign ~= '' then
+  local meta, counts, results = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
+  if redis.call('HSETNX', results, index, outcome) == 1 then
+    redis.call('HINCRBY', counts, status, 1)
+    redis.call('HINCRBY', counts, app_id .. '|' .. status, 1)
+    if status == 'sent' then
+      redis.call('HSET', meta, 'last_sent_at', now)
+    end
+    local ended = redis.call('HINCRBY', meta, 'ended', 1)
+    reply = {ended, tonumber(redis.call('HGET', meta, 'total') or '0')}
+  end
+end
+if bulk_sent then  -- the breaker counts bulk errors in a row: this one went out
+  local errors = redis.call('HGET', KEYS[k], 'bulk_errors')
+  if errors and errors ~= '0' then
+    redis.call('HSET', KEYS[k], 'bulk_errors', '0')
+  end
+end
+return reply
