@@ -146,7 +146,8 @@ def test_one_outage_marks_a_gateway_down_once_and_its_answer_up_once(
     r: redis.Redis, settings: Settings
 ) -> None:
     clock = [1000.0]
-    fleet = Fleet(r, settings, clock=lambda: clock[0])
+    rt = build(r, settings)
+    fleet = Fleet(r, settings, rt.keys, rt.scripts, rt.gateways, clock=lambda: clock[0])
     edges = []
     for _ in range(3):  # 3 failures but within 2 s: not yet
         edges.append(fleet.failed("gw-a", "refused"))
@@ -189,8 +190,9 @@ def test_a_down_gateway_pauses_its_accounts_without_touching_them(
     store.update("a1", gateway="gw-a")
     store.update("a2", gateway="gw-a")
     sent: list[tuple[str, dict[str, Any]]] = []
+    rt = build(r, settings)
     life = Lifecycle(
-        r, settings, store, build(r, settings).fleet, lambda t, kw, *a, **k: sent.append((t, kw))
+        r, settings, rt.keys, store, rt.fleet, lambda t, kw, *a, **k: sent.append((t, kw))
     )
     simulator.faults(outage=True)
     before = simulator.calls("/login/checkOnline")
