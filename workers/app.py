@@ -9,6 +9,7 @@ from celery import Celery, signals
 import beat_schedule
 from wxtasks.config import Settings
 from wxtasks.logs import configure_logging
+from wxtasks.runtime import close_runtime
 from wxtasks.worker.celeryconf import DEFAULT_QUEUE, SEND_QUEUE, configure
 
 settings = Settings.from_env()
@@ -21,6 +22,12 @@ import wxtasks.tasks  # noqa: E402,F401  - registers the tasks with this app
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
     configure_logging(settings)
+
+
+@signals.worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    """A pool process (or a solo worker) that ends releases what its Runtime holds."""
+    close_runtime(app)
 
 
 @signals.celeryd_after_setup.connect

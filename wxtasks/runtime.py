@@ -254,3 +254,11 @@ def runtime_for(app: Celery) -> Runtime:
         rt = Runtime(settings, app)
         app.wxtasks_runtime = rt
     return rt
+
+
+def close_runtime(app: Celery) -> None:
+    """Close this process's Runtime for ``app``, if it built one."""
+    rt: Runtime | None = getattr(app, "wxtasks_runtime", None)
+    if rt is not None and rt.pid == os.getpid():
+        rt.close()
+        app.wxtasks_runtime = None

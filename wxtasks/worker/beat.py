@@ -21,7 +21,7 @@ from celery import beat
 from redis.exceptions import LockError
 
 from wxtasks.campaigns.store import Campaigns
-from wxtasks.runtime import runtime_for
+from wxtasks.runtime import close_runtime, runtime_for
 from wxtasks.send.dispatcher import Dispatched, Dispatcher
 from wxtasks.worker.celeryconf import (
     ATTEMPT_HEADER,
@@ -141,6 +141,7 @@ class LockedScheduler(beat.Scheduler):
             except (LockError, redis.RedisError):
                 pass
             self._active = False
+        close_runtime(self.app)
         super().close()
 
     @property
