@@ -1,7 +1,7 @@
 """The account registry in Redis, and atomic state transitions.
 
 Any process can register, read, update and remove accounts; all of them see the same
-records. A transition reads the account, asks :func:`wxtasks.machine.decide` for the next
+records. A transition reads the account, asks :func:`wxtasks.accounts.machine.decide` for the next
 state, and writes it with one compare-and-set on the record's version (``transition.lua``),
 which also appends the change to the events stream. When two processes race on the same
 edge, exactly one write lands; the loser re-reads and finds the edge already taken.

@@ -6,7 +6,8 @@ replies — pass these gates on top of the token buckets:
 
 - **spacing**: a random gap after each bulk send, ``WXTASKS_BULK_JITTER_S`` (default
   1–3 s) after a private recipient, ``WXTASKS_GROUP_JITTER_S`` (2–5 s) after a group
-  (``…@chatroom``); a campaign's ``--jitter`` replaces both. The dispatcher draws it.
+  (``…@chatroom``); a campaign's ``--jitter`` replaces both. The gates draw it when a
+  bulk send is let through, by a worker or by the dispatcher.
 - **quiet hours**: none inside ``WXTASKS_QUIET_HOURS`` (00:00–07:00) local time in
   ``WXTASKS_TIMEZONE`` (Asia/Shanghai);
 - **warm-up**: none for ``WXTASKS_WARMUP_S`` (4 h) after the account's first login on a

@@ -2,7 +2,7 @@
 round trip).
 
 ``Message`` is one outgoing message; ``SendPipeline`` runs the steps. What to do after each
-answer (send, sleep, park in the outbox, finish) is :func:`wxtasks.sendcore.decide`; the
+answer (send, sleep, park in the outbox, finish) is :func:`wxtasks.send.policy.decide`; the
 ``send`` tasks carry it out. Tests call these plain methods directly too.
 """
 

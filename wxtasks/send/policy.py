@@ -1,14 +1,14 @@
 """The send path's decisions, as one pure function.
 
-``decide(ticket, answer, now)`` says what to do with each admission or gateway answer for
-one message: send it now, sleep a moment (≤ 1 s) and ask again, park it in the Redis
-outbox, or finish it (sent, duplicate, failed, unknown, cancelled; failed and unknown also
-dead-lettered). It reads no clock and touches no Redis, so the whole table is tested with
-an injected clock, as :func:`wxtasks.machine.decide` is for accounts; the Celery task in
-:mod:`wxtasks.tasks.send` only carries the actions out.
-
-The result a caller gets and the dead-letter record an operator sees are one dataclass
-each (:class:`SendResult`, :class:`DeadLetter`), built here and nowhere else.
+``decide(ticket, answer, now)`` says what to do with each admission answer (the gates'
+named answers, :class:`wxtasks.send.gates.Answer`) or gateway answer for one message:
+send it now, sleep a moment (≤ 1 s) and ask again, park it in the Redis outbox, or end it
+(sent, duplicate, failed, unknown, cancelled; failed and unknown also dead-lettered). It
+decides no gate again: whether a message may go is the gates' to say. It reads no clock
+and touches no Redis, so the whole table is tested with an injected clock, as
+:func:`wxtasks.accounts.machine.decide` is for accounts; the Celery task in
+:mod:`wxtasks.tasks.send` only carries the actions out, and :mod:`wxtasks.send.outcome`
+writes how a message ended.
 """
 
 from __future__ import annotations

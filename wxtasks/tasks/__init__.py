@@ -1,4 +1,4 @@
-"""Thin Celery tasks; the logic lives in plain modules (lifecycle, sending).
+"""Thin Celery tasks; the logic lives in plain modules (accounts, send, campaigns, inbound).
 
 Importing this package registers every ``wxtasks.*`` task with the current Celery app.
 """

@@ -2,7 +2,7 @@
 
 Each message ends ``sent``, ``duplicate``, ``failed``, ``unknown`` or (an operator's
 doing) ``cancelled``; failed and unknown ones are also dead-lettered. A task is a thin
-adapter: it asks :func:`wxtasks.sendcore.decide` after each step and carries the answer
+adapter: it asks :func:`wxtasks.send.policy.decide` after each step and carries the answer
 out. A message that cannot go out now is parked in the Redis outbox and its Celery
 message acknowledged (the task ends IGNORED, its result shows state ``WAITING``); the
 dispatcher publishes it again under the same task id, so ``AsyncResult(id).get()`` returns
