@@ -11,7 +11,7 @@ attempt acts only if the account is still at that version, and its own transitio
 
 A gateway that does not answer says nothing about its accounts: a probe or reconnect
 that never reached it (refused, 503, timeout) is counted against the *gateway*
-(:class:`wxtasks.fleet.Fleet`), never as the account's liveness failure or reconnect
+(:class:`wxtasks.gateway.fleet.Fleet`), never as the account's liveness failure or reconnect
 attempt. Once the gateway is marked down, its accounts keep their state with the
 condition "gateway down": no probes, no reconnect attempts, no sends go to it; one probe
 per gateway per ``WXTASKS_GATEWAY_PROBE_INTERVAL_S`` (fleet-wide) watches it, one

@@ -1,6 +1,6 @@
 """The console's campaigns pages: progress, pause / resume / cancel, the report as CSV.
 
-Everything goes through :class:`wxtasks.campaigns.Campaigns` (the runtime's), the same
+Everything goes through :class:`wxtasks.campaigns.store.Campaigns` (the runtime's), the same
 object the ``wxtasks campaigns`` commands use.
 """
 
