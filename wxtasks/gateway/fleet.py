@@ -12,8 +12,8 @@ Health: every call that did not reach a gateway (refused, 503, connect timeout; 
 read timeout too) is counted in Redis by ``gateway_health.lua``; after
 ``WXTASKS_GATEWAY_DOWN_FAILURES`` in a row over at least ``WXTASKS_GATEWAY_DOWN_AFTER_S``
 the gateway is marked down (``wx:gateways:down``). The first answer after that marks it up.
-Exactly one caller sees each edge; :class:`wxtasks.accounts.lifecycle.Lifecycle` raises the alert and
-brings the gateway's accounts back.
+Exactly one caller sees each edge; :class:`wxtasks.accounts.lifecycle.Lifecycle` raises the
+alert and brings the gateway's accounts back.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@
 --   its send claim (wx:claim:{appId}:<digest>)                        when ARGV[4] ~= ""
 --   its campaign, counts and outcomes (wx:campaign:{id}[:counts|:results])  ARGV[9] ~= ""
 --   its account (wx:acct:{appId}), a bulk send that went out           ARGV[12] == "1"
+--     (its breaker's count starts over; its next bulk send waits its gap from now)
 local task_id = ARGV[1]
 local status = ARGV[2]           -- sent | duplicate | failed | unknown | cancelled
 local now = ARGV[3]              -- unix seconds
@@ -67,10 +68,21 @@ if campaign ~= '' then
     reply = {ended, tonumber(redis.call('HGET', meta, 'total') or '0')}
   end
 end
-if bulk_sent then  -- the breaker counts bulk errors in a row: this one went out
-  local errors = redis.call('HGET', KEYS[k], 'bulk_errors')
-  if errors and errors ~= '0' then
+if bulk_sent then
+  local acct = redis.call('HMGET', KEYS[k], 'bulk_errors', 'bulk_gap', 'bulk_next_at')
+  -- the breaker counts bulk errors in a row: this one went out
+  if acct[1] and acct[1] ~= '0' then
     redis.call('HSET', KEYS[k], 'bulk_errors', '0')
+  end
+  -- the account's next bulk send waits its gap from now, when this one came back: a send
+  -- that took long at the gateway must not bring the next one closer to it there
+  local gap = tonumber(acct[2] or '')
+  if gap then
+    local t = redis.call('TIME')
+    local back = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+    if back + gap > (tonumber(acct[3] or '') or 0) then
+      redis.call('HSET', KEYS[k], 'bulk_next_at', tostring(back + gap))
+    end
   end
 end
 return reply

@@ -231,7 +231,7 @@ local function gate_pacing(acct, now, policy, sent_today)
 end
 
 -- after a bulk send was let through: count it for the day and draw the gap before the
--- account's next one. The gap: the campaign's own jitter, else the account's (or the
+-- account's next one (from now, and again from when it comes back from the gateway). The gap: the campaign's own jitter, else the account's (or the
 -- fleet's) for a group or for a person.
 local function pace(acct, hash, day_key, now, policy, to_group, campaign_jitter)
   redis.call('INCR', day_key)
@@ -245,9 +245,11 @@ local function pace(acct, hash, day_key, now, policy, to_group, campaign_jitter)
     end
   end
   if lo and hi > 0 then
-    local next_at = now + lo + (hi - lo) * math.random()
-    acct.bulk_next_at = tostring(next_at)
-    redis.call('HSET', hash, 'bulk_next_at', acct.bulk_next_at)
+    local gap = lo + (hi - lo) * math.random()
+    acct.bulk_next_at = tostring(now + gap)
+    -- the gap is kept too: finish.lua counts it again from when the send came back, so
+    -- the gateway never sees two bulk sends of the account closer than it
+    redis.call('HSET', hash, 'bulk_next_at', acct.bulk_next_at, 'bulk_gap', tostring(gap))
   end
 end
 
