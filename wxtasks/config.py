@@ -248,6 +248,20 @@ def _timezone(value: str) -> str | None:
     return None
 
 
+def _networks(value: str) -> str | None:
+    from wxtasks.netaddr import parse_networks
+
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        return f"must be CIDR networks, comma-separated: {exc}"
+    return None
+
+
+def _optional_url(value: str) -> str | None:
+    return None if not value else _url("http", "https")(value)
+
+
 def _key_prefix(value: str) -> str | None:
     if value and not any(c in value for c in " {}"):
         return None
@@ -433,7 +447,18 @@ class Settings:
         check=_positive,
     )
     callback_secret: str = _setting(
-        "WXTASKS_CALLBACK_SECRET", "", "the secret path part of the callback URL", secret=True
+        "WXTASKS_CALLBACK_SECRET",
+        "",
+        "the secret path part of the callback URL: at least 32 characters (the receiver "
+        "refuses to start with less)",
+        secret=True,
+    )
+    callback_allow_from: str = _setting(
+        "WXTASKS_CALLBACK_ALLOW_FROM",
+        "",
+        "the callback receiver answers only these sources (CIDRs, comma-separated: the "
+        "gateways' network), 403 to others (empty: any source)",
+        check=_networks,
     )
     callback_max_body_bytes: int = _setting(
         "WXTASKS_CALLBACK_MAX_BODY_BYTES",
@@ -461,6 +486,13 @@ class Settings:
     )
     inbound_maxlen: int = _setting(
         "WXTASKS_INBOUND_MAXLEN", 10_000, "received messages kept (newest)", check=_positive
+    )
+    inbound_max_bytes: int = _setting(
+        "WXTASKS_INBOUND_MAX_BYTES",
+        65_536,
+        "a stored received message is at most this long (JSON bytes); a longer one's content "
+        "is cut and it is flagged truncated",
+        check=_positive,
     )
     quorum_queues: bool = _setting(
         "WXTASKS_QUORUM_QUEUES",
@@ -548,7 +580,22 @@ class Settings:
     console_url: str = _setting(
         "WXTASKS_CONSOLE_URL",
         "",
-        "the console's public URL: needLogin alerts link to its QR login page",
+        "the console's public URL: needLogin alerts link to its QR login page; an https URL "
+        "makes its cookies Secure",
+        check=_optional_url,
+    )
+    console_idle_s: float = _setting(
+        "WXTASKS_CONSOLE_IDLE_S",
+        3_600.0,
+        "a console session unused this long ends (any session ends 12 h after its login)",
+        check=_positive,
+    )
+    trusted_proxies: str = _setting(
+        "WXTASKS_TRUSTED_PROXIES",
+        "",
+        "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For / X-Real-IP / "
+        "X-Forwarded-Proto the console and the callback receiver believe (empty: nobody's)",
+        check=_networks,
     )
 
     secrets_dir: str = _setting(

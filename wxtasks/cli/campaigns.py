@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from wxtasks.campaigns.store import Content
+from wxtasks.campaigns.store import Content, csv_safe
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.errors import BadInputError
@@ -158,7 +158,7 @@ def report(campaign_id: str, as_csv: bool, as_json: bool) -> None:
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow({k: csv_safe(v) for k, v in row.items()})
         return
     for row in rows:
         ids = f" newMsgId={row['newMsgId']}" if row["newMsgId"] else ""
