@@ -25,8 +25,9 @@ key                                    type    content / TTL
 ``wx:gateways:down``                   set     the gateways marked down now
 ``wx:gateway:<gateway>``               hash    a registered gateway: base_url, profile,
                                                token_env (the variable's NAME, never the
-                                               token), rate, burst, callback_secret,
-                                               note, created_at; no TTL
+                                               token), rate, burst, callback_secret_hash
+                                               (SHA-256 of the callback path secret, never
+                                               the secret), note, created_at; no TTL
 ``wx:gateway:<gateway>:health``        hash    failures (unavailable answers in a row),
                                                first_failure_at, down_since, last_error,
                                                up_at; no TTL

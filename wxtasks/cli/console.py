@@ -18,9 +18,7 @@ import click
     help="add a Server-Timing header to every answer (benchmarks only: it tells timings)",
 )
 @click.pass_context
-def console(
-    ctx: click.Context, host: str, port: int, flower_url: str, server_timing: bool
-) -> None:
+def console(ctx: click.Context, host: str, port: int, flower_url: str, server_timing: bool) -> None:
     """Serve the operator's console: accounts, QR login, dead letters, test sends.
 
     Users come from WXTASKS_CONSOLE_USERS (name:password:role,...) or
