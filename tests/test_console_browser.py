@@ -86,8 +86,9 @@ def store(stack: Stack, redis_url: str) -> Iterator[AccountStore]:
 
 
 @pytest.fixture
-def page(browser: Any, console: ConsoleProcess, tmp_path: Path) -> Iterator[Any]:
-    """A logged-in tab in a context of its own (no cookies from other tests)."""
+def page(browser: Any, console: ConsoleProcess, tmp_path: Path, redis_url: str) -> Iterator[Any]:
+    """A logged-in tab in a context of its own (no cookies from other tests); after the
+    test's Redis is flushed (redis_url), since the session lives there."""
     context = browser.new_context()
     tab = context.new_page()
     tab.set_default_timeout(WAIT_MS)

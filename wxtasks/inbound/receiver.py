@@ -237,8 +237,8 @@ class CallbackHandler(web.RequestHandler):
 class CallbackSecrets:
     """Path secret (as its hash) -> gateway, and appId -> gateway, re-read from Redis every
     few seconds (a gateway added, or an account moved, is heard within ``TTL_S``; a secret
-    nobody has makes it look again, at most every ``MISS_TTL_S``, so a new secret works at
-    once)."""
+    nobody has makes it look again, at most every ``MISS_TTL_S``, so a new secret works
+    within a second)."""
 
     TTL_S = 5.0
     MISS_TTL_S = 1.0
