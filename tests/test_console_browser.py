@@ -308,7 +308,7 @@ def scene(stack: Stack, store: AccountStore, sim: Simulator) -> Iterator[Scene]:
         start_at=time.time() + 3600,  # scheduled: nothing goes out during the test
     )
     yield Scene(stack, store, rt, failed["task_id"])
-    rt.redis.close()
+    rt.close()
 
 
 def refused(tab: Any, console: ConsoleProcess, path: str, needed: str, **body: str) -> None:

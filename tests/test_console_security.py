@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Simulator, settings_for
+from tests.conftest import Simulator, build, settings_for
 from tests.console_support import (
     PASSWORD,
     ROLE_USERS,
@@ -29,19 +29,19 @@ from tests.console_support import (
     role_password,
     start_console,
 )
-from wxtasks.accounts import AccountStore
-from wxtasks.campaigns import Content
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import AccountStore
+from wxtasks.campaigns.store import Content
 from wxtasks.config import Settings
 from wxtasks.console.auth import Users, hash_password
 from wxtasks.console.pages import ROUTES, safe_next
 from wxtasks.console.sessions import ABSOLUTE_S, LoginThrottle, Sessions
-from wxtasks.deadletters import DeadLetters
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.keys import Keys
-from wxtasks.machine import State
 from wxtasks.netaddr import client_address, parse_networks
 from wxtasks.runtime import Runtime
 from wxtasks.scripts import Scripts
+from wxtasks.send.deadletters import DeadLetters
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,7 +55,7 @@ def settings(redis_url: str, simulator: Simulator) -> Settings:
 
 @pytest.fixture
 def store(r: Any, settings: Settings) -> AccountStore:
-    return AccountStore(r, settings)
+    return build(r, settings).accounts
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def audit_entries(settings: Settings, **filters: str) -> list[dict[str, str]]:
     try:
         return read_audit(rt.redis, settings, **filters)
     finally:
-        rt.redis.close()
+        rt.close()
 
 
 # -- roles ---------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def test_each_role_is_refused_what_it_may_not_do_and_nothing_changes(
     admin = console.basic(ADA, role_password(ADA))
     assert admin.post(console.url + "/campaigns/spring/pause", timeout=10).ok
     assert rt.campaigns.show("spring")["state"] == "paused"
-    rt.redis.close()
+    rt.close()
 
 
 # -- logins at speed ------------------------------------------------------------------------
@@ -486,7 +486,7 @@ def test_a_console_action_and_a_cli_action_appear_on_the_activity_page(
     assert f"AUDIT campaign.resume campaign:autumn by {os_user} (cli from " in shown
     for secret in (role_password(OPAL), PASSWORD, settings.gateway_token):
         assert secret not in activity and secret not in shown
-    rt.redis.close()
+    rt.close()
 
 
 def test_the_campaign_report_makes_formulas_text(
@@ -515,4 +515,4 @@ def test_the_campaign_report_makes_formulas_text(
         "'+1",
         "wxid_ok",
     ]
-    rt.redis.close()
+    rt.close()

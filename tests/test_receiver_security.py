@@ -15,16 +15,15 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import Simulator, settings_for
-from wxtasks.callbacks import EXAMPLE_SECRET, CallbackSecrets, check_secret, decode_event
+from tests.conftest import Simulator, build, settings_for
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until
 from wxtasks.errors import BadInputError, ConfigError
-from wxtasks.gateways import GatewayRegistry, secret_hash
-from wxtasks.inbound import GatewayEvent, InboundMessage, InboundStore, stored_record
+from wxtasks.gateway.registry import secret_hash
+from wxtasks.inbound.messages import GatewayEvent, InboundMessage, stored_record
+from wxtasks.inbound.receiver import EXAMPLE_SECRET, CallbackSecrets, check_secret, decode_event
 from wxtasks.keys import Keys
-from wxtasks.scripts import Scripts
 
 pytestmark = pytest.mark.timeout(120)
 SECRET = "rcv-secret-0f9e8d7c6b5a4f3e2d1c0b9a8f7e"  # 38 characters
@@ -77,7 +76,7 @@ def test_the_receiver_refuses_to_start_with_a_weak_secret(secret: str, tmp_path:
 def test_no_log_line_holds_a_secret_and_1e999_is_400(
     supervisor: Supervisor, settings: Settings, r: redis.Redis
 ) -> None:
-    registry = GatewayRegistry(r, settings)
+    registry = build(r, settings).gateways
     other = registry.add("gw-b", base_url="http://127.0.0.1:9", profile="gewe", token_env="GW_B")
     child, url = start_receiver(supervisor, settings)
     event = {"TypeName": "ModContacts", "Appid": "shop", "Data": {}}
@@ -194,7 +193,7 @@ def test_a_stored_message_is_capped_and_flagged(r: redis.Redis, settings: Settin
         return InboundMessage.from_event(event)
 
     assert settings.inbound_max_bytes == 65_536  # the default
-    store = InboundStore(r, settings, Scripts(r))
+    store = build(r, settings).inbound
     big = "价格" * 100_000 + '"\\'  # 600 KB of UTF-8, and characters JSON escapes
     assert store.claim(message(1, big), "t1") == "new"
     assert store.claim(message(2, "small"), "t2") == "new"
@@ -209,7 +208,7 @@ def test_a_stored_message_is_capped_and_flagged(r: redis.Redis, settings: Settin
 
 
 def test_gateway_callback_secrets_are_stored_hashed(r: redis.Redis, settings: Settings) -> None:
-    registry = GatewayRegistry(r, settings)
+    registry = build(r, settings).gateways
     g = registry.add("gw-a", base_url="http://127.0.0.1:9", profile="gewe", token_env="GW_A")
     assert len(g.callback_secret) >= 32  # told once, here
     stored = r.hgetall(Keys(settings.key_prefix).gateway("gw-a"))
@@ -261,7 +260,7 @@ def test_the_receiver_runs_with_the_registry_secret_it_was_given(
 ) -> None:
     """With no default secret, a registered gateway's (told once, stored hashed) works."""
     settings = settings_for(redis_url, simulator)
-    g = GatewayRegistry(r, settings).add(
+    g = build(r, settings).gateways.add(
         "gw-c", base_url="http://127.0.0.1:9", profile="gewe", token_env="GW_C"
     )
     child, url = start_receiver(supervisor, settings)
