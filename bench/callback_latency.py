@@ -23,7 +23,7 @@ from tornado.httpserver import HTTPServer
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import wait_until
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789abcdefghijklmn"  # 32+ characters
 
 
 def measure(url: str, n: int) -> list[float]:

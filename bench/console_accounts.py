@@ -113,7 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         b.supervisor.start(
             "console",
-            [sys.executable, "-m", "wxtasks", "console", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "wxtasks",
+                "console",
+                "--port",
+                str(port),
+                "--server-timing",  # the header is off outside benchmarks
+            ],
             {**b.env(settings), "WXTASKS_CONSOLE_USERS": f"{USER}:{PASSWORD}"},
         )
         base = f"http://127.0.0.1:{port}"

@@ -13,8 +13,21 @@ from wxtasks.config import Settings
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until
 
-USER = "ops"
+USER = "ops"  # an admin: the tests of pages and actions may press every button
 PASSWORD = "pw-for-console-tests"
+#: a user of each role (the role tests log in as each)
+ROLE_USERS = {"viewer": "vic", "operator": "opal", "admin": "ada"}
+
+
+def role_password(name: str) -> str:
+    return f"pw-{name}-for-console-tests"
+
+
+def users_env() -> str:
+    """WXTASKS_CONSOLE_USERS with USER (admin) and one user of each role."""
+    entries = [f"{USER}:{PASSWORD}:admin"]
+    entries += [f"{name}:{role_password(name)}:{role}" for role, name in ROLE_USERS.items()]
+    return ",".join(entries)
 
 
 @dataclass
@@ -22,23 +35,23 @@ class ConsoleProcess:
     url: str
     child: Child
 
-    def basic(self) -> requests.Session:
+    def basic(self, user: str = USER, password: str = PASSWORD) -> requests.Session:
         """A script's session: HTTP Basic on every request, the CSRF token at hand."""
         http = requests.Session()
-        http.auth = (USER, PASSWORD)
+        http.auth = (user, password)
         http.headers["X-CSRF-Token"] = http.get(self.url + "/api/session", timeout=10).json()[
             "csrf_token"
         ]
         return http
 
-    def form_login(self) -> requests.Session:
+    def form_login(self, user: str = USER, password: str = PASSWORD) -> requests.Session:
         """A browser's way in, without the browser: the login form, then the cookie."""
         http = requests.Session()
         page = http.get(self.url + "/login", timeout=10)
         token = csrf_in(page.text)
         reply = http.post(
             self.url + "/login",
-            data={"username": USER, "password": PASSWORD, "_csrf": token},
+            data={"username": user, "password": password, "_csrf": token},
             timeout=10,
         )
         assert reply.ok, reply.text
@@ -58,7 +71,7 @@ def start_console(supervisor: Supervisor, settings: Settings, **env: str) -> Con
         [sys.executable, "-m", "wxtasks", "console", "--port", str(port)],
         {
             **settings.environ(),
-            "WXTASKS_CONSOLE_USERS": f"{USER}:{PASSWORD}",
+            "WXTASKS_CONSOLE_USERS": users_env(),
             "WXTASKS_LOG_FORMAT": "text",
             **env,
         },

@@ -41,7 +41,11 @@ def test_accounts_add_list_show_update_remove(cli: Any) -> None:
         assert {"app_id", "state", "retry_count", "last_heartbeat_at"} <= set(a)
         assert a["state"] == "IDLE" and a["rate"] == 2 and a["burst"] == 3
     shown = json.loads(cli("accounts", "show", "a1").output)
-    assert shown["app_id"] == "a1" and shown["events"] == []
+    assert shown["app_id"] == "a1"
+    # no transition yet; the one event is the audit trail's: who registered it, from where
+    assert [(e["kind"], e["action"], e["via"]) for e in shown["events"]] == [
+        ("audit", "account.add", "cli")
+    ]
     updated = json.loads(cli("accounts", "update", "a1", "--note", "VIP 客服").output)
     assert updated["note"] == "VIP 客服"
     assert cli("accounts", "remove", "a2").exit_code == 0

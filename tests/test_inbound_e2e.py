@@ -20,7 +20,7 @@ from wxtasks.keys import APP_ID_RULE
 from wxtasks.runtime import redis_client
 
 pytestmark = pytest.mark.timeout(120)
-SECRET = "cb-secret-8c2f1e"
+SECRET = "cb-secret-8c2f1e-9d3a7b5c0e4f6a2b8c1d"  # 32+ characters: the receiver checks
 
 
 @pytest.fixture(scope="module")

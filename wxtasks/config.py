@@ -79,7 +79,11 @@ Public names (other teams' deploy scripts and docker-compose use them):
 ``WXTASKS_BEAT_LOCK_TTL_S`` (default ``10``)
     the active beat's lock period: a standby beat takes over within this long
 ``WXTASKS_CALLBACK_SECRET`` (default empty)
-    the secret path part of the callback URL
+    the secret path part of the callback URL: at least 32 characters (the receiver
+    refuses to start with less)
+``WXTASKS_CALLBACK_ALLOW_FROM`` (default empty)
+    the callback receiver answers only these sources (CIDRs, comma-separated: the
+    gateways' network), 403 to others (empty: any source)
 ``WXTASKS_CALLBACK_MAX_BODY_BYTES`` (default ``1048576``)
     the callback receiver answers 413 to a larger body (and reads no further)
 ``WXTASKS_MESSAGE_HANDLERS`` (default the two shipped)
@@ -90,6 +94,9 @@ Public names (other teams' deploy scripts and docker-compose use them):
     forward's rules, JSON [{"from_app_id", "to_app_id", "to_wxid", "keyword"?}, ...]
 ``WXTASKS_INBOUND_MAXLEN`` (default ``10000``)
     received messages kept (newest)
+``WXTASKS_INBOUND_MAX_BYTES`` (default ``65536``)
+    a stored received message is at most this long (JSON bytes); a longer one's content
+    is cut and it is flagged truncated
 ``WXTASKS_QUORUM_QUEUES`` (default ``false``)
     RabbitMQ: declare send and control as quorum queues (producers must too)
 ``WXTASKS_BULK_JITTER_S`` (default ``1-3``)
@@ -120,7 +127,13 @@ Public names (other teams' deploy scripts and docker-compose use them):
 ``WXTASKS_CONSOLE_SECRET`` (default empty)
     signs console sessions and CSRF tokens (empty: random per process)
 ``WXTASKS_CONSOLE_URL`` (default empty)
-    the console's public URL: needLogin alerts link to its QR login page
+    the console's public URL: needLogin alerts link to its QR login page; an https URL
+    makes its cookies Secure
+``WXTASKS_CONSOLE_IDLE_S`` (default ``3600``)
+    a console session unused this long ends (any session ends 12 h after its login)
+``WXTASKS_TRUSTED_PROXIES`` (default empty)
+    reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For / X-Real-IP /
+    X-Forwarded-Proto the console and the callback receiver believe (empty: nobody's)
 ``WXTASKS_SECRETS_DIR`` (default empty)
     a directory of secret files: a gateway's token is read from the file named after its
     --token-env variable when that variable is not set (Docker/Kubernetes secrets)
@@ -246,6 +259,20 @@ def _timezone(value: str) -> str | None:
     except (ValueError, ZoneInfoNotFoundError):
         return f"is not a known time zone, got {value!r}"
     return None
+
+
+def _networks(value: str) -> str | None:
+    from wxtasks.netaddr import parse_networks
+
+    try:
+        parse_networks(value)
+    except ValueError as exc:
+        return f"must be CIDR networks, comma-separated: {exc}"
+    return None
+
+
+def _optional_url(value: str) -> str | None:
+    return None if not value else _url("http", "https")(value)
 
 
 def _key_prefix(value: str) -> str | None:
@@ -433,7 +460,18 @@ class Settings:
         check=_positive,
     )
     callback_secret: str = _setting(
-        "WXTASKS_CALLBACK_SECRET", "", "the secret path part of the callback URL", secret=True
+        "WXTASKS_CALLBACK_SECRET",
+        "",
+        "the secret path part of the callback URL: at least 32 characters (the receiver "
+        "refuses to start with less)",
+        secret=True,
+    )
+    callback_allow_from: str = _setting(
+        "WXTASKS_CALLBACK_ALLOW_FROM",
+        "",
+        "the callback receiver answers only these sources (CIDRs, comma-separated: the "
+        "gateways' network), 403 to others (empty: any source)",
+        check=_networks,
     )
     callback_max_body_bytes: int = _setting(
         "WXTASKS_CALLBACK_MAX_BODY_BYTES",
@@ -461,6 +499,13 @@ class Settings:
     )
     inbound_maxlen: int = _setting(
         "WXTASKS_INBOUND_MAXLEN", 10_000, "received messages kept (newest)", check=_positive
+    )
+    inbound_max_bytes: int = _setting(
+        "WXTASKS_INBOUND_MAX_BYTES",
+        65_536,
+        "a stored received message is at most this long (JSON bytes); a longer one's content "
+        "is cut and it is flagged truncated",
+        check=_positive,
     )
     quorum_queues: bool = _setting(
         "WXTASKS_QUORUM_QUEUES",
@@ -548,7 +593,22 @@ class Settings:
     console_url: str = _setting(
         "WXTASKS_CONSOLE_URL",
         "",
-        "the console's public URL: needLogin alerts link to its QR login page",
+        "the console's public URL: needLogin alerts link to its QR login page; an https URL "
+        "makes its cookies Secure",
+        check=_optional_url,
+    )
+    console_idle_s: float = _setting(
+        "WXTASKS_CONSOLE_IDLE_S",
+        3_600.0,
+        "a console session unused this long ends (any session ends 12 h after its login)",
+        check=_positive,
+    )
+    trusted_proxies: str = _setting(
+        "WXTASKS_TRUSTED_PROXIES",
+        "",
+        "reverse proxies (CIDRs, comma-separated) whose X-Forwarded-For / X-Real-IP / "
+        "X-Forwarded-Proto the console and the callback receiver believe (empty: nobody's)",
+        check=_networks,
     )
 
     secrets_dir: str = _setting(

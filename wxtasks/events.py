@@ -26,6 +26,7 @@ _ALERT_TEXT = {
     "maxRetryReached": "账号重连失败次数已达上限 (reconnect retries exhausted)",
     "gatewayDown": "网关无响应，其账号暂停 (gateway down; its accounts wait)",
     "gatewayUp": "网关已恢复 (gateway back)",
+    "redisMemory": "Redis 内存将满 (Redis memory nearly full; writes fail when full)",
 }
 
 
@@ -71,7 +72,7 @@ def read_events(
     raw: Any = client.xrevrange(
         Keys(settings.key_prefix).events, count=count * (4 if app_id else 1)
     )
-    events = [_entry(i, f) for i, f in raw or []]
+    events = [stream_entry(i, f) for i, f in raw or []]
     if app_id:
         events = [e for e in events if e.get("app_id") == app_id][:count]
     return list(reversed(events))
@@ -87,12 +88,14 @@ def follow_events(
         reply: Any = client.xread({key: last}, block=block_ms, count=100)
         for _stream, entries in reply or []:
             for stream_id, fields in entries:
-                event = _entry(stream_id, fields)
+                event = stream_entry(stream_id, fields)
                 last = event["id"]
                 yield event
 
 
-def _entry(stream_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
+def stream_entry(stream_id: Any, fields: dict[Any, Any]) -> dict[str, str]:
+    """One stream entry as a dict of strings, its stream id as ``id``."""
+
     def s(x: Any) -> str:
         return x.decode() if isinstance(x, bytes) else str(x)
 

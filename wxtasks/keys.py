@@ -25,8 +25,9 @@ key                                    type    content / TTL
 ``wx:gateways:down``                   set     the gateways marked down now
 ``wx:gateway:<gateway>``               hash    a registered gateway: base_url, profile,
                                                token_env (the variable's NAME, never the
-                                               token), rate, burst, callback_secret,
-                                               note, created_at; no TTL
+                                               token), rate, burst, callback_secret_hash
+                                               (SHA-256 of the callback path secret, never
+                                               the secret), note, created_at; no TTL
 ``wx:gateway:<gateway>:health``        hash    failures (unavailable answers in a row),
                                                first_failure_at, down_since, last_error,
                                                up_at; no TTL
@@ -81,6 +82,19 @@ key                                    type    content / TTL
 ``wx:campaign:{id}:counts``            hash    status -> n, appId|status -> n,
                                                appId|total -> n
 ``wx:campaign:{id}:results``           hash    target index -> its outcome (JSON)
+``wx:console:session:<digest>``        hash    a console login session: user, role at
+                                               login, fingerprint of the user's entry,
+                                               created, seen, from; ``<digest>`` is the
+                                               SHA-256 of the cookie's session id (the id
+                                               itself is stored nowhere); TTL
+                                               ``WXTASKS_CONSOLE_IDLE_S``, renewed on use
+``wx:console:fails:user:<digest>``     zset    failed console logins for one user name
+                                               (SHA-256 of it): attempt -> time (ms); TTL
+                                               the 5-minute window
+``wx:console:fails:ip:<address>``      zset    failed console logins from one client
+                                               address; same shape
+``wx:alerted:<alert>``                 string  an alert that repeats at most so often
+                                               (``redisMemory``); TTL its quiet period
 =====================================  ======  =============================================
 
 An appId is part of these names, so every appId follows one rule, :data:`APP_ID_RULE`,
@@ -267,3 +281,15 @@ class Keys:
 
     def campaign_results(self, campaign_id: str) -> str:
         return f"{self.prefix}:campaign:{{{campaign_id}}}:results"
+
+    def console_session(self, digest: str) -> str:
+        return f"{self.prefix}:console:session:{digest}"
+
+    def login_fails_user(self, digest: str) -> str:
+        return f"{self.prefix}:console:fails:user:{digest}"
+
+    def login_fails_ip(self, address: str) -> str:
+        return f"{self.prefix}:console:fails:ip:{address}"
+
+    def alerted(self, alert: str) -> str:
+        return f"{self.prefix}:alerted:{alert}"

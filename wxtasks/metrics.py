@@ -19,6 +19,8 @@ wxtasks_outbox_oldest_age_seconds{lane}    gauge   age of the oldest waiting mes
 wxtasks_outbox_dispatch_lag_seconds{lane}  gauge   how long the most overdue account has
                                                    been due (buckets or dispatcher behind)
 wxtasks_outbox_dispatched_total{lane}      counter messages dispatched from the outbox
+wxtasks_redis_memory_used_bytes            gauge   memory Redis uses
+wxtasks_redis_maxmemory_bytes              gauge   Redis's maxmemory (0: none; alert at 80%)
 =========================================  ======  ==========================================
 """
 
@@ -34,6 +36,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from wxtasks import redismemory
 from wxtasks.runtime import Runtime
 from wxtasks.send.buckets import levels
 from wxtasks.send.outbox import LANES
@@ -144,6 +147,11 @@ class RedisCollector(Collector):
         for lane in LANES:
             dispatched.add_metric([lane.value], float(lanes[lane.value]["dispatched"]))
         yield dispatched
+        used, limit = redismemory.usage(self.redis)
+        yield GaugeMetricFamily("wxtasks_redis_memory_used_bytes", "Memory Redis uses", value=used)
+        yield GaugeMetricFamily(
+            "wxtasks_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)", value=limit
+        )
 
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:

@@ -27,6 +27,7 @@ _NAMES = (
     "heartbeat_ok",
     "hset_existing",
     "inbound_claim",
+    "login_attempt",
     "outbox_cancel",
     "park",
     "register",
@@ -64,6 +65,7 @@ class Scripts:
     heartbeat_ok: Script
     hset_existing: Script
     inbound_claim: Script
+    login_attempt: Script
     outbox_cancel: Script
     park: Script
     register: Script

@@ -84,6 +84,18 @@ class Content:
         return cls(kind, probe.fields)
 
 
+#: a cell starting with one of these is a formula to a spreadsheet (=HYPERLINK(...))
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A report cell a spreadsheet reads as text: one that would start a formula gets a
+    leading ``'`` (OWASP's CSV injection advice); other values are returned as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def validate_campaign_id(campaign_id: object) -> str:
     import re
 

@@ -14,6 +14,7 @@ from wxtasks.accounts.machine import Event, State
 from wxtasks.accounts.store import Account
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import runtime
+from wxtasks.cli.trail import audited
 from wxtasks.errors import GatewayError
 
 _STATES = [s.value for s in State]
@@ -86,6 +87,12 @@ def add(
         )
         if not no_login and account.state is State.IDLE:
             runtime().enqueue(LOGIN_TASK, {"app_id": app_id})
+        audited(
+            "account.add",
+            "account",
+            app_id,
+            f"{'registered' if created else 'updated'} on gateway {account.gateway}",
+        )
         click.echo(f"{app_id}: {'registered' if created else 'updated'} ({account.state})")
 
 
@@ -166,6 +173,13 @@ def update(
         pacing=_pacing_of(pacing),
         gateway=gateway,
     )
+    given = {"rate": rate, "burst": burst, "note": note, "tags": ",".join(tags), "gateway": gateway}
+    audited(
+        "account.update",
+        "account",
+        app_id,
+        " ".join(f"{k}={v!r}" for k, v in given.items() if v not in (None, "")),
+    )
     echo_json(view(account, runtime().fleet.down()))
 
 
@@ -176,6 +190,8 @@ def remove(app_ids: tuple[str, ...]) -> None:
     """Forget accounts: their heartbeats stop and nothing stays scheduled."""
     for app_id in app_ids:
         removed = runtime().accounts.remove(app_id)
+        if removed:
+            audited("account.remove", "account", app_id)
         click.echo(f"{app_id}: {'removed' if removed else 'was not registered'}")
 
 
@@ -187,6 +203,7 @@ def reset(app_ids: tuple[str, ...]) -> None:
     for app_id in app_ids:
         decision = runtime().lifecycle.reset(app_id)
         state = decision.state.value if decision else runtime().accounts.get(app_id).state
+        audited("account.reset", "account", app_id, f"now {state}")
         click.echo(f"{app_id}: {state}; login started")
 
 
@@ -220,6 +237,7 @@ def login(app_id: str, png: Path | None, poll_s: float) -> None:
         click.echo(f"{app_id}: ONLINE (the gateway already had its session)")
         return
     qr = gateway.get_login_qr(app_id)
+    audited("account.qr_login", "account", app_id)
     store.transition(
         app_id, Event.LOGIN_STARTED, reason=f"QR {qr.uuid}", extra={"login_uuid": qr.uuid}
     )

@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
-from wxtasks.campaigns.store import Content
+from wxtasks.campaigns.store import Content, csv_safe
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
+from wxtasks.cli.trail import audited
 from wxtasks.errors import BadInputError
 
 _COUNTS = ("sent", "duplicate", "failed", "unknown", "cancelled", "waiting")
@@ -103,6 +104,7 @@ def create(
         jitter=jitter,
         source="cli",
     )
+    audited("campaign.create", "campaign", campaign_id, f"{summary['total']} target(s)")
     echo_json(summary) if as_json else _print(summary)
 
 
@@ -128,6 +130,8 @@ def _control(name: str, doc: str) -> click.Command:
     @friendly
     def command(campaign_id: str, as_json: bool) -> None:
         summary = getattr(runtime().campaigns, name)(campaign_id)
+        if name != "show":
+            audited(f"campaign.{name}", "campaign", campaign_id, f"now {summary['state']}")
         echo_json(summary) if as_json else _print(summary)
 
     return command
@@ -158,7 +162,7 @@ def report(campaign_id: str, as_csv: bool, as_json: bool) -> None:
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow({k: csv_safe(v) for k, v in row.items()})
         return
     for row in rows:
         ids = f" newMsgId={row['newMsgId']}" if row["newMsgId"] else ""

@@ -2,7 +2,10 @@
 
 A gateway's token is never given on the command line, never stored and never printed:
 ``--token-env VAR`` names the environment variable (or the file in WXTASKS_SECRETS_DIR)
-that holds it, and the processes that call the gateway read it from there.
+that holds it, and the processes that call the gateway read it from there. Its callback
+secret is printed once, when it is made (``add``, ``update --new-callback-secret``), and
+stored only hashed; ``wxtasks callbacks --register URL`` makes a new one and tells the
+gateway itself.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import click
 
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
+from wxtasks.cli.trail import audited
 from wxtasks.config import PROFILES
 from wxtasks.gateway.registry import Gateway
 
@@ -35,6 +39,18 @@ def _view(g: Gateway, accounts: int | None = None) -> dict[str, Any]:
 def _token_set(g: Gateway) -> bool:
     settings = runtime().settings
     return bool(settings.gateway_token if g.is_default else settings.secret(g.token_env))
+
+
+def _told_once(g: Gateway, as_json: bool, view: dict[str, Any]) -> None:
+    """Print the gateway's new callback path, the one time it is known."""
+    path = f"/callback/{g.callback_secret}"
+    if as_json:
+        echo_json({**view, "callback_path": path})
+        return
+    click.echo(
+        f"{g.name}: callback path {path} (shown this once, stored hashed; "
+        "`wxtasks callbacks --register URL` makes a new one and tells the gateway)"
+    )
 
 
 def _counts() -> dict[str, int]:
@@ -80,10 +96,12 @@ def add(
         burst=burst,
         note=note,
     )
+    audited("gateway.add", "gateway", name, f"{g.base_url} profile {g.profile} token {token_env}")
     if as_json:
-        echo_json(_view(g, 0))
+        _told_once(g, True, _view(g, 0))
         return
     click.echo(f"{name}: registered ({g.base_url}, profile {g.profile}, token from {token_env})")
+    _told_once(g, False, {})
     if not _token_set(g):
         click.echo(f"warning: {token_env} is not set here; workers must have it", err=True)
 
@@ -158,9 +176,19 @@ def update(
         note=note,
         new_callback_secret=new_callback_secret,
     )
-    if as_json:
+    given = {"base_url": base_url, "profile": profile, "token_env": token_env, "rate": rate}
+    given |= {"burst": burst, "note": note}
+    detail = " ".join(f"{k}={v!r}" for k, v in given.items() if v is not None)
+    if new_callback_secret:
+        detail += " new callback secret"
+    audited("gateway.update", "gateway", name, detail.strip())
+    if as_json and not g.callback_secret:
         echo_json(_view(g))
         return
+    if g.callback_secret:
+        _told_once(g, as_json, _view(g))
+        if as_json:
+            return
     click.echo(f"{name}: updated ({g.base_url}, profile {g.profile}, token from {g.token_env})")
 
 
@@ -175,6 +203,8 @@ def remove(names: tuple[str, ...], as_json: bool) -> None:
     for name in names:
         using = [a.app_id for a in rt.accounts.on_gateway(name)]
         out[name] = rt.gateways.remove(name, using)
+        if out[name]:
+            audited("gateway.remove", "gateway", name)
     if as_json:
         echo_json({name: "removed" if ok else "was not registered" for name, ok in out.items()})
         return

@@ -6,6 +6,7 @@ import click
 
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
+from wxtasks.cli.trail import audited
 
 
 @click.command()
@@ -15,30 +16,37 @@ from wxtasks.cli.context import runtime
     "--register",
     "register_url",
     metavar="URL",
-    help="tell the gateway (setCallback) to push to URL/callback/<secret>, then exit",
+    help="tell each gateway (setCallback) to push to URL/callback/<its secret>, then exit; "
+    "a registered gateway gets a new secret (stored hashed)",
 )
 @friendly
 def callbacks(host: str, port: int, register_url: str | None) -> None:
     """Receive gateway callbacks (AddMsg, Offline) on POST /callback/<secret>: the default
     gateway's is WXTASKS_CALLBACK_SECRET, each registered gateway has its own."""
     from wxtasks.errors import ConfigError, GatewayError
-    from wxtasks.gateway.registry import token_of
-    from wxtasks.inbound.receiver import callback_url, serve
+    from wxtasks.gateway.registry import make_callback_secret, token_of
+    from wxtasks.inbound.receiver import callback_url, check_secret, serve
 
     rt = runtime()
-    specs = [g for g in rt.gateways.list() if g.callback_secret]
+    if rt.settings.callback_secret:
+        check_secret(rt.settings.callback_secret)
+    specs = [g for g in rt.gateways.list() if g.callback_secret_hash]
     if not specs:
-        raise ConfigError("WXTASKS_CALLBACK_SECRET must be set (a long random string)")
+        raise ConfigError("WXTASKS_CALLBACK_SECRET must be set (32 or more random characters)")
     if register_url:
         failed = 0
         for g in specs:
-            url = callback_url(register_url, rt.settings, g.callback_secret)
+            secret = g.callback_secret if g.is_default else make_callback_secret()
+            url = callback_url(register_url, rt.settings, secret)
             try:
                 rt.fleet.client(g.name).set_callback(url, token_of(g, rt.settings))
             except (GatewayError, ConfigError) as exc:
                 failed += 1
                 click.echo(f"{g.name}: FAILED: {exc}", err=True)
                 continue
+            if not g.is_default:  # the gateway has it: now it is this gateway's
+                rt.gateways.set_callback_secret(g.name, secret)
+            audited("gateway.register_callback", "gateway", g.name, register_url)
             click.echo(f"{g.name}: will push to {register_url.rstrip('/')}/callback/<its secret>")
         if failed:
             raise click.ClickException(f"{failed} of {len(specs)} gateway(s) not registered")

@@ -188,6 +188,12 @@ def _event_line(e: dict[str, str]) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(float(e.get("at") or 0)))
     if e.get("kind") == "alert":
         return f"{at} ALERT {e.get('alert')} appId={e.get('app_id')} {e.get('reason', '')}"
+    if e.get("kind") == "audit":
+        detail = f": {e['detail']}" if e.get("detail") else ""
+        return (
+            f"{at} AUDIT {e.get('action')} {e.get('object')} by {e.get('user')} "
+            f"({e.get('via')} from {e.get('from')}){detail}"
+        )
     return (
         f"{at} appId={e.get('app_id')} {e.get('prev')} -> {e.get('curr')} "
         f"[{e.get('event')}] {e.get('reason', '')}"
@@ -198,21 +204,36 @@ def _event_line(e: dict[str, str]) -> str:
 @click.option("--follow", "-f", is_flag=True, help="keep printing new events")
 @click.option("--count", "-n", type=int, default=20, show_default=True)
 @click.option("--app-id", help="only this account")
+@click.option("--user", default="", help="only the audit trail: what this user did")
+@click.option(
+    "--object", "obj", default="", help="only the audit trail: about this object (appId, id...)"
+)
+@click.option("--audit", is_flag=True, help="only the audit trail (who changed what)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 @friendly
-def events(follow: bool, count: int, app_id: str | None, as_json: bool) -> None:
-    """State changes and alerts (a capped Redis stream)."""
+def events(
+    follow: bool, count: int, app_id: str | None, user: str, obj: str, audit: bool, as_json: bool
+) -> None:
+    """State changes, alerts and the audit trail (a capped Redis stream)."""
+    from wxtasks.audit import matches, read_audit
+
     rt = runtime()
+    audit_only = audit or bool(user or obj)
 
     def show(e: dict[str, str]) -> None:
         if app_id and e.get("app_id") != app_id:
+            return
+        if audit_only and not matches(e, user, obj):
             return
         click.echo(json.dumps(e, ensure_ascii=False) if as_json else _event_line(e))
 
     # follow on from the newest entry there is now, so nothing slips between the two
     newest = rt.redis.xrevrange(rt.keys.events, count=1)
     since = str(newest[0][0]) if newest else "0-0"
-    if count > 0:
+    if count > 0 and audit_only:
+        for e in reversed(read_audit(rt.redis, rt.settings, user=user, obj=obj, count=count)):
+            show(e)
+    elif count > 0:
         for e in read_events(rt.redis, rt.settings, count=count, app_id=app_id):
             show(e)
     if follow:

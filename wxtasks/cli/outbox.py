@@ -9,6 +9,7 @@ import click
 
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
+from wxtasks.cli.trail import audited
 from wxtasks.send.gates import Lane
 from wxtasks.send.outcome import CANCELLED_BY_OPERATOR
 
@@ -52,6 +53,7 @@ def cancel(task_ids: tuple[str, ...]) -> None:
             click.echo(f"{task_id}: not waiting (already dispatched, done, or unknown)", err=True)
             missing += 1
         else:
+            audited("outbox.cancel", "task", task_id)
             click.echo(f"{task_id}: cancelled")
     if missing:
         raise SystemExit(1)

@@ -8,6 +8,7 @@ import click
 
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import runtime
+from wxtasks.cli.trail import audited
 from wxtasks.client import WxTasksClient
 
 
@@ -49,6 +50,7 @@ def send(
 ) -> None:
     """Enqueue one text message (wxtasks.send_text)."""
     result = _client().send_text(app_id, to_wxid, content, ats=ats, dedup_key=dedup_key)
+    audited("account.send", "account", app_id, f"to {to_wxid}, task {result.id}")
     if wait:
         _wait(result, timeout_s)
     else:
@@ -74,6 +76,7 @@ def broadcast(
 ) -> None:
     """One message from many accounts, with a per-account report (wxtasks.broadcast)."""
     result = _client().broadcast(list(app_ids), to_wxid, content)
+    audited("campaign.broadcast", "campaign", str(result.id), f"to {to_wxid} from {len(app_ids)}")
     if wait:
         _wait(result, timeout_s)
     else:
@@ -119,6 +122,7 @@ def dl_requeue(task_ids: tuple[str, ...], everything: bool) -> None:
 
     moved = runtime().deadletters.requeue(None if everything else list(task_ids), publish)
     for old, new in moved:
+        audited("deadletter.requeue", "task", old, f"now task {new}")
         click.echo(f"{old} -> {new}")
     click.echo(f"{len(moved)} requeued")
 
@@ -131,4 +135,6 @@ def dl_purge(yes: bool) -> None:
     dl = runtime().deadletters
     if not yes:
         click.confirm(f"forget {dl.count()} dead letter(s)?", abort=True)
-    click.echo(f"{dl.purge()} purged")
+    purged = dl.purge()
+    audited("deadletter.purge", "deadletters", detail=f"all: {purged} purged")
+    click.echo(f"{purged} purged")

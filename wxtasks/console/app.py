@@ -2,10 +2,14 @@
 
 ``Console`` builds what the pages need from Settings once per process (the runtime's
 account store and dead letters, a Celery producer, the lifecycle's follow-up, the QR
-logins). ``BaseHandler`` authenticates every request (session cookie or HTTP Basic) and
-checks the CSRF token of every state-changing one before any handler code runs; only the
-login form is public. Pages live in :mod:`wxtasks.console.pages` (campaigns in
-:mod:`wxtasks.console.campaigns`); a new area adds its routes there and one entry to ``NAV``.
+logins, the users, sessions and login throttle). ``BaseHandler`` authenticates every
+request (a session in Redis, or HTTP Basic), checks the CSRF token of every
+state-changing one, and then the role its handler method declares (``@requires(...)``;
+undeclared: ``admin``), all before any handler code runs; only the login form is public.
+A refused role gets 403 naming the role it needs. Pages live in
+:mod:`wxtasks.console.pages` (campaigns in :mod:`wxtasks.console.campaigns`); a new area
+adds its routes there and one entry to ``NAV``. Handlers record what they change with
+``self.audit(...)`` (:mod:`wxtasks.audit`).
 """
 
 from __future__ import annotations
@@ -26,10 +30,21 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
+from wxtasks.audit import Actor, record
 from wxtasks.config import Settings
-from wxtasks.console.auth import Users, csrf_ok, csrf_token, parse_basic
+from wxtasks.console.auth import (
+    User,
+    Users,
+    csrf_ok,
+    csrf_token,
+    parse_basic,
+    required_role,
+    role_allows,
+)
 from wxtasks.console.qrlogin import QrLogins
+from wxtasks.console.sessions import LoginThrottle, Sessions
 from wxtasks.console.views import AccountIndex
+from wxtasks.netaddr import client_address, parse_networks
 from wxtasks.runtime import Runtime
 from wxtasks.send.outbox import LANES
 
@@ -45,6 +60,7 @@ NAV: list[tuple[str, str]] = [
     ("/accounts", "Accounts"),
     ("/campaigns", "Campaigns"),
     ("/deadletters", "Dead letters"),
+    ("/activity", "Activity"),
 ]
 
 T = TypeVar("T")
@@ -60,13 +76,19 @@ class Console:
         users: Users | None = None,
         login_poll_s: float = 5.0,
         flower_url: str = "",
+        server_timing: bool = False,
     ) -> None:
         from wxtasks.client import WxTasksClient
 
         self.settings = settings
-        self.users = users or Users.from_settings(settings)
         self.secret = (settings.console_secret or secrets.token_hex(32)).encode()
+        self.users = users or Users.from_settings(settings, key=self.secret)
+        self.trusted = parse_networks(settings.trusted_proxies)
+        self.secure_cookies = settings.console_url.lower().startswith("https://")
+        self.server_timing = server_timing  # benchmarks read how long the console took
         self.rt = Runtime(settings)  # the same composition the CLI and the workers have
+        self.sessions = Sessions(self.rt.redis, self.rt.keys, settings.console_idle_s)
+        self.throttle = LoginThrottle(self.rt.redis, self.rt.keys, self.rt.scripts)
         self.index = AccountIndex(self.rt.accounts)
         self.celery: Celery = self.rt.celery
         self.client = WxTasksClient(app=self.celery)
@@ -75,6 +97,9 @@ class Console:
         )
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
+        # password checks (~50 ms of scrypt each) queue apart: a flood of guesses never
+        # holds up the pages
+        self.hasher = ThreadPoolExecutor(2, thread_name_prefix="console-hash")
         self._driving: set[str] = set()
         self._wake: dict[str, asyncio.Event] = {}
 
@@ -116,12 +141,21 @@ class Console:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.hasher.shutdown(wait=False, cancel_futures=True)
         self.celery.close()
         self.rt.fleet.close()
 
 
+class TooManyLogins(web.HTTPError):
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            429, "too many failed logins: try again in %d s", retry_after_s, reason="Too Many"
+        )
+        self.retry_after_s = retry_after_s
+
+
 class BaseHandler(web.RequestHandler):
-    """Authenticates every request and checks CSRF on every state-changing one."""
+    """Authenticates every request, checks CSRF and the role on every state-changing one."""
 
     #: only the login form is reachable without credentials
     public = False
@@ -129,7 +163,11 @@ class BaseHandler(web.RequestHandler):
     def initialize(self, console: Console) -> None:
         self.console = console
         self.user: str | None = None
+        self.role: str | None = None
         self.session_id: str | None = None
+        self.client_ip, _proto = client_address(
+            self.request.remote_ip or "", self.request.headers, console.trusted
+        )
         self._started = time.monotonic()
 
     def set_default_headers(self) -> None:
@@ -148,7 +186,9 @@ class BaseHandler(web.RequestHandler):
 
     # -- sessions -------------------------------------------------------------------------
 
-    def read_session(self) -> dict[str, str] | None:
+    def read_sid(self) -> str | None:
+        """The session id the cookie carries (signed; a login session when Redis has it,
+        else the anonymous one the login form's CSRF token is made of)."""
         raw = self.get_signed_cookie(SESSION_COOKIE, max_age_days=SESSION_DAYS)
         if not raw:
             return None
@@ -158,41 +198,78 @@ class BaseHandler(web.RequestHandler):
             return None
         if not isinstance(session, dict) or not isinstance(session.get("sid"), str):
             return None
-        return {"u": str(session.get("u") or ""), "sid": session["sid"]}
+        return str(session["sid"])
 
-    def write_session(self, user: str) -> str:
-        sid = secrets.token_urlsafe(24)
+    def write_sid(self, sid: str) -> None:
         self.set_signed_cookie(
             SESSION_COOKIE,
-            json.dumps({"u": user, "sid": sid}),
-            expires_days=SESSION_DAYS if user else None,
+            json.dumps({"sid": sid}),
+            expires_days=SESSION_DAYS,
             httponly=True,
             samesite="Lax",
-            secure=self.request.protocol == "https",
+            secure=self.console.secure_cookies,
             path="/",
         )
-        return sid
+        self.session_id = sid
+
+    async def start_session(self, user: User) -> None:
+        """Log ``user`` in: a new session (a new id: no fixation) in Redis and the cookie."""
+        sid = await self.console.run(
+            self.console.sessions.create, user.name, user.fingerprint, self.client_ip
+        )
+        self.write_sid(sid)
+        self.user, self.role = user.name, user.role
+
+    async def end_session(self) -> None:
+        if self.session_id:
+            await self.console.run(self.console.sessions.delete, self.session_id)
+        self.clear_cookie(SESSION_COOKIE, path="/")
+
+    async def check_password(self, name: str, password: str, via: str) -> User | None:
+        """The user when ``password`` is right; None when wrong. Raises 429 (with
+        ``Retry-After``) while the name or the client address is locked out. Logged with
+        the user name, never the password."""
+        throttle = self.console.throttle
+        attempt, wait_s = await self.console.run(throttle.attempt, name, self.client_ip)
+        if wait_s:
+            logger.warning(
+                "console login refused (locked out %d s) user=%r from=%s via=%s",
+                wait_s,
+                name,
+                self.client_ip,
+                via,
+            )
+            raise TooManyLogins(wait_s)
+        user = await IOLoop.current().run_in_executor(
+            self.console.hasher, self.console.users.check, name, password
+        )
+        if user is None:
+            logger.warning("console login failed user=%r from=%s via=%s", name, self.client_ip, via)
+            return None
+        await self.console.run(throttle.succeeded, name, self.client_ip, attempt)
+        return user
 
     @property
     def csrf(self) -> str:
         return csrf_token(self.console.secret, self.session_id or "")
 
     def finish(self, chunk: Any = None) -> Any:
-        if not self._headers_written:  # how long the console took (benchmarks read it)
+        if self.console.server_timing and not self._headers_written:
             took_ms = (time.monotonic() - self._started) * 1000
             self.set_header("Server-Timing", f"app;dur={took_ms:.1f}")
         return super().finish(chunk)
 
     async def prepare(self) -> None:
-        session = self.read_session()
-        if session is not None:
-            self.session_id = session["sid"]
-            self.user = session["u"] or None
+        self.session_id = self.read_sid()
+        if self.session_id:
+            await self._resume(self.session_id)
         if self.user is None:
             basic = parse_basic(self.request.headers.get("Authorization"))
-            if basic is not None and await self.console.run(self.console.users.check, *basic):
-                self.user = basic[0]
-                self.session_id = f"basic:{basic[0]}"
+            if basic is not None:
+                user = await self.check_password(*basic, via="basic")
+                if user is not None:
+                    self.user, self.role = user.name, user.role
+                    self.session_id = f"basic:{user.name}"
         if self.user is None and not self.public:
             self._refuse()
             return
@@ -202,6 +279,42 @@ class BaseHandler(web.RequestHandler):
             )
             if not self.session_id or not csrf_ok(self.console.secret, self.session_id, token):
                 raise web.HTTPError(403, "CSRF token missing or wrong: reload the page")
+            if self.user is not None:
+                method = getattr(self, (self.request.method or "").lower(), None)
+                needed = required_role(method)
+                if not role_allows(self.role, needed):
+                    raise web.HTTPError(
+                        403, "this needs the %s role (you are %s)", needed, self.role
+                    )
+
+    async def _resume(self, sid: str) -> None:
+        """The login session of ``sid``, checked against the users as they are now."""
+        session = await self.console.run(self.console.sessions.get, sid)
+        if session is None:
+            return
+        user = self.console.users.get(session.user)
+        if user is None or user.fingerprint != session.fingerprint:
+            logger.info(
+                "console session of user=%r ended: the user was removed or changed", session.user
+            )
+            await self.console.run(self.console.sessions.delete, sid)
+            return
+        self.user, self.role = user.name, user.role
+
+    def _request_summary(self) -> str:  # the access log names the real client
+        return f"{self.request.method} {self.request.uri} ({self.client_ip})"
+
+    def can(self, role: str) -> bool:
+        """May this user do what needs ``role`` (templates hide what they may not)?"""
+        return role_allows(self.role, role)
+
+    async def audit(self, action: str, kind: str, object_id: str = "", detail: str = "") -> None:
+        """Record a change this user made (:mod:`wxtasks.audit`)."""
+        actor = Actor(self.user or "-", "console", self.client_ip)
+        rt = self.console.rt
+        await self.console.run(
+            lambda: record(rt.redis, rt.settings, actor, action, kind, object_id, detail)
+        )
 
     def _refuse(self) -> None:
         wants_page = (
@@ -227,6 +340,8 @@ class BaseHandler(web.RequestHandler):
         namespace = super().get_template_namespace()
         namespace.update(
             user=self.user,
+            role=self.role,
+            can=self.can,
             csrf=self.csrf,
             nav=NAV,
             lanes=[lane.value for lane in LANES],
@@ -241,6 +356,11 @@ class BaseHandler(web.RequestHandler):
         exc = kwargs.get("exc_info")
         if exc and isinstance(exc[1], web.HTTPError) and exc[1].log_message:
             reason = exc[1].log_message % exc[1].args if exc[1].args else exc[1].log_message
+        if exc and isinstance(exc[1], TooManyLogins):
+            self.set_header("Retry-After", str(exc[1].retry_after_s))
+            if hasattr(self, "too_many"):  # the login form shows it in the form
+                self.too_many(exc[1].retry_after_s)
+                return
         if "HX-Request" in self.request.headers or self.user is None:
             self.finish(f"{status_code}: {reason}\n")
             return
@@ -280,12 +400,20 @@ def make_app(console: Console) -> web.Application:
     )
 
 
-def serve(settings: Settings, host: str, port: int, *, flower_url: str = "") -> None:
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    flower_url: str = "",
+    server_timing: bool = False,
+) -> None:
     """Run the console until SIGINT/SIGTERM."""
-    console = Console(settings, flower_url=flower_url)
+    console = Console(settings, flower_url=flower_url, server_timing=server_timing)
 
     async def main() -> None:
-        server = HTTPServer(make_app(console), xheaders=True)
+        # proxy headers are read per request, and only from WXTASKS_TRUSTED_PROXIES
+        server = HTTPServer(make_app(console), xheaders=False)
         server.listen(port, address=host)
         print(f"wxtasks console: http://{host}:{port}", flush=True)
         await asyncio.Event().wait()

@@ -1,4 +1,5 @@
-"""The console's campaigns pages: progress, pause / resume / cancel, the report as CSV.
+"""The console's campaigns pages: progress, pause / resume (operator), cancel (admin), the
+report as CSV (cells a spreadsheet would run as a formula are made text).
 
 Everything goes through :class:`wxtasks.campaigns.store.Campaigns` (the runtime's), the same
 object the ``wxtasks campaigns`` commands use.
@@ -13,12 +14,14 @@ from urllib.parse import quote
 
 from tornado import web
 
-from wxtasks.campaigns.store import OUTCOMES, CampaignNotFound, CampaignState
+from wxtasks.campaigns.store import OUTCOMES, CampaignNotFound, CampaignState, csv_safe
 from wxtasks.console.app import BaseHandler
+from wxtasks.console.auth import ADMIN, OPERATOR, requires
 
 #: the report's columns (as `wxtasks campaigns report --csv` has them)
 REPORT_FIELDS = ["index", "task_id", "app_id", "to_wxid", "status", "msgId", "newMsgId", "error"]
-ACTIONS = ("pause", "resume", "cancel")
+#: each action and the role it needs (CampaignControlHandler / CampaignCancelHandler)
+ACTIONS = {"pause": OPERATOR, "resume": OPERATOR, "cancel": ADMIN}
 
 
 def _url(campaign_id: str, sub: str = "") -> str:
@@ -54,6 +57,7 @@ class CampaignHandler(BaseHandler):
             outcomes=OUTCOMES,
             url=_url(campaign_id),
             actions=actions_for(c["state"]),
+            needs=ACTIONS,
             message=self.get_argument("message", ""),
         )
 
@@ -66,19 +70,14 @@ def actions_for(state: str) -> list[str]:
     return []
 
 
-class CampaignActionHandler(BaseHandler):
-    async def post(self, campaign_id: str, action: str) -> None:
-        if action not in ACTIONS:
-            raise web.HTTPError(404)
-        if action == "cancel" and self.get_body_argument("confirmed", "") != "yes":
-            c = await self._show(campaign_id)
-            self.render("campaign_cancel.html", c=c, p=progress(c), url=_url(campaign_id))
-            return
+class _CampaignAction(BaseHandler):
+    async def _act(self, campaign_id: str, action: str) -> None:
         campaigns = self.console.rt.campaigns
         try:
             c = await self.console.run(getattr(campaigns, action), campaign_id)
         except CampaignNotFound:
             raise web.HTTPError(404, "no campaign %s", campaign_id) from None
+        await self.audit(f"campaign.{action}", "campaign", campaign_id, f"now {c['state']}")
         self.redirect(_url(campaign_id) + "?message=" + quote(f"{action}: now {c['state']}"))
 
     async def _show(self, campaign_id: str) -> dict[str, Any]:
@@ -88,6 +87,22 @@ class CampaignActionHandler(BaseHandler):
             raise web.HTTPError(404, "no campaign %s", campaign_id) from None
 
 
+class CampaignControlHandler(_CampaignAction):
+    @requires(OPERATOR)
+    async def post(self, campaign_id: str, action: str) -> None:
+        await self._act(campaign_id, action)
+
+
+class CampaignCancelHandler(_CampaignAction):
+    @requires(ADMIN)
+    async def post(self, campaign_id: str) -> None:
+        if self.get_body_argument("confirmed", "") != "yes":
+            c = await self._show(campaign_id)
+            self.render("campaign_cancel.html", c=c, p=progress(c), url=_url(campaign_id))
+            return
+        await self._act(campaign_id, "cancel")
+
+
 class CampaignReportHandler(BaseHandler):
     async def get(self, campaign_id: str) -> None:
         def build() -> str:
@@ -95,7 +110,7 @@ class CampaignReportHandler(BaseHandler):
             writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS, lineterminator="\n")
             writer.writeheader()
             for row in self.console.rt.campaigns.report(campaign_id):
-                writer.writerow(row)
+                writer.writerow({k: csv_safe(v) for k, v in row.items()})
             return out.getvalue()
 
         try:
@@ -112,6 +127,7 @@ _ID = r"([^/]+)"
 ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (r"/campaigns", CampaignsHandler),
     (rf"/campaigns/{_ID}", CampaignHandler),
-    (rf"/campaigns/{_ID}/(pause|resume|cancel)", CampaignActionHandler),
+    (rf"/campaigns/{_ID}/(pause|resume)", CampaignControlHandler),
+    (rf"/campaigns/{_ID}/cancel", CampaignCancelHandler),
     (rf"/campaigns/{_ID}/report\.csv", CampaignReportHandler),
 ]

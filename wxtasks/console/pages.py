@@ -1,28 +1,52 @@
-"""The console's pages: accounts, one account (options, test send, QR login), dead letters,
-task results. Handlers are thin: data comes from the runtime's classes, run in a thread."""
+"""The console's pages: accounts, one account (options, test send, QR login, reset,
+remove), dead letters, task results, activity. Handlers are thin: data comes from the
+runtime's classes, run in a thread. Each state-changing method declares the role it needs
+(``@requires``) and records what it changed (``self.audit``)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from celery.result import AsyncResult
 from tornado import web
 
 from wxtasks.accounts.machine import State
-from wxtasks.console.app import SESSION_COOKIE, BaseHandler
+from wxtasks.audit import read_audit
+from wxtasks.console.app import BaseHandler
+from wxtasks.console.auth import ADMIN, OPERATOR, VIEWER, requires
 from wxtasks.console.qrlogin import LoginRefused
 from wxtasks.console.views import accounts_page, age
 from wxtasks.errors import BadInputError, GatewayError, UnknownAccountError
 from wxtasks.events import read_events
+
+logger = logging.getLogger(__name__)
 
 STATES = [s.value for s in State]
 
 
 def _account_url(app_id: str, sub: str = "") -> str:
     return f"/accounts/{quote(app_id, safe='')}{sub}"
+
+
+def safe_next(target: str, default: str = "/accounts") -> str:
+    """``target`` when it is a path on this site, else ``default``: no control or white
+    space characters (browsers drop a tab, so ``/%09/host`` would be ``//host``), no scheme,
+    no ``//`` or backslash (another host); other non-ASCII characters are percent-encoded."""
+    parts = urlsplit(target)
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0xA0 or c.isspace() for c in target)
+        or parts.scheme
+        or parts.netloc
+    ):
+        return default
+    return quote(target, safe="".join(chr(c) for c in range(0x21, 0x7F)))
 
 
 class LoginHandler(BaseHandler):
@@ -33,7 +57,7 @@ class LoginHandler(BaseHandler):
             self.redirect(self._next())
             return
         if self.session_id is None:
-            self.session_id = self.write_session("")
+            self.write_sid(secrets.token_urlsafe(24))  # anonymous: the form's CSRF token
         self._render_form("")
 
     def _render_form(self, error: str) -> None:
@@ -46,27 +70,33 @@ class LoginHandler(BaseHandler):
         )
         self.render("login.html", error=error, next=self._next(), nonce=nonce)
 
+    def too_many(self, retry_after_s: int) -> None:
+        """The form again, answering 429 (the status and Retry-After are set)."""
+        self._render_form(f"too many failed logins: try again in {retry_after_s} s")
+
+    @requires(VIEWER)
     async def post(self) -> None:
         name = self.get_body_argument("username", "")
         password = self.get_body_argument("password", "")
-        if not await self.console.run(self.console.users.check, name, password):
+        user = await self.check_password(name, password, via="form")
+        if user is None:
             self.set_status(401)
             self._render_form("wrong user name or password")
             return
-        self.session_id = self.write_session(name)  # a new session id: no fixation
-        self.user = name
+        await self.start_session(user)
+        logger.info("console login user=%r role=%s from=%s", user.name, user.role, self.client_ip)
+        await self.audit("session.login", "session", detail=f"role {user.role}")
         self.redirect(self._next())
 
     def _next(self) -> str:
-        target = self.get_argument("next", "/accounts")
-        if not target.startswith("/") or target.startswith("//") or "\\" in target:
-            return "/accounts"
-        return target
+        return safe_next(self.get_argument("next", "/accounts"))
 
 
 class LogoutHandler(BaseHandler):
-    def post(self) -> None:
-        self.clear_cookie(SESSION_COOKIE, path="/")
+    @requires(VIEWER)
+    async def post(self) -> None:
+        await self.end_session()
+        await self.audit("session.logout", "session")
         self.redirect("/login")
 
 
@@ -129,6 +159,7 @@ class AccountHandler(BaseHandler):
 
 
 class AccountOptionsHandler(BaseHandler):
+    @requires(ADMIN)
     async def post(self, app_id: str) -> None:
         def number(name: str, kind: type) -> Any:
             raw = self.get_body_argument(name, "").strip()
@@ -151,6 +182,14 @@ class AccountOptionsHandler(BaseHandler):
                 )
             )
             message = "options saved"
+            changed = {k: self.get_body_argument(k, "").strip() for k in ("rate", "burst")}
+            await self.audit(
+                "account.options",
+                "account",
+                app_id,
+                f"rate={changed['rate'] or 'default'} burst={changed['burst'] or 'default'} "
+                f"tags={','.join(tags) or '-'} note={self.get_body_argument('note', '')!r}",
+            )
         except UnknownAccountError:
             raise web.HTTPError(404, "no account %s", app_id) from None
         except BadInputError as exc:
@@ -158,7 +197,44 @@ class AccountOptionsHandler(BaseHandler):
         self.redirect(_account_url(app_id) + "?message=" + quote(message))
 
 
+class AccountResetHandler(BaseHandler):
+    """Back to IDLE from any state, and a login started (``wxtasks accounts reset``)."""
+
+    @requires(ADMIN)
+    async def post(self, app_id: str) -> None:
+        rt = self.console.rt
+        try:
+            await self.console.run(rt.accounts.get, app_id)
+            decision = await self.console.run(rt.lifecycle.reset, app_id, "operator reset")
+        except UnknownAccountError:
+            raise web.HTTPError(404, "no account %s", app_id) from None
+        state = decision.state.value if decision else "unchanged"
+        await self.audit("account.reset", "account", app_id, f"now {state}")
+        self.redirect(_account_url(app_id) + "?message=" + quote(f"reset: {state}, login started"))
+
+
+class AccountRemoveHandler(BaseHandler):
+    """Forget an account (``wxtasks accounts remove``), after a confirmation step."""
+
+    @requires(ADMIN)
+    async def post(self, app_id: str) -> None:
+        rt = self.console.rt
+        if self.get_body_argument("confirmed", "") != "yes":
+            try:
+                account = await self.console.run(rt.accounts.get, app_id)
+            except UnknownAccountError:
+                raise web.HTTPError(404, "no account %s", app_id) from None
+            self.render("account_remove.html", account=account, url=_account_url(app_id))
+            return
+        removed = await self.console.run(rt.accounts.remove, app_id)
+        if not removed:
+            raise web.HTTPError(404, "no account %s", app_id)
+        await self.audit("account.remove", "account", app_id)
+        self.redirect("/accounts")
+
+
 class QrLoginStartHandler(BaseHandler):
+    @requires(OPERATOR)
     async def post(self, app_id: str) -> None:
         try:
             await self.console.run(self.console.logins.start, app_id)
@@ -167,6 +243,7 @@ class QrLoginStartHandler(BaseHandler):
         except (LoginRefused, GatewayError) as exc:
             self.redirect(_account_url(app_id) + "?message=" + quote(f"cannot log in: {exc}"))
             return
+        await self.audit("account.qr_login", "account", app_id)
         self.console.drive_login(app_id)
         self.redirect(_account_url(app_id, "/login"))
 
@@ -184,21 +261,26 @@ class QrLoginHandler(BaseHandler):
 
 
 class QrLoginCaptchaHandler(BaseHandler):
-    def post(self, app_id: str) -> None:
+    @requires(OPERATOR)
+    async def post(self, app_id: str) -> None:
         code = self.get_body_argument("code", "").strip()
-        if code:
+        if code:  # the code itself is a one-time secret: not recorded
             self.console.logins.submit_captcha(app_id, code)
             self.console.wake_login(app_id)
+            await self.audit("account.qr_captcha", "account", app_id)
         self.redirect(_account_url(app_id, "/login"))
 
 
 class QrLoginCancelHandler(BaseHandler):
+    @requires(OPERATOR)
     async def post(self, app_id: str) -> None:
         await self.console.run(self.console.logins.cancel, app_id)
+        await self.audit("account.qr_cancel", "account", app_id)
         self.redirect(_account_url(app_id, "/login"))
 
 
 class TestSendHandler(BaseHandler):
+    @requires(OPERATOR)
     async def post(self, app_id: str) -> None:
         to_wxid = self.get_body_argument("to_wxid", "").strip()
         content = self.get_body_argument("content", "")
@@ -207,6 +289,7 @@ class TestSendHandler(BaseHandler):
         result = await self.console.run(
             lambda: self.console.client.send_text(app_id, to_wxid, content)
         )
+        await self.audit("account.test_send", "account", app_id, f"to {to_wxid}, task {result.id}")
         self._task(str(result.id))
 
     def _task(self, task_id: str) -> None:
@@ -270,44 +353,85 @@ class DeadLettersHandler(BaseHandler):
         )
 
 
-class DeadLettersConfirmHandler(BaseHandler):
-    """The confirmation step: what will be requeued or purged, and a button to do it."""
+class _DeadLettersAction(BaseHandler):
+    """First what will be requeued or purged, with a button to do it; then, confirmed,
+    doing it (one audit entry per dead letter)."""
 
-    async def post(self) -> None:
-        action = self.get_body_argument("action", "")
-        if action not in ("requeue", "purge"):
-            raise web.HTTPError(400, "action must be requeue or purge")
+    action = ""
+
+    async def _selected(self) -> list[str] | None:
+        """The task ids to act on, confirmed; None when a page was shown instead."""
         ids = self.get_body_arguments("task_id")
         if not ids:
             self.redirect("/deadletters?message=" + quote("select at least one dead letter"))
-            return
+            return None
         dl = self.console.rt.deadletters
-        entries = await self.console.run(lambda: [e for e in map(dl.get, ids) if e])
-        self.render("deadletters_confirm.html", action=action, entries=entries)
+        if self.get_body_argument("confirmed", "") != "yes":
+            entries = await self.console.run(lambda: [e for e in map(dl.get, ids) if e])
+            self.render("deadletters_confirm.html", action=self.action, entries=entries)
+            return None
+        return ids
 
 
-class DeadLettersApplyHandler(BaseHandler):
+class DeadLettersRequeueHandler(_DeadLettersAction):
+    action = "requeue"
+
+    @requires(OPERATOR)
     async def post(self) -> None:
-        action = self.get_body_argument("action", "")
-        ids = self.get_body_arguments("task_id")
-        if self.get_body_argument("confirmed", "") != "yes" or action not in ("requeue", "purge"):
-            raise web.HTTPError(400, "not confirmed")
-        dl = self.console.rt.deadletters
-        client = self.console.client
-        if action == "purge":
-            removed = await self.console.run(lambda: sum(dl.remove(i) for i in ids))
-            self.redirect("/deadletters?message=" + quote(f"{removed} dead letter(s) purged"))
+        ids = await self._selected()
+        if ids is None:
             return
+        client = self.console.client
 
         def publish(entry: dict[str, Any]) -> str:
             kwargs = {k: v for k, v in entry["kwargs"].items() if not k.startswith("_")}
             return str(client.task(entry["task"], kwargs).id)
 
-        moved = await self.console.run(lambda: dl.requeue(ids, publish))
+        moved = await self.console.run(lambda: self.console.rt.deadletters.requeue(ids, publish))
+        for old, new in moved:
+            await self.audit("deadletter.requeue", "task", old, f"now task {new}")
         self.render(
             "deadletters_requeued.html",
             moved=moved,
             views={new: _task_view(self.console.celery, new) for _old, new in moved},
+        )
+
+
+class DeadLettersPurgeHandler(_DeadLettersAction):
+    action = "purge"
+
+    @requires(ADMIN)
+    async def post(self) -> None:
+        ids = await self._selected()
+        if ids is None:
+            return
+        dl = self.console.rt.deadletters
+        removed = 0
+        for task_id in ids:
+            if await self.console.run(dl.remove, task_id):
+                removed += 1
+                await self.audit("deadletter.purge", "task", task_id)
+        self.redirect("/deadletters?message=" + quote(f"{removed} dead letter(s) purged"))
+
+
+class ActivityHandler(BaseHandler):
+    """Who changed what (the audit trail), newest first, by user and by object."""
+
+    async def get(self) -> None:
+        user = self.get_argument("user", "").strip()
+        obj = self.get_argument("object", "").strip()
+        rt = self.console.rt
+        entries = await self.console.run(
+            lambda: read_audit(rt.redis, rt.settings, user=user, obj=obj, count=200)
+        )
+        self.render(
+            "activity.html",
+            entries=entries,
+            user_filter=user,
+            object_filter=obj,
+            now=time.time(),
+            age=age,
+            when=lambda at: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(at or 0))),
         )
 
 
@@ -322,6 +446,8 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (r"/accounts", AccountsHandler),
     (rf"/accounts/{_ID}", AccountHandler),
     (rf"/accounts/{_ID}/options", AccountOptionsHandler),
+    (rf"/accounts/{_ID}/reset", AccountResetHandler),
+    (rf"/accounts/{_ID}/remove", AccountRemoveHandler),
     (rf"/accounts/{_ID}/login/start", QrLoginStartHandler),
     (rf"/accounts/{_ID}/login(/status)?", QrLoginHandler),
     (rf"/accounts/{_ID}/login/captcha", QrLoginCaptchaHandler),
@@ -329,8 +455,9 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (rf"/accounts/{_ID}/send", TestSendHandler),
     (r"/tasks/([\w-]+)", TaskResultHandler),
     (r"/deadletters", DeadLettersHandler),
-    (r"/deadletters/confirm", DeadLettersConfirmHandler),
-    (r"/deadletters/apply", DeadLettersApplyHandler),
+    (r"/deadletters/requeue", DeadLettersRequeueHandler),
+    (r"/deadletters/purge", DeadLettersPurgeHandler),
+    (r"/activity", ActivityHandler),
 ]
 
 

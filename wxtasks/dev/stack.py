@@ -303,8 +303,13 @@ class DevStack:
                 self.say(f"gateway: simulator at {base_url} (admin API under /admin)")
         else:
             self.say(f"gateway: {settings.gateway_base_url}")
-        # the callback receiver's secret: the operator's, or one for this run
-        if not settings.callback_secret:
+        # the callback receiver's secret: the operator's (checked now: the receiver would
+        # refuse it), or one for this run
+        if settings.callback_secret:
+            from wxtasks.inbound.receiver import check_secret
+
+            check_secret(settings.callback_secret)
+        else:
             settings = settings.replace(callback_secret=secrets.token_urlsafe(24))
         self._register_gateways(settings)
         env = {**settings.environ(), **token_env, "FLOWER_UNAUTHENTICATED_API": "true"}
@@ -332,8 +337,8 @@ class DevStack:
         console_login = ""
         if not (settings.console_users or settings.console_users_file):
             password = secrets.token_urlsafe(12)  # a dev login for this run, never a default
-            env["WXTASKS_CONSOLE_USERS"] = f"admin:{password}"
-            console_login = f" (user admin, password {password})"
+            env["WXTASKS_CONSOLE_USERS"] = f"admin:{password}:admin"
+            console_login = f" (user admin, role admin, password {password})"
         flower = f"--flower-url=http://127.0.0.1:{self.flower_port}"
         sup.start(
             "console",
@@ -351,13 +356,17 @@ class DevStack:
                 what="the callback receiver",
             )
             if self.n_gateways > 1:
+                from wxtasks.gateway.registry import make_callback_secret
+
                 registry = Runtime(settings).gateways
                 for name, var in self.gateway_tokens.items():
                     g = registry.get(name)
                     token = token_env[var]  # known here; workers read it from their env
+                    secret = make_callback_secret()  # stored hashed: a new one each run
                     GatewayClient(g.base_url, token, g.profile).set_callback(
-                        callback_url(receiver, settings, g.callback_secret), token
+                        callback_url(receiver, settings, secret), token
                     )
+                    registry.set_callback_secret(name, secret)
             else:
                 GatewayClient.from_settings(settings).set_callback(
                     callback_url(receiver, settings), settings.gateway_token

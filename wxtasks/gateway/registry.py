@@ -15,18 +15,21 @@ The token is a secret and is never stored: a gateway names the environment varia
 holds it (``token_env``), read through :meth:`wxtasks.config.Settings.secret` (the
 variable, else the file of that name in ``WXTASKS_SECRETS_DIR``) by the process that calls
 the gateway. What Redis holds is the variable's *name*. The callback path secret (what
-tells one gateway's webhooks from another's) is generated here and stored in the record:
-it is not the gateway token, it grants nothing at the gateway, and the receiver in every
-process must know it; whoever can read Redis can already do far more than post a forged
-callback.
+tells one gateway's webhooks from another's, and the receiver's only proof that a callback
+comes from it) is generated here, told once (``gateways add``, ``update
+--new-callback-secret``, or registered at the gateway by ``wxtasks callbacks --register``,
+which makes a new one) and stored only as its SHA-256 (``callback_secret_hash``): the
+receiver hashes the path it is given and compares. A secret is 32 random characters, so a
+plain hash is enough; a record from before keeps working and is rewritten hashed when read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,6 +42,16 @@ from wxtasks.keys import Keys, validate_gateway_name
 DEFAULT = "default"
 
 
+def make_callback_secret() -> str:
+    """A callback path secret: 32 URL-safe characters (192 random bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def secret_hash(secret: str) -> str:
+    """What the registry stores of a callback secret, and what the receiver compares."""
+    return hashlib.sha256(secret.encode()).hexdigest() if secret else ""
+
+
 class UnknownGatewayError(WxTasksError, LookupError):
     """No gateway of that name is registered."""
 
@@ -49,7 +62,9 @@ class UnknownGatewayError(WxTasksError, LookupError):
 
 @dataclass(frozen=True)
 class Gateway:
-    """One gateway. ``token_env`` is the NAME of the variable holding its token."""
+    """One gateway. ``token_env`` is the NAME of the variable holding its token;
+    ``callback_secret`` is the plain callback secret only where it is known: the
+    environment's gateway, and a registered one right after the secret was made."""
 
     name: str
     base_url: str
@@ -57,9 +72,10 @@ class Gateway:
     token_env: str
     rate: float
     burst: int
-    callback_secret: str = ""
+    callback_secret_hash: str = ""
     note: str = ""
     created_at: float = 0.0
+    callback_secret: str = field(default="", repr=False)
 
     @property
     def is_default(self) -> bool:
@@ -74,7 +90,7 @@ class Gateway:
             "token_env": self.token_env,
             "rate": self.rate,
             "burst": self.burst,
-            "callback_secret": "set" if self.callback_secret else "",
+            "callback_secret": "set" if self.callback_secret_hash else "",
             "note": self.note,
             "created_at": self.created_at,
         }
@@ -88,8 +104,9 @@ class Gateway:
             "VIDEOS_API_TOKEN",
             settings.gateway_rate_per_second,
             settings.gateway_burst,
-            settings.callback_secret,
+            secret_hash(settings.callback_secret),
             "from the environment (WECHATAPI_BASE_URL, VIDEOS_API_TOKEN, WECHATAPI_PROFILE)",
+            callback_secret=settings.callback_secret,
         )
 
     @classmethod
@@ -101,7 +118,7 @@ class Gateway:
             h.get("token_env", ""),
             float(h.get("rate") or settings.gateway_rate_per_second),
             int(h.get("burst") or settings.gateway_burst),
-            h.get("callback_secret", ""),
+            h.get("callback_secret_hash", ""),
             h.get("note", ""),
             float(h.get("created_at") or 0),
         )
@@ -167,11 +184,12 @@ class GatewayRegistry:
                 "VIDEOS_API_TOKEN, WECHATAPI_PROFILE); change it there"
             )
         _check(base_url, profile, token_env, rate, burst)
+        secret = make_callback_secret()
         fields = {
             "base_url": base_url.rstrip("/"),
             "profile": profile,
             "token_env": token_env,
-            "callback_secret": secrets.token_urlsafe(24),
+            "callback_secret_hash": secret_hash(secret),
             "note": note,
             "created_at": f"{time.time():.3f}",
         }
@@ -183,7 +201,19 @@ class GatewayRegistry:
         if not self.redis.sadd(self.keys.gateways, name):
             raise BadInputError(f"gateway {name!r} exists; use: wxtasks gateways update {name}")
         self.redis.hset(self.keys.gateway(name), mapping=dict(fields))  # type: ignore[arg-type]
-        return self.get(name)
+        return replace(self.get(name), callback_secret=secret)  # told this once
+
+    def set_callback_secret(self, name: str, secret: str) -> None:
+        """Store (the hash of) ``secret`` as gateway ``name``'s callback secret, once the
+        gateway has been told it (``wxtasks callbacks --register``)."""
+        if name == DEFAULT:
+            raise BadInputError("the default gateway's callback secret is WXTASKS_CALLBACK_SECRET")
+        if not self.redis.sismember(self.keys.gateways, name):
+            raise UnknownGatewayError(name)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.gateway(name), "callback_secret_hash", secret_hash(secret))
+        pipe.hdel(self.keys.gateway(name), "callback_secret")
+        pipe.execute()
 
     def update(
         self,
@@ -210,13 +240,16 @@ class GatewayRegistry:
             fields["rate"] = repr(float(rate))
         if burst is not None:
             fields["burst"] = str(int(burst))
-        if new_callback_secret:
-            fields["callback_secret"] = secrets.token_urlsafe(24)
+        secret = make_callback_secret() if new_callback_secret else ""
+        if secret:
+            fields["callback_secret_hash"] = secret_hash(secret)
         if not self.redis.sismember(self.keys.gateways, name):
             raise UnknownGatewayError(name)
         if fields:
             self.redis.hset(self.keys.gateway(name), mapping=dict(fields))  # type: ignore[arg-type]
-        return self.get(name)
+            if secret:
+                self.redis.hdel(self.keys.gateway(name), "callback_secret")
+        return replace(self.get(name), callback_secret=secret)
 
     def remove(self, name: str, accounts_using: Iterable[str] = ()) -> bool:
         """Forget a gateway (its record, bucket and health). Refused while accounts use it."""
@@ -249,7 +282,16 @@ class GatewayRegistry:
         h = self.redis.hgetall(self.keys.gateway(name))
         if not h or "created_at" not in h:
             raise UnknownGatewayError(name)
-        return Gateway.from_hash(name, {_s(k): _s(v) for k, v in h.items()}, self.settings)
+        return self._read(name, {_s(k): _s(v) for k, v in h.items()})
+
+    def _read(self, name: str, h: dict[str, str]) -> Gateway:
+        """A stored record as a Gateway; one that still holds a plain callback secret
+        (stored before secrets were hashed) is rewritten with its hash."""
+        plain = h.pop("callback_secret", "")
+        if plain:
+            self.set_callback_secret(name, plain)
+            h["callback_secret_hash"] = secret_hash(plain)
+        return Gateway.from_hash(name, h, self.settings)
 
     def names(self) -> list[str]:
         """``default`` first, then the registered ones in name order."""
@@ -263,9 +305,7 @@ class GatewayRegistry:
         out = [Gateway.default(self.settings)]
         for name, h in zip(names, pipe.execute() if names else [], strict=True):
             if h and "created_at" in h:
-                out.append(
-                    Gateway.from_hash(name, {_s(k): _s(v) for k, v in h.items()}, self.settings)
-                )
+                out.append(self._read(name, {_s(k): _s(v) for k, v in h.items()}))
         return out
 
 

@@ -2,7 +2,8 @@
 
 Gateways push one JSON event per callback with ``TypeName`` (``AddMsg``, ``Offline``,
 ``ModContacts``, ...), ``Appid``, ``Wxid`` and ``Data`` — some deployments spell them
-``type_name``, ``appid``, ``wxid``, ``data``; both are accepted. Duplicates are normal
+``type_name``, ``appid``, ``wxid``, ``data``; both are accepted, and two keys that are one
+key after that (``TypeName`` beside ``Type_Name``) are refused. Duplicates are normal
 (gateways resend after restarts): a message is handled once per ``Appid + NewMsgId``.
 Messages the account sent itself come back too; they are recorded with ``is_self`` and
 never reach handlers. A group message's content starts with ``"wxid_sender:\\n"``.
@@ -44,11 +45,27 @@ class GatewayEvent:
     data: dict[str, Any]
 
 
+def normalized(obj: Mapping[Any, Any], where: str) -> dict[str, Any]:
+    """``obj`` with its keys lower-cased and without ``_`` (the spellings gateways use);
+    BadInputError when two keys become one (which to believe would be a guess)."""
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in obj.items():
+        norm = str(key).lower().replace("_", "")
+        if norm in out:
+            raise BadInputError(
+                f"{where} has the keys {spelled[norm][:40]!r} and {str(key)[:40]!r}, which are "
+                "the same key"
+            )
+        out[norm], spelled[norm] = value, str(key)
+    return out
+
+
 def parse_event(body: object) -> GatewayEvent:
     """A callback body as a GatewayEvent; BadInputError when it is not one."""
     if not isinstance(body, Mapping):
         raise BadInputError("a gateway event is a JSON object")
-    lowered = {str(k).lower().replace("_", ""): v for k, v in body.items()}
+    lowered = normalized(body, "the event")
     type_name, app_id = lowered.get("typename"), lowered.get("appid")
     if not isinstance(type_name, str) or not type_name:
         raise BadInputError("TypeName is missing")
@@ -88,7 +105,7 @@ class InboundMessage:
 
     @classmethod
     def from_event(cls, event: GatewayEvent) -> InboundMessage:
-        d = {str(k).lower().replace("_", ""): v for k, v in event.data.items()}
+        d = normalized(event.data, "Data")
         new_msg_id = d.get("newmsgid")
         if new_msg_id is None or str(new_msg_id) == "":
             raise BadInputError("AddMsg without NewMsgId")
@@ -121,6 +138,27 @@ class InboundMessage:
         )
 
 
+def stored_record(message: InboundMessage, max_bytes: int) -> str:
+    """The JSON kept of ``message``: whole when it fits in ``max_bytes``; otherwise its
+    content cut (at a character boundary) so that it fits, flagged ``truncated``, with
+    ``content_bytes`` the whole content's size."""
+    record = message.as_dict()
+    whole = json.dumps(record, ensure_ascii=False)
+    if len(whole.encode()) <= max_bytes:
+        return whole
+    content = message.content.encode()
+    record.update(truncated=True, content_bytes=len(content), content="")
+    room = max_bytes - len(json.dumps(record, ensure_ascii=False).encode())
+    # JSON escaping can make a character longer than its UTF-8 bytes: shrink until it fits
+    keep = max(0, room)
+    while True:
+        record["content"] = content[:keep].decode("utf-8", "ignore")
+        text = json.dumps(record, ensure_ascii=False)
+        if len(text.encode()) <= max_bytes or keep == 0:
+            return text
+        keep = max(0, keep - max(1, len(text.encode()) - max_bytes))
+
+
 def _string(value: Any) -> str:
     """GeWe wraps strings as {"string": "..."}; some deployments send them bare."""
     if isinstance(value, Mapping):
@@ -138,13 +176,15 @@ class InboundStore:
         self.scripts = scripts
 
     def claim(self, message: InboundMessage, owner: str) -> str:
-        """Record ``message`` once: "new", "redelivered" (same task again) or "duplicate"."""
+        """Record ``message`` once: "new", "redelivered" (same task again) or "duplicate".
+        What is stored is at most ``WXTASKS_INBOUND_MAX_BYTES``: a longer message's content
+        is cut, and the record says ``truncated`` and how long the content was."""
         reply = self.scripts.inbound_claim(
             keys=[self.keys.inbound_seen(message.app_id, message.new_msg_id), self.keys.inbound],
             args=[
                 owner,
                 SEEN_TTL_S,
-                json.dumps(message.as_dict(), ensure_ascii=False),
+                stored_record(message, self.settings.inbound_max_bytes),
                 self.settings.inbound_maxlen,
             ],
         )

@@ -7,19 +7,26 @@ speaking: an event about an account another gateway serves is refused (409). It
 validates, enqueues, and answers within milliseconds (gateways give ~3 s), never doing
 the work inline: ``AddMsg`` becomes a ``wxtasks.on_message`` task, ``Offline`` a
 ``wxtasks.on_offline`` task; other event types are acknowledged and ignored. Gateways sign
-nothing, so the secret in the path is the protection: keep it long.
+nothing, so the secret in the path is the protection: it must be at least 32 characters
+(:data:`MIN_SECRET_CHARS`; the receiver refuses to start with less, or with
+``.env.example``'s value), it is never written to a log (every logged path reads
+``/callback/<redacted>``), and ``WXTASKS_CALLBACK_ALLOW_FROM`` can limit who may knock at
+all.
 
 It refuses what it cannot use, before doing any work on it:
 
 =====================================================  ======================================
 request                                                answer
 =====================================================  ======================================
+a source outside ``WXTASKS_CALLBACK_ALLOW_FROM``       403; nothing else is looked at
 wrong secret (no gateway has it)                       403; the body is not read
 an account another gateway serves                      409
 body over ``WXTASKS_CALLBACK_MAX_BODY_BYTES`` (1 MiB)  413; read no further, never parsed
-not UTF-8 JSON, nested too deeply, not an event,       400 with the reason
-no ``Appid`` or one outside the appId rule, an
-``AddMsg`` without ``NewMsgId``
+not UTF-8 JSON, nested too deeply, NaN or Infinity     400 with the reason
+(``1e999`` too), a key twice or two keys that are one
+after normalisation (``TypeName`` / ``Type_Name``), not
+an event, no ``Appid`` or one outside the appId rule,
+an ``AddMsg`` that cannot be read
 =====================================================  ======================================
 """
 
@@ -29,6 +36,8 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import re
 import time
 from typing import Any
 
@@ -36,14 +45,61 @@ import redis
 from celery import Celery
 from tornado import web
 from tornado.httpserver import HTTPServer
+from tornado.log import access_log
 
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, ConfigError
-from wxtasks.gateway.registry import GatewayRegistry
+from wxtasks.gateway.registry import GatewayRegistry, secret_hash
 from wxtasks.inbound.messages import GatewayEvent, InboundMessage, parse_event
+from wxtasks.netaddr import Network, client_address, in_networks, parse_networks
 from wxtasks.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+#: the shortest callback secret the receiver starts with (``token_urlsafe(24)`` is 32)
+MIN_SECRET_CHARS = 32
+#: .env.example's placeholder: a receiver never starts with it
+EXAMPLE_SECRET = "change-me-to-a-long-random-string"
+_SECRET_IN_PATH = re.compile(r"(/callback/)[^/?#\s]*")
+
+
+def check_secret(secret: str) -> None:
+    """ConfigError unless ``secret`` can protect a callback URL."""
+    if secret == EXAMPLE_SECRET or secret.startswith("change-me"):
+        raise ConfigError(
+            "WXTASKS_CALLBACK_SECRET is the example's value: set a random one, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    if len(secret) < MIN_SECRET_CHARS:
+        raise ConfigError(
+            f"WXTASKS_CALLBACK_SECRET must be at least {MIN_SECRET_CHARS} characters "
+            f"(got {len(secret)}): it is all that keeps forged callbacks out"
+        )
+
+
+def redact(text: str) -> str:
+    """``text`` with every callback path secret replaced (for logs)."""
+    return _SECRET_IN_PATH.sub(r"\1<redacted>", text)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadInputError(f"body has a number out of range: {text[:40]}")
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise BadInputError(f"body has {name}, which is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise BadInputError(f"body has the key {key[:40]!r} twice")
+        document[key] = value
+    return document
 
 
 def decode_event(body: bytes) -> GatewayEvent:
@@ -53,7 +109,14 @@ def decode_event(body: bytes) -> GatewayEvent:
     except UnicodeDecodeError as exc:
         raise BadInputError(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
-        document = json.loads(text)
+        document = json.loads(
+            text,
+            parse_float=_finite,
+            parse_constant=_no_constants,
+            object_pairs_hook=_unique_keys,
+        )
+    except BadInputError:
+        raise
     except RecursionError:
         raise BadInputError("body is JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, and numbers too long to convert
@@ -62,7 +125,9 @@ def decode_event(body: bytes) -> GatewayEvent:
     if event.type_name == "AddMsg":
         try:
             InboundMessage.from_event(event)  # reject a message the task could not read, now
-        except (TypeError, ValueError) as exc:
+        except BadInputError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
             raise BadInputError(f"AddMsg cannot be read: {exc}") from None
     return event
 
@@ -71,17 +136,34 @@ def decode_event(body: bytes) -> GatewayEvent:
 class CallbackHandler(web.RequestHandler):
     """Streams the body in, so one over the limit is refused without being held."""
 
-    def initialize(self, secrets: CallbackSecrets, app: Celery, max_body_bytes: int) -> None:
+    def initialize(
+        self,
+        secrets: CallbackSecrets,
+        app: Celery,
+        max_body_bytes: int,
+        allow_from: tuple[Network, ...] = (),
+        trusted: tuple[Network, ...] = (),
+    ) -> None:
         self.secrets = secrets
         self.celery = app
         self.max_body_bytes = max_body_bytes
         self.body = bytearray()
         self.gateway = ""
+        self.source, _proto = client_address(
+            self.request.remote_ip or "", self.request.headers, trusted
+        )
+        self.allowed = not allow_from or in_networks(self.source, allow_from)
 
     def check_xsrf_cookie(self) -> None:
         return None
 
+    def _request_summary(self) -> str:  # what tornado logs: never the secret
+        return f"{self.request.method} {redact(self.request.uri or '')} ({self.source})"
+
     def prepare(self) -> None:
+        if not self.allowed:
+            self.refuse(403, "forbidden")
+            return
         if self.request.method != "POST":
             return  # tornado answers 405
         gateway = self.secrets.gateway_for(self.path_args[0])
@@ -153,10 +235,13 @@ class CallbackHandler(web.RequestHandler):
 
 
 class CallbackSecrets:
-    """Path secret -> gateway, and appId -> gateway, re-read from Redis every few seconds
-    (a gateway added, or an account moved, is heard within ``TTL_S``)."""
+    """Path secret (as its hash) -> gateway, and appId -> gateway, re-read from Redis every
+    few seconds (a gateway added, or an account moved, is heard within ``TTL_S``; a secret
+    nobody has makes it look again, at most every ``MISS_TTL_S``, so a new secret works
+    within a second)."""
 
     TTL_S = 5.0
+    MISS_TTL_S = 1.0
 
     def __init__(self, settings: Settings, registry: GatewayRegistry | None) -> None:
         self.settings = settings
@@ -165,14 +250,14 @@ class CallbackSecrets:
         self._of: dict[str, str] = {}
         self._at = -1e9
 
-    def _refresh(self) -> None:
-        if time.monotonic() - self._at < self.TTL_S:
+    def _refresh(self, ttl_s: float | None = None) -> None:
+        if time.monotonic() - self._at < (self.TTL_S if ttl_s is None else ttl_s):
             return
-        pairs = [("default", self.settings.callback_secret)]
+        pairs = [("default", secret_hash(self.settings.callback_secret))]
         of: dict[str, str] = {}
         if self.registry is not None:
             try:
-                pairs = [(g.name, g.callback_secret) for g in self.registry.list()]
+                pairs = [(g.name, g.callback_secret_hash) for g in self.registry.list()]
                 of = _gateways_of_accounts(self.registry)
             except redis.RedisError as exc:  # keep what was known; Redis will come back
                 logger.warning("callbacks: cannot read the gateway registry: %s", exc)
@@ -183,9 +268,16 @@ class CallbackSecrets:
 
     def gateway_for(self, secret: str) -> str | None:
         self._refresh()
+        found = self._match(secret_hash(secret))
+        if found is None:
+            self._refresh(self.MISS_TTL_S)
+            found = self._match(secret_hash(secret))
+        return found
+
+    def _match(self, digest: str) -> str | None:
         found = None
         for name, known in self._secrets:  # compare with every one: no early exit
-            if hmac.compare_digest(secret.encode(), known.encode()):
+            if hmac.compare_digest(digest.encode(), known.encode()):
                 found = name
         return found
 
@@ -212,6 +304,8 @@ def make_app(
     settings: Settings, celery_app: Celery, registry: GatewayRegistry | None = None
 ) -> web.Application:
     """The receiver; with ``registry``, registered gateways' secrets are accepted too."""
+    if settings.callback_secret:
+        check_secret(settings.callback_secret)
     secrets = CallbackSecrets(settings, registry)
     if not secrets.any():
         raise ConfigError(
@@ -222,8 +316,26 @@ def make_app(
         "secrets": secrets,
         "app": celery_app,
         "max_body_bytes": settings.callback_max_body_bytes,
+        "allow_from": parse_networks(settings.callback_allow_from),
+        "trusted": parse_networks(settings.trusted_proxies),
     }
-    return web.Application([(r"/callback/([^/]+)", CallbackHandler, options)])
+    return web.Application(
+        [(r"/callback/([^/]+)", CallbackHandler, options)], log_function=_log_request
+    )
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    """tornado's access log line, with any callback secret in the path redacted (a path
+    that matches no route, or a near miss of a secret, is redacted too)."""
+    status = handler.get_status()
+    log = access_log.info if status < 400 else access_log.warning
+    if status >= 500:
+        log = access_log.error
+    request = handler.request
+    summary = f"{request.method} {redact(request.uri or '')} ({request.remote_ip})"
+    if isinstance(handler, CallbackHandler):
+        summary = handler._request_summary()
+    log("%d %s %.2fms", status, summary, 1000.0 * request.request_time())
 
 
 def serve(rt: Runtime, *, host: str, port: int) -> None:

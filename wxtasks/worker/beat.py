@@ -20,6 +20,7 @@ import redis
 from celery import beat
 from redis.exceptions import LockError
 
+from wxtasks import redismemory
 from wxtasks.campaigns.store import Campaigns
 from wxtasks.runtime import close_runtime, runtime_for
 from wxtasks.send.dispatcher import Dispatched, Dispatcher
@@ -80,6 +81,7 @@ class LockedScheduler(beat.Scheduler):
         self._dispatcher: Dispatcher | None = None
         self._dispatch_failing = False
         self._chores_at = 0.0
+        self._memory_at = 0.0
         super().__init__(*args, **kwargs)
         self.lock_ttl_s = runtime_for(self.app).settings.beat_lock_ttl_s
 
@@ -126,6 +128,10 @@ class LockedScheduler(beat.Scheduler):
             if time.monotonic() - self._chores_at >= 1.0:
                 self._chores_at = time.monotonic()
                 runtime_for(self.app).campaigns.tick()
+            if time.monotonic() - self._memory_at >= redismemory.CHECK_EVERY_S:
+                self._memory_at = time.monotonic()
+                rt = runtime_for(self.app)
+                redismemory.check(rt.redis, rt.keys, rt.lifecycle.alert)
             if self._dispatch_failing:
                 logger.info("dispatcher: working again")
             self._dispatch_failing = False
