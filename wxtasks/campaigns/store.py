@@ -450,8 +450,12 @@ class Campaigns:
         return out
 
     def report(self, campaign_id: str) -> Iterator[dict[str, Any]]:
-        """Every target once, in order: its outcome (or ``waiting``), ids and error."""
+        """Every target once, in order: its outcome (or ``waiting``), ids and error.
+        An unknown id raises CampaignNotFound here, not at the first row."""
         self._meta(campaign_id)
+        return self._report(campaign_id)
+
+    def _report(self, campaign_id: str) -> Iterator[dict[str, Any]]:
         results_key = self.keys.campaign_results(campaign_id)
         for chunk in self._targets(campaign_id):
             results = self.redis.hmget(results_key, [i for i, _, _ in chunk]) if chunk else []
