@@ -71,7 +71,12 @@ class Console:
         self.celery: Celery = self.rt.celery
         self.client = WxTasksClient(app=self.celery)
         self.logins = QrLogins(
-            self.rt.accounts, self.rt.fleet, self.rt.lifecycle.follow_up, poll_s=login_poll_s
+            self.rt.redis,
+            self.rt.keys,
+            self.rt.accounts,
+            self.rt.fleet,
+            self.rt.lifecycle.follow_up,
+            poll_s=login_poll_s,
         )
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
@@ -82,9 +87,11 @@ class Console:
         """Run blocking work (Redis, the gateway, the broker) off the event loop."""
         return await IOLoop.current().run_in_executor(self.executor, fn, *args)
 
-    # -- QR logins: polled here, watched by browsers ---------------------------------------
+    # -- QR logins: kept in Redis, polled by whichever console processes browsers watch ----
 
     def drive_login(self, app_id: str) -> None:
+        """Poll the gateway for this login from this process too, until it ends (the
+        login's lock and its last poll time keep it to one poll per ``poll_s`` in all)."""
         if app_id not in self._driving:
             self._driving.add(app_id)
             IOLoop.current().spawn_callback(self._drive, app_id)
@@ -98,11 +105,12 @@ class Console:
         event = self._wake.setdefault(app_id, asyncio.Event())
         try:
             while True:
-                login = self.logins.get(app_id)
+                login = await self.run(self.logins.get, app_id)
                 if login is None or login.phase.done:
                     return
                 try:
-                    await asyncio.wait_for(event.wait(), self.logins.poll_s)
+                    due_s = self.logins.due_in(login)
+                    await asyncio.wait_for(event.wait(), min(self.logins.poll_s, due_s + 0.05))
                 except TimeoutError:
                     pass
                 event.clear()

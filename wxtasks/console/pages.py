@@ -122,7 +122,7 @@ class AccountHandler(BaseHandler):
             events=list(reversed(events)),
             now=time.time(),
             age=age,
-            login=self.console.logins.get(app_id),
+            login=await self.console.run(self.console.logins.get, app_id),
             url=_account_url(app_id),
             message=self.get_argument("message", ""),
         )
@@ -172,8 +172,10 @@ class QrLoginStartHandler(BaseHandler):
 
 
 class QrLoginHandler(BaseHandler):
-    def get(self, app_id: str, fragment: str | None = None) -> None:
-        login = self.console.logins.get(app_id)
+    async def get(self, app_id: str, fragment: str | None = None) -> None:
+        login = await self.console.run(self.console.logins.get, app_id)
+        if login is not None and not login.phase.done:
+            self.console.drive_login(app_id)  # whichever process a browser reaches polls
         self.render(
             "qr_status.html" if fragment else "qr_login.html",
             login=login,
@@ -184,10 +186,11 @@ class QrLoginHandler(BaseHandler):
 
 
 class QrLoginCaptchaHandler(BaseHandler):
-    def post(self, app_id: str) -> None:
+    async def post(self, app_id: str) -> None:
         code = self.get_body_argument("code", "").strip()
         if code:
-            self.console.logins.submit_captcha(app_id, code)
+            await self.console.run(self.console.logins.submit_captcha, app_id, code)
+            self.console.drive_login(app_id)
             self.console.wake_login(app_id)
         self.redirect(_account_url(app_id, "/login"))
 
