@@ -13,7 +13,7 @@ from celery import Celery
 from click.testing import CliRunner, Result
 
 from tests.conftest import Simulator, Stack, online, settings_for
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.store import AccountStore
 from wxtasks.cli import context, main
 from wxtasks.keys import Keys
 from wxtasks.runtime import redis_client

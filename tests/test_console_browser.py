@@ -96,7 +96,7 @@ def page(browser: Any, console: ConsoleProcess, tmp_path: Path) -> Iterator[Any]
     tab.fill("input[name=username]", USER)
     tab.fill("input[name=password]", PASSWORD)
     tab.click("button[type=submit]")
-    tab.wait_for_url("**/accounts")
+    tab.wait_for_url("**/overview")  # the landing page
     yield tab
     context.close()
 

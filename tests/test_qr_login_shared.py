@@ -16,9 +16,9 @@ import requests
 
 from tests.conftest import Simulator, settings_for
 from tests.console_support import PASSWORD, USER, ConsoleProcess, start_console
-from wxtasks.accounts import AccountStore
+from wxtasks.accounts.machine import State
+from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.stack import Supervisor, wait_until
-from wxtasks.machine import State
 from wxtasks.runtime import redis_client
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]

@@ -19,11 +19,15 @@ wxtasks_outbox_oldest_age_seconds{lane}    gauge   age of the oldest waiting mes
 wxtasks_outbox_dispatch_lag_seconds{lane}  gauge   how long the most overdue account has
                                                    been due (buckets or dispatcher behind)
 wxtasks_outbox_dispatched_total{lane}      counter messages dispatched from the outbox
+wxtasks_gateway_up{gateway}                gauge   1 when the gateway answers, 0 marked down
+wxtasks_gateway_sends_last_minute{gateway} gauge   sends that ended through it in the last
+                                                   full minute (the Overview's trend bucket)
 =========================================  ======  ==========================================
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import (
@@ -37,6 +41,7 @@ from prometheus_client.registry import Collector
 from wxtasks.runtime import Runtime
 from wxtasks.send.buckets import levels
 from wxtasks.send.outbox import LANES
+from wxtasks.trends import minute_of, read
 
 OUTCOMES = ("sent", "duplicate", "failed", "unknown", "cancelled")
 
@@ -63,6 +68,7 @@ class RedisCollector(Collector):
         self.deadletters = rt.deadletters
         self.scripts = rt.scripts
         self.outbox = rt.outbox
+        self.gateways = rt.gateways
 
     def collect(self) -> Iterator[Metric]:
         accounts = GaugeMetricFamily("wxtasks_accounts", "Accounts in each state", labels=["state"])
@@ -144,6 +150,27 @@ class RedisCollector(Collector):
         for lane in LANES:
             dispatched.add_metric([lane.value], float(lanes[lane.value]["dispatched"]))
         yield dispatched
+
+        down = {str(n) for n in self.redis.smembers(self.keys.gateways_down)}
+        names = self.gateways.names()
+        up = GaugeMetricFamily(
+            "wxtasks_gateway_up",
+            "1 when the gateway answers, 0 when marked down",
+            labels=["gateway"],
+        )
+        for name in names:
+            up.add_metric([name], 0.0 if name in down else 1.0)
+        yield up
+        minute = minute_of(time.time()) - 1
+        last = read(self.redis, self.keys, [minute])[minute]
+        per_gateway = GaugeMetricFamily(
+            "wxtasks_gateway_sends_last_minute",
+            "Sends that ended through the gateway in the last full minute",
+            labels=["gateway"],
+        )
+        for name in sorted({*names, *(k[3:] for k in last if k.startswith("gw:"))}):
+            per_gateway.add_metric([name], last.get(f"gw:{name}", 0.0))
+        yield per_gateway
 
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:

@@ -32,6 +32,7 @@ from wxtasks.console.qrlogin import QrLogins
 from wxtasks.console.views import AccountIndex
 from wxtasks.runtime import Runtime
 from wxtasks.send.outbox import LANES
+from wxtasks.trends import TrendCache
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 #: (path, label) of the top navigation; an area's handlers are in pages.ROUTES
 NAV: list[tuple[str, str]] = [
+    ("/overview", "Overview"),
     ("/accounts", "Accounts"),
     ("/campaigns", "Campaigns"),
     ("/deadletters", "Dead letters"),
@@ -78,6 +80,7 @@ class Console:
             self.rt.lifecycle.follow_up,
             poll_s=login_poll_s,
         )
+        self.trends = TrendCache(self.rt.redis, self.rt.keys)
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
         self._driving: set[str] = set()

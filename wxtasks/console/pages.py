@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +20,9 @@ from wxtasks.errors import BadInputError, GatewayError, UnknownAccountError
 from wxtasks.events import read_events
 
 STATES = [s.value for s in State]
+#: where "/" and a login without a ?next= lead
+LANDING = "/overview"
+FAVICON = (Path(__file__).parent / "static" / "favicon.svg").read_bytes()
 
 
 def _account_url(app_id: str, sub: str = "") -> str:
@@ -58,9 +62,9 @@ class LoginHandler(BaseHandler):
         self.redirect(self._next())
 
     def _next(self) -> str:
-        target = self.get_argument("next", "/accounts")
+        target = self.get_argument("next", LANDING)
         if not target.startswith("/") or target.startswith("//") or "\\" in target:
-            return "/accounts"
+            return LANDING
         return target
 
 
@@ -72,7 +76,18 @@ class LogoutHandler(BaseHandler):
 
 class RootHandler(BaseHandler):
     def get(self) -> None:
-        self.redirect("/accounts")
+        self.redirect(LANDING)
+
+
+class FaviconHandler(BaseHandler):
+    """The tab's icon (public: the login form shows it too)."""
+
+    public = True
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", "public, max-age=86400")
+        self.finish(FAVICON)
 
 
 class SessionApiHandler(BaseHandler):
@@ -320,6 +335,7 @@ _ID = r"([^/]+)"
 ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (r"/", RootHandler),
     (r"/login", LoginHandler),
+    (r"/favicon\.ico", FaviconHandler),
     (r"/logout", LogoutHandler),
     (r"/api/session", SessionApiHandler),
     (r"/accounts", AccountsHandler),
@@ -338,9 +354,10 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
 
 
 def _add_areas() -> None:
-    from wxtasks.console import campaigns
+    from wxtasks.console import campaigns, overview
 
     ROUTES.extend(campaigns.ROUTES)
+    ROUTES.extend(overview.ROUTES)
 
 
 _add_areas()

@@ -1,0 +1,142 @@
+"""Trends for the console's Overview: per-minute buckets in Redis, kept a day.
+
+Each minute has one hash, ``keys.trends(minute)`` (minute = unix seconds // 60, TTL
+:data:`TTL_S`). Two kinds of fields land in it:
+
+- **counts**, incremented where the event already writes to Redis, inside the round trip
+  that already runs (no send pays an extra trip, nothing scans per send):
+  ``send:<outcome>`` and ``gw:<gateway>`` from the send's one ending
+  (:func:`count_send`), ``deadletters`` from :meth:`DeadLetters.add`
+  (:func:`count_deadletter`);
+- **gauges**, sampled once a minute (:func:`sample`, the ``wxtasks.sample_trends`` task
+  beat sends): ``backlog:<lane>``, ``state:<STATE>``, ``hb_p99_ms`` (heartbeat lateness
+  p99 of the recent probes) and ``up:<gateway>`` (1 up, 0 marked down).
+
+:func:`read` returns the minutes of a window as plain dicts (the console turns them into
+charts); finished minutes never change again, so a reader may keep them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from wxtasks.keys import Keys
+
+if TYPE_CHECKING:
+    from wxtasks.runtime import Runtime
+
+#: a minute's bucket lives a day and an hour (the Overview's longest window is a day)
+TTL_S = 25 * 3600
+#: beat sends the sampler this often; each minute is sampled once (the first run in it)
+SAMPLE_EVERY_S = 10.0
+SAMPLED = "sampled"
+
+
+def minute_of(ts: float) -> int:
+    return int(ts // 60)
+
+
+def count_send(
+    pipe: Any,
+    keys: Keys,
+    outcome: str,
+    message: Any,
+    gateway_of: Callable[[str], str],
+    now: float | None = None,
+) -> None:
+    """Queue on ``pipe``: one send ended ``outcome``; ``message`` (anything with an
+    ``app_id``; None for one that could not be read) counts for its account's gateway as
+    ``gateway_of`` names it without a round trip (``Fleet.guess``)."""
+    key = keys.trends(minute_of(time.time() if now is None else now))
+    pipe.hincrby(key, f"send:{outcome}", 1)
+    if message is not None:
+        pipe.hincrby(key, f"gw:{gateway_of(message.app_id)}", 1)
+    pipe.expire(key, TTL_S)
+
+
+def count_deadletter(pipe: Any, keys: Keys, now: float | None = None) -> None:
+    """Queue on ``pipe``: one message was dead-lettered."""
+    key = keys.trends(minute_of(time.time() if now is None else now))
+    pipe.hincrby(key, "deadletters", 1)
+    pipe.expire(key, TTL_S)
+
+
+def gauges(rt: Runtime) -> dict[str, float]:
+    """What the Overview samples once a minute: backlog per lane, accounts by state,
+    heartbeat lateness p99, each gateway up (1) or down (0)."""
+    from wxtasks.accounts.machine import State
+    from wxtasks.send.outbox import LANES
+
+    out: dict[str, float] = {}
+    lanes = rt.outbox.stats()
+    for lane in LANES:
+        out[f"backlog:{lane.value}"] = float(lanes[lane.value]["backlog"])
+    counts = {s.value: 0 for s in State}
+    for _app_id, state, _tags in rt.accounts.brief_many(rt.accounts.app_ids()):
+        counts[state.value] += 1
+    out.update({f"state:{s}": float(n) for s, n in counts.items()})
+    lateness = sorted(float(x) for x in rt.redis.lrange(rt.keys.heartbeat_lateness, 0, 999))
+    if lateness:
+        out["hb_p99_ms"] = round(1000 * lateness[int(len(lateness) * 0.99)], 1)
+    down = frozenset(str(n) for n in rt.redis.smembers(rt.keys.gateways_down))
+    for name in rt.gateways.names():
+        out[f"up:{name}"] = 0.0 if name in down else 1.0
+    return out
+
+
+def sample(rt: Runtime, now: float | None = None, *, force: bool = False) -> bool:
+    """Write this minute's gauges unless another run already did (``force``: write them
+    anyway); returns whether it wrote them."""
+    key = rt.keys.trends(minute_of(time.time() if now is None else now))
+    if not force and not rt.redis.hsetnx(key, SAMPLED, 1):
+        return False
+    pipe = rt.redis.pipeline(transaction=False)
+    values: Any = {SAMPLED: 1, **{k: f"{v:g}" for k, v in gauges(rt).items()}}
+    pipe.hset(key, mapping=values)
+    pipe.expire(key, TTL_S)
+    pipe.execute()
+    return True
+
+
+def read(redis: Any, keys: Keys, minutes: Iterable[int]) -> dict[int, dict[str, float]]:
+    """minute -> its fields as numbers (an empty dict for a minute with nothing), in one
+    round trip."""
+    wanted = list(minutes)
+    pipe = redis.pipeline(transaction=False)
+    for minute in wanted:
+        pipe.hgetall(keys.trends(minute))
+    out: dict[int, dict[str, float]] = {}
+    for minute, raw in zip(wanted, pipe.execute() if wanted else [], strict=True):
+        out[minute] = {_s(k): float(v) for k, v in raw.items()}
+    return out
+
+
+class TrendCache:
+    """Finished minutes' buckets, read once per process (at most a day and an hour)."""
+
+    def __init__(self, redis: Any, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._done: dict[int, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def minutes(self, first: int, last: int) -> dict[int, dict[str, float]]:
+        """minute -> fields for ``first .. last`` (the last two read afresh each time)."""
+        with self._lock:
+            have = {m: self._done[m] for m in range(first, last + 1) if m in self._done}
+        wanted = [m for m in range(first, last + 1) if m not in have]
+        fresh = read(self.redis, self.keys, wanted)
+        with self._lock:
+            for m, fields in fresh.items():
+                if m < last - 1:  # a finished minute: a late count is at most a second old
+                    self._done[m] = fields
+            for m in [m for m in self._done if m < last - 1500]:
+                del self._done[m]
+        return {**have, **fresh}
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
