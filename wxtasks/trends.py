@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from wxtasks.keys import Keys
@@ -33,6 +34,8 @@ TTL_S = 25 * 3600
 #: beat sends the sampler this often; each minute is sampled once (the first run in it)
 SAMPLE_EVERY_S = 10.0
 SAMPLED = "sampled"
+#: a reader keeps finished minutes this long (the longest window, and some)
+KEEP_MINUTES = 1500
 
 
 def minute_of(ts: float) -> int:
@@ -114,13 +117,37 @@ def read(redis: Any, keys: Keys, minutes: Iterable[int]) -> dict[int, dict[str, 
     return out
 
 
+@dataclass(frozen=True)
+class Block:
+    """A run of minutes summed up: counts added, gauges' highest and latest samples."""
+
+    sums: dict[str, float]
+    maxs: dict[str, float]
+    lasts: dict[str, float]
+
+    @classmethod
+    def of(cls, minutes: Iterable[dict[str, float]]) -> Block:
+        sums: dict[str, float] = {}
+        maxs: dict[str, float] = {}
+        lasts: dict[str, float] = {}
+        for fields in minutes:
+            for k, v in fields.items():
+                sums[k] = sums.get(k, 0.0) + v
+                if v > maxs.get(k, -1.0):
+                    maxs[k] = v
+            lasts.update(fields)
+        return cls(sums, maxs, lasts)
+
+
 class TrendCache:
-    """Finished minutes' buckets, read once per process (at most a day and an hour)."""
+    """What a reader keeps: finished minutes' buckets and finished blocks of them, so a
+    page reads and adds up only the last minutes (a day and an hour at most)."""
 
     def __init__(self, redis: Any, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
         self._done: dict[int, dict[str, float]] = {}
+        self._blocks: dict[tuple[int, int], Block] = {}
         self._lock = threading.Lock()
 
     def minutes(self, first: int, last: int) -> dict[int, dict[str, float]]:
@@ -133,9 +160,30 @@ class TrendCache:
             for m, fields in fresh.items():
                 if m < last - 1:  # a finished minute: a late count is at most a second old
                     self._done[m] = fields
-            for m in [m for m in self._done if m < last - 1500]:
+            for m in [m for m in self._done if m < last - KEEP_MINUTES]:
                 del self._done[m]
         return {**have, **fresh}
+
+    def blocks(self, first: int, last: int, step: int) -> list[Block]:
+        """``first .. last`` in blocks of ``step`` minutes, oldest first."""
+        starts = range(first, last + 1, step)
+        with self._lock:
+            kept = {b: self._blocks[(step, b)] for b in starts if (step, b) in self._blocks}
+        missing = [b for b in starts if b not in kept]
+        data = self.minutes(missing[0], last) if missing else {}
+        out = []
+        for b in starts:
+            block = kept.get(b)
+            if block is None:
+                block = Block.of(data[m] for m in range(b, min(b + step, last + 1)) if data[m])
+                if b + step - 1 < last - 1:  # every minute in it is finished
+                    with self._lock:
+                        self._blocks[(step, b)] = block
+            out.append(block)
+        with self._lock:
+            for key in [k for k in self._blocks if k[1] < last - KEEP_MINUTES]:
+                del self._blocks[key]
+        return out
 
 
 def _s(x: Any) -> str:

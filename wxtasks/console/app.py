@@ -32,7 +32,7 @@ from wxtasks.console.qrlogin import QrLogins
 from wxtasks.console.views import AccountIndex
 from wxtasks.runtime import Runtime
 from wxtasks.send.outbox import LANES
-from wxtasks.trends import TrendCache
+from wxtasks.trends import TrendCache, minute_of
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,20 @@ class Console:
         finally:
             self._driving.discard(app_id)
             self._wake.pop(app_id, None)
+
+    def warm_trends(self) -> None:
+        """Read and add up the last day of trends once, at start, so that no operator's
+        first Overview waits for it (about 1.5 s with 50 gateways)."""
+        from wxtasks.console.overview import WINDOWS
+
+        last = minute_of(time.time())
+        try:
+            for window in WINDOWS.values():
+                first = last - window.minutes + 1
+                self.trends.blocks(first, last, window.step)
+                self.trends.blocks(first, last, window.dl_step)
+        except Exception as exc:  # Redis away: the first page reads them instead
+            logger.warning("console: cannot read the trends yet: %s", exc)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -294,6 +308,7 @@ def make_app(console: Console) -> web.Application:
 def serve(settings: Settings, host: str, port: int, *, flower_url: str = "") -> None:
     """Run the console until SIGINT/SIGTERM."""
     console = Console(settings, flower_url=flower_url)
+    console.executor.submit(console.warm_trends)
 
     async def main() -> None:
         server = HTTPServer(make_app(console), xheaders=True)

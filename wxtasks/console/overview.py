@@ -21,7 +21,7 @@ from wxtasks.accounts.machine import State
 from wxtasks.console.app import BaseHandler
 from wxtasks.console.charts import bar_chart, line_chart, sparkline, strip
 from wxtasks.send.policy import Status
-from wxtasks.trends import TrendCache, minute_of
+from wxtasks.trends import Block, TrendCache, minute_of
 
 OUTCOMES = [s.value for s in Status]
 STATES = [s.value for s in State]
@@ -67,28 +67,16 @@ class Overview:
     sends_total: float
 
 
-def _points(
-    data: dict[int, dict[str, float]],
-    minutes: list[int],
-    step: int,
-    field: str,
-    how: str,
-) -> list[float | None]:
-    """One value per ``step`` minutes: ``rate`` (count per minute), ``sum``, ``max`` or
-    ``last`` (a gauge; None where nothing was sampled)."""
-    out: list[float | None] = []
-    for i in range(0, len(minutes), step):
-        chunk = [data.get(m, {}).get(field) for m in minutes[i : i + step]]
-        got = [v for v in chunk if v is not None]
-        if how == "rate":
-            out.append(sum(got) / step)
-        elif how == "sum":
-            out.append(sum(got))
-        elif not got:
-            out.append(None)
-        else:
-            out.append(max(got) if how == "max" else got[-1])
-    return out
+def _points(blocks: Sequence[Block], field: str, how: str, step: int) -> list[float | None]:
+    """One value per block: ``rate`` (count per minute), ``sum``, ``max`` or ``last`` (a
+    gauge; None where nothing was sampled)."""
+    if how == "rate":
+        return [b.sums.get(field, 0.0) / step for b in blocks]
+    if how == "sum":
+        return [b.sums.get(field, 0.0) for b in blocks]
+    if how == "max":
+        return [b.maxs.get(field) for b in blocks]
+    return [b.lasts.get(field) for b in blocks]
 
 
 def build(
@@ -101,14 +89,15 @@ def build(
 ) -> Overview:
     stamp = time.time() if now is None else now
     last = minute_of(stamp)
-    minutes = list(range(last - window.minutes + 1, last + 1))
-    data = cache.minutes(minutes[0], last)
-    first_label = time.strftime("%H:%M", time.localtime(minutes[0] * 60))
+    first = last - window.minutes + 1
+    blocks = cache.blocks(first, last, window.step)
+    dl_blocks = cache.blocks(first, last, window.dl_step)
+    first_label = time.strftime("%H:%M", time.localtime(first * 60))
     last_label = time.strftime("%H:%M", time.localtime(last * 60))
     per = f"per minute, {window.step}-minute averages" if window.step > 1 else "per minute"
 
     def series(names: Sequence[str], prefix: str, how: str) -> list[tuple[str, Any]]:
-        return [(n, _points(data, minutes, window.step, prefix + n, how)) for n in names]
+        return [(n, _points(blocks, prefix + n, how, window.step)) for n in names]
 
     sends = series(OUTCOMES, "send:", "rate")
     charts = [
@@ -136,14 +125,14 @@ def build(
             "Heartbeat lateness p99",
             line_chart(
                 "lateness",
-                [("p99", _points(data, minutes, window.step, "hb_p99_ms", "max"))],
+                [("p99", _points(blocks, "hb_p99_ms", "max", window.step))],
                 first_label,
                 last_label,
                 "ms",
             ),
         ),
     ]
-    dead = [v or 0.0 for v in _points(data, minutes, window.dl_step, "deadletters", "sum")]
+    dead = [v or 0.0 for v in _points(dl_blocks, "deadletters", "sum", window.dl_step)]
     dl_per = "per hour" if window.dl_step == 60 else f"per {window.dl_step} minutes"
     charts.append(
         (
@@ -152,17 +141,17 @@ def build(
             bar_chart("deadletters", dead, first_label, last_label, "msgs"),
         )
     )
-    seen = {k[3:] for fields in data.values() for k in fields if k.startswith(("gw:", "up:"))}
+    seen = {k[3:] for b in blocks for k in b.lasts if k.startswith(("gw:", "up:"))}
+    latest = cache.minutes(last - 1, last - 1).get(last - 1, {})
     rows = []
     for name in [*gateways, *sorted(seen - set(gateways))]:
-        sends_per = _points(data, minutes, window.step, f"gw:{name}", "rate")
         rows.append(
             GatewayRow(
                 name=name,
                 up=name not in down,
-                sends_last_min=data.get(last - 1, {}).get(f"gw:{name}", 0.0),
-                spark=sparkline(sends_per),
-                strip=strip(_points(data, minutes, window.step, f"up:{name}", "last")),
+                sends_last_min=latest.get(f"gw:{name}", 0.0),
+                spark=sparkline(_points(blocks, f"gw:{name}", "rate", window.step)),
+                strip=strip(_points(blocks, f"up:{name}", "last", window.step)),
             )
         )
     return Overview(
@@ -170,7 +159,7 @@ def build(
         charts=charts,
         gateways=rows,
         taken_at=stamp,
-        sampled=any("sampled" in fields for fields in data.values()),
+        sampled=any("sampled" in b.lasts for b in blocks),
         deadletters_total=sum(dead),
         sends_total=sum(sum(v for v in values if v) for _, values in sends) * window.step,
     )
