@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-import requests
+
+if TYPE_CHECKING:
+    import requests
 
 from wxtasks.config import Settings
 from wxtasks.keys import Keys
@@ -152,6 +154,8 @@ def post_alert(
     gateway: str = "",
 ) -> int:
     """POST one alert to the webhook; returns the HTTP status. Raises on network errors."""
+    import requests  # here: reading events (the CLI) does not need an HTTP client
+
     link = console_link(settings, alert, app_id)
     body = alert_payload(settings.alert_format, alert, app_id, reason, at, link, gateway)
     http = session or requests

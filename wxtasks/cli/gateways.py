@@ -7,14 +7,16 @@ that holds it, and the processes that call the gateway read it from there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.config import PROFILES
-from wxtasks.gateway.registry import Gateway
+
+if TYPE_CHECKING:
+    from wxtasks.gateway.registry import Gateway
 
 
 @click.group()
