@@ -40,9 +40,11 @@ def publish_alert(
     state: str = "",
     *,
     gateway: str = "",
+    campaign: str = "",
 ) -> str:
     """Append an alert to the events stream; returns its stream id. A gateway's alert
-    (``gatewayDown``, ``gatewayUp``) names the gateway and no account."""
+    (``gatewayDown``, ``gatewayUp``) names the gateway and no account; a campaign's
+    (``campaignFinished``, ``campaignStalled``) names it in ``campaign``."""
     entry = {
         "kind": "alert",
         "alert": alert,
@@ -53,6 +55,8 @@ def publish_alert(
     }
     if gateway:
         entry["gateway"] = gateway
+    if campaign:
+        entry["campaign"] = campaign
     stream_id = client.xadd(
         Keys(settings.key_prefix).events,
         entry,  # type: ignore[arg-type]
@@ -61,6 +65,8 @@ def publish_alert(
     )
     if gateway:
         logger.warning("alert %s gateway=%s: %s", alert, gateway, reason or "-")
+    elif campaign:
+        logger.warning("alert %s campaign=%s: %s", alert, campaign, reason or "-")
     else:
         logger.warning("alert %s appId=%s: %s", alert, app_id, reason or "-")
     return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)

@@ -372,10 +372,11 @@ class Campaigns:
         publish_alert(
             self.redis,
             self.settings,
-            campaign_id,
+            "",
             "campaignFinished",
             f"campaign {campaign_id} {final.value}: {counts}",
             final.value,
+            campaign=campaign_id,
         )
         return summary
 
@@ -498,10 +499,11 @@ class Campaigns:
                 publish_alert(
                     self.redis,
                     self.settings,
-                    campaign_id,
+                    "",
                     "campaignStalled",
                     f"campaign {campaign_id}: nothing sent for {now - since:.0f}s",
                     state,
+                    campaign=campaign_id,
                 )
 
     def _start(self, campaign_id: str, now: float) -> None:

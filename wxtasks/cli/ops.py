@@ -198,7 +198,11 @@ def status(as_json: bool) -> None:
 def _event_line(e: dict[str, str]) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(float(e.get("at") or 0)))
     if e.get("kind") == "alert":
-        return f"{at} ALERT {e.get('alert')} appId={e.get('app_id')} {e.get('reason', '')}"
+        who = next(
+            (f"{k}={e[k]}" for k in ("campaign", "gateway") if e.get(k)),
+            f"appId={e.get('app_id')}",
+        )
+        return f"{at} ALERT {e.get('alert')} {who} {e.get('reason', '')}"
     return (
         f"{at} appId={e.get('app_id')} {e.get('prev')} -> {e.get('curr')} "
         f"[{e.get('event')}] {e.get('reason', '')}"
@@ -285,11 +289,20 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
     for spec in specs:
         label = "gateway" if spec.is_default else f"gw:{spec.name}"
         var = "VIDEOS_API_TOKEN" if spec.is_default else spec.token_env
+        empty = spec.is_default and not settings.gateway_token  # `gateways list`: token none
         try:
             rt.fleet.client(spec.name).check_online("wxtasks-check")
-            results.append((label, True, f"{spec.base_url} accepted the token"))
+            results.append(
+                (
+                    label,
+                    True,
+                    f"{spec.base_url} answers without a token (VIDEOS_API_TOKEN is empty)"
+                    if empty
+                    else f"{spec.base_url} accepted the token",
+                )
+            )
         except GatewayAuthError as exc:
-            unset = "not set" in str(exc)
+            unset = empty or "not set" in str(exc)
             why = f"token variable {var} is not set" if unset else f"refused the token ({var})"
             results.append((label, False, f"{spec.base_url} {why}"))
         except GatewayError as exc:

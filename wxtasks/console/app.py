@@ -84,6 +84,8 @@ class Console:
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
         self._driving: set[str] = set()
+        #: gateway base URL -> (itself when it is the simulator, else ""; until when)
+        self._simulators: dict[str, tuple[str, float]] = {}
         self._wake: dict[str, asyncio.Event] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -124,6 +126,25 @@ class Console:
         finally:
             self._driving.discard(app_id)
             self._wake.pop(app_id, None)
+
+    def simulator_url(self, app_id: str) -> str:
+        """The base URL of the account's gateway when that gateway is wxtasks' simulator
+        (its admin API answers), else "": the QR page then offers "simulate scan". Asked
+        once a minute per gateway; a real gateway is never sent anything but that GET."""
+        import requests
+
+        base = self.rt.fleet.spec(self.rt.fleet.gateway_of(app_id)).base_url.rstrip("/")
+        hit = self._simulators.get(base)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        try:
+            reply = requests.get(base + "/admin/stats", timeout=1)
+            stats = reply.json() if reply.ok else {}
+            found = isinstance(stats, dict) and {"uptime_s", "profile", "calls"} <= set(stats)
+        except (requests.RequestException, ValueError):
+            found = False
+        self._simulators[base] = (base if found else "", time.monotonic() + 60)
+        return base if found else ""
 
     def warm_trends(self) -> None:
         """Read and add up the last day of trends once, at start, so that no operator's

@@ -189,15 +189,37 @@ class QrLoginStartHandler(BaseHandler):
 class QrLoginHandler(BaseHandler):
     async def get(self, app_id: str, fragment: str | None = None) -> None:
         login = await self.console.run(self.console.logins.get, app_id)
+        simulator = ""
         if login is not None and not login.phase.done:
             self.console.drive_login(app_id)  # whichever process a browser reaches polls
+            simulator = await self.console.run(self.console.simulator_url, app_id)
         self.render(
             "qr_status.html" if fragment else "qr_login.html",
             login=login,
             app_id=app_id,
             url=_account_url(app_id),
             now=time.time(),
+            simulator=simulator,
         )
+
+
+class QrLoginSimulateScanHandler(BaseHandler):
+    """The simulator only (``wxtasks dev``): scan the QR code as a phone would."""
+
+    async def post(self, app_id: str) -> None:
+        import requests
+
+        base = await self.console.run(self.console.simulator_url, app_id)
+        if not base:
+            raise web.HTTPError(404, "the gateway of %s is not the simulator", app_id)
+        reply = await self.console.run(
+            lambda: requests.post(base + "/admin/scan", json={"appId": app_id}, timeout=5)
+        )
+        if not reply.ok:
+            raise web.HTTPError(409, "the simulator has no QR login waiting for %s", app_id)
+        self.console.drive_login(app_id)
+        self.console.wake_login(app_id)
+        self.redirect(_account_url(app_id, "/login"))
 
 
 class QrLoginCaptchaHandler(BaseHandler):
@@ -345,6 +367,7 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (rf"/accounts/{_ID}/login(/status)?", QrLoginHandler),
     (rf"/accounts/{_ID}/login/captcha", QrLoginCaptchaHandler),
     (rf"/accounts/{_ID}/login/cancel", QrLoginCancelHandler),
+    (rf"/accounts/{_ID}/login/simulate-scan", QrLoginSimulateScanHandler),
     (rf"/accounts/{_ID}/send", TestSendHandler),
     (r"/tasks/([\w-]+)", TaskResultHandler),
     (r"/deadletters", DeadLettersHandler),
