@@ -12,7 +12,7 @@ import pytest
 from celery import Celery
 from click.testing import CliRunner, Result
 
-from tests.conftest import Simulator, Stack, online, settings_for
+from tests.conftest import Simulator, Stack, build, online, settings_for
 from wxtasks.accounts.store import AccountStore
 from wxtasks.cli import context, main
 from wxtasks.keys import Keys
@@ -36,7 +36,7 @@ def cli(redis_url: str, simulator: Simulator, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture
 def store(cli: Any, redis_url: str, simulator: Simulator) -> Iterator[AccountStore]:
     client = redis_client(redis_url)
-    yield AccountStore(client, settings_for(redis_url, simulator))
+    yield build(client, settings_for(redis_url, simulator)).accounts
     client.close()
 
 

@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import Simulator, online, settings_for
-from wxtasks.accounts.store import AccountStore
+from tests.conftest import Simulator, build, online, settings_for
 from wxtasks.runtime import redis_client
 
 HEAVY = ("celery", "kombu", "tornado", "requests", "wxtasks.console", "prometheus_client")
@@ -46,7 +45,7 @@ def test_accounts_list_and_status_import_only_what_they_use(
 ) -> None:
     settings = settings_for(redis_url, simulator)
     client = redis_client(redis_url)
-    online(AccountStore(client, settings), "imp-1")
+    online(build(client, settings).accounts, "imp-1")
     client.close()
     env = {**settings.environ(), "PATH": "/usr/bin:/bin"}
     listed = imported(["accounts", "list", "--json"], env)

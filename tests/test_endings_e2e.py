@@ -112,9 +112,7 @@ def test_every_way_a_message_ends_writes_the_same_kinds_of_record(
     )
     assert rt.campaigns.cancel("c-cancel")["cancelled"] == 2
     for index in (0, 1):
-        assert records(rt, f"c-cancel:{index}", "c-cancel") == expected(
-            "cancelled", campaign=True
-        )
+        assert records(rt, f"c-cancel:{index}", "c-cancel") == expected("cancelled", campaign=True)
 
     # 5. a requeued dead letter's new send
     def publish(entry: dict[str, Any]) -> str:

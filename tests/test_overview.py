@@ -16,7 +16,8 @@ from tests.console_support import ConsoleProcess, start_console
 from wxtasks.console.overview import WINDOWS, build
 from wxtasks.dev.stack import Supervisor
 from wxtasks.runtime import Runtime
-from wxtasks.trends import TTL_S, TrendCache, count_deadletter, count_send, minute_of, sample
+from wxtasks.send.outcome import DeadLetter, Ending, SendResult, Status
+from wxtasks.trends import TTL_S, TrendCache, minute_of, sample
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,27 +29,34 @@ def rt(redis_url: str, simulator: Simulator) -> Iterator[Runtime]:
     runtime.redis.close()
 
 
-class _App:
-    def __init__(self, app_id: str) -> None:
-        self.app_id = app_id
+def _end(rt: Runtime, task_id: str, app_id: str | None, status: Status) -> None:
+    """A message ends through the one ending (finish.lua), as a send task's would."""
+    dead = None
+    if status in (Status.FAILED, Status.UNKNOWN):
+        raw = {"app_id": app_id, "to_wxid": "w", "content": "hi"}
+        dead = DeadLetter.of(task_id, "wxtasks.send_text", raw, status, "gateway said no")
+    result = dead.result() if dead else SendResult(status, app_id, "w", task_id)
+    rt.endings.end(Ending(result, dead_letter=dead), store_result=False)
 
 
-def test_counts_and_samples_land_in_per_minute_buckets_with_a_ttl(rt: Runtime) -> None:
+def _count(rt: Runtime, minute: int, field: str, n: int) -> None:
+    rt.redis.hincrby(rt.keys.trends(minute), field, n)
+
+
+def test_endings_and_samples_land_in_per_minute_buckets_with_a_ttl(rt: Runtime) -> None:
     online(rt.accounts, "ov-1", "ov-2")
     rt.accounts.register("ov-3")  # IDLE
+    _end(rt, "t1", "ov-1", Status.SENT)
+    _end(rt, "t2", "ov-1", Status.SENT)
+    _end(rt, "t3", "ov-2", Status.FAILED)  # dead-lettered
+    _end(rt, "t4", None, Status.FAILED)  # unreadable: no account, no gateway
     now = time.time()
-    pipe = rt.redis.pipeline(transaction=False)
-    for outcome in ("sent", "sent", "failed"):
-        count_send(pipe, rt.keys, outcome, _App("ov-1"), rt.fleet.guess, now)
-    count_send(pipe, rt.keys, "failed", None, rt.fleet.guess, now)  # unreadable: no gateway
-    count_deadletter(pipe, rt.keys, now)
-    pipe.execute()
     assert sample(rt, now) is True
     assert sample(rt, now) is False  # once a minute, whoever comes first
     key = rt.keys.trends(minute_of(now))
     fields = rt.redis.hgetall(key)
     assert fields["send:sent"] == "2" and fields["send:failed"] == "2"
-    assert fields["gw:default"] == "3" and fields["deadletters"] == "1"
+    assert fields["gw:default"] == "3" and fields["deadletters"] == "2"
     assert fields["state:ONLINE"] == "2" and fields["state:IDLE"] == "1"
     assert fields["backlog:interactive"] == "0" and fields["up:default"] == "1"
     assert TTL_S - 5 < rt.redis.ttl(key) <= TTL_S
@@ -57,16 +65,14 @@ def test_counts_and_samples_land_in_per_minute_buckets_with_a_ttl(rt: Runtime) -
 def test_the_overview_draws_the_window_and_keeps_finished_minutes(rt: Runtime) -> None:
     now = time.time()
     minute = minute_of(now)
-    pipe = rt.redis.pipeline(transaction=False)
     for back, n in ((5, 3), (2, 7)):
-        for _ in range(n):
-            count_send(pipe, rt.keys, "sent", _App("ov-1"), rt.fleet.guess, now - back * 60)
-    count_deadletter(pipe, rt.keys, now - 90)
-    pipe.execute()
+        _count(rt, minute - back, "send:sent", n)
+        _count(rt, minute - back, "gw:default", n)
+    _count(rt, minute - 1, "deadletters", 1)
     rt.redis.hset(rt.keys.trends(minute - 3), mapping={"backlog:bulk": 42, "sampled": 1})
     cache = TrendCache(rt.redis, rt.keys)
     view = build(cache, WINDOWS["hour"], gateways=["default"], down=frozenset(), now=now)
-    svg = dict((cid, svg) for cid, _title, svg in view.charts)
+    svg = {cid: svg for cid, _title, svg in view.charts}
     assert set(svg) == {"sends", "backlog", "accounts", "lateness", "deadletters"}
     assert 'data-series="sent" data-latest="0" data-total="10"' in svg["sends"]
     assert 'data-series="bulk" data-latest="42"' in svg["backlog"]
@@ -74,9 +80,9 @@ def test_the_overview_draws_the_window_and_keeps_finished_minutes(rt: Runtime) -
     assert view.sends_total == 10 and view.deadletters_total == 1 and view.sampled
     assert [g.name for g in view.gateways] == ["default"] and view.gateways[0].up
     # a finished minute is read once; a count that lands in it later is the next process's
-    rt.redis.hincrby(rt.keys.trends(minute - 5), "send:sent", 100)
+    _count(rt, minute - 5, "send:sent", 100)
     again = build(cache, WINDOWS["hour"], gateways=["default"], down=frozenset(), now=now)
-    assert 'data-total="10"' in dict((c, s) for c, _t, s in again.charts)["sends"]
+    assert 'data-total="10"' in {c: s for c, _t, s in again.charts}["sends"]
     fresh = build(
         TrendCache(rt.redis, rt.keys), WINDOWS["day"], gateways=[], down=frozenset(), now=now
     )

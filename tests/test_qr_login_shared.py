@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Simulator, settings_for
+from tests.conftest import Simulator, build, settings_for
 from tests.console_support import PASSWORD, USER, ConsoleProcess, start_console
 from wxtasks.accounts.machine import State
-from wxtasks.accounts.store import AccountStore
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.runtime import redis_client
 
@@ -91,7 +90,7 @@ def test_two_console_processes_behind_round_robin_complete_a_qr_login(
     consoles: list[ConsoleProcess], simulator: Simulator, redis_url: str
 ) -> None:
     client = redis_client(redis_url)
-    store = AccountStore(client, settings_for(redis_url, simulator))
+    store = build(client, settings_for(redis_url, simulator)).accounts
     simulator.set_online("rr-01", False)  # no session at the gateway: a human must scan
     store.register("rr-01")
     proxy = RoundRobin([c.url for c in consoles])

@@ -211,6 +211,7 @@ class Runtime:
             self.scripts,
             self.store_result,
             lambda campaign_id: self.campaigns.complete(campaign_id),
+            self.fleet.guess,
         )
 
     @cached_property

@@ -3,11 +3,10 @@
 Each minute has one hash, ``keys.trends(minute)`` (minute = unix seconds // 60, TTL
 :data:`TTL_S`). Two kinds of fields land in it:
 
-- **counts**, incremented where the event already writes to Redis, inside the round trip
-  that already runs (no send pays an extra trip, nothing scans per send):
-  ``send:<outcome>`` and ``gw:<gateway>`` from the send's one ending
-  (:func:`count_send`), ``deadletters`` from :meth:`DeadLetters.add`
-  (:func:`count_deadletter`);
+- **counts**, incremented where the event already writes to Redis, inside the script
+  that already runs (no send pays an extra round trip, nothing scans per send): the one
+  ending (``lua/finish.lua``) adds ``send:<outcome>``, ``gw:<gateway>`` and, for a
+  dead-lettered message, ``deadletters``;
 - **gauges**, sampled once a minute (:func:`sample`, the ``wxtasks.sample_trends`` task
   beat sends): ``backlog:<lane>``, ``state:<STATE>``, ``hb_p99_ms`` (heartbeat lateness
   p99 of the recent probes) and ``up:<gateway>`` (1 up, 0 marked down).
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,31 +39,6 @@ KEEP_MINUTES = 1500
 
 def minute_of(ts: float) -> int:
     return int(ts // 60)
-
-
-def count_send(
-    pipe: Any,
-    keys: Keys,
-    outcome: str,
-    message: Any,
-    gateway_of: Callable[[str], str],
-    now: float | None = None,
-) -> None:
-    """Queue on ``pipe``: one send ended ``outcome``; ``message`` (anything with an
-    ``app_id``; None for one that could not be read) counts for its account's gateway as
-    ``gateway_of`` names it without a round trip (``Fleet.guess``)."""
-    key = keys.trends(minute_of(time.time() if now is None else now))
-    pipe.hincrby(key, f"send:{outcome}", 1)
-    if message is not None:
-        pipe.hincrby(key, f"gw:{gateway_of(message.app_id)}", 1)
-    pipe.expire(key, TTL_S)
-
-
-def count_deadletter(pipe: Any, keys: Keys, now: float | None = None) -> None:
-    """Queue on ``pipe``: one message was dead-lettered."""
-    key = keys.trends(minute_of(time.time() if now is None else now))
-    pipe.hincrby(key, "deadletters", 1)
-    pipe.expire(key, TTL_S)
 
 
 def gauges(rt: Runtime) -> dict[str, float]:

@@ -20,7 +20,7 @@ from tornado import web
 from wxtasks.accounts.machine import State
 from wxtasks.console.app import BaseHandler
 from wxtasks.console.charts import bar_chart, line_chart, sparkline, strip
-from wxtasks.send.policy import Status
+from wxtasks.send.outcome import Status
 from wxtasks.trends import Block, TrendCache, minute_of
 
 OUTCOMES = [s.value for s in Status]

@@ -16,7 +16,6 @@ from typing import Any
 import redis
 
 from wxtasks.keys import Keys
-from wxtasks.trends import count_deadletter
 
 
 class DeadLetters:
@@ -33,7 +32,6 @@ class DeadLetters:
             pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.deadletters, entry["task_id"], json.dumps(entry, ensure_ascii=False))
         pipe.zadd(self.keys.deadletters_order, {entry["task_id"]: entry["dead_lettered_at"]})
-        count_deadletter(pipe, self.keys, entry["dead_lettered_at"])  # the Overview's trend
         if own:
             pipe.execute()
 
