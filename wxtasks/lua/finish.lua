@@ -47,10 +47,10 @@ if redis.call('HINCRBY', KEYS[9], 'send:' .. status, 1) == 1 then
   redis.call('EXPIRE', KEYS[9], trend_ttl)
 end
 if gateway ~= '' then redis.call('HINCRBY', KEYS[9], 'gw:' .. gateway, 1) end
-if dead_letter ~= '' then redis.call('HINCRBY', KEYS[9], 'deadletters', 1) end
 if dead_letter ~= '' then
   redis.call('HSET', KEYS[2], task_id, dead_letter)
   redis.call('ZADD', KEYS[3], now, task_id)
+  redis.call('HINCRBY', KEYS[9], 'deadletters', 1)
 end
 redis.call('HDEL', KEYS[4], task_id)
 redis.call('ZREM', KEYS[5], task_id)
