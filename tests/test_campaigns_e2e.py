@@ -108,7 +108,11 @@ def test_pause_stops_sending_resume_finishes_and_the_report_adds_up(
     at_gateway = Counter((s["appId"], s["toWxid"]) for s in sim.sends())
     assert set(at_gateway) == set(targets) and max(at_gateway.values()) == 1
     finished = [e for e in read_events(rt.redis, rt.settings, count=50) if e.get("alert")]
-    assert any(e["alert"] == "campaignFinished" and e["app_id"] == "spring" for e in finished)
+    # the alert names its campaign in `campaign`, not in `app_id`
+    assert any(
+        e["alert"] == "campaignFinished" and e["campaign"] == "spring" and e["app_id"] == ""
+        for e in finished
+    )
 
 
 def test_cancel_ends_what_is_left_as_cancelled(rt: Runtime, sim: Simulator) -> None:

@@ -43,6 +43,8 @@ def test_the_services_users_expect_exist() -> None:
         "metrics",
         "callbacks",
         "console",
+        "prometheus",  # profile "monitoring": tests/test_overview.py
+        "grafana",
     }
 
 

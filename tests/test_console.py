@@ -58,7 +58,9 @@ def _concrete(pattern: str) -> str:
 
 
 def _every_path() -> list[str]:
-    return [_concrete(p) for p, _ in ROUTES] + ["/static/htmx.min.js", "/static/console.css"]
+    public = {r"/favicon\.ico"}  # the tab's icon (tests/test_overview.py)
+    paths = [_concrete(p) for p, _ in ROUTES if p not in public]
+    return [*paths, "/static/htmx.min.js", "/static/console.css"]
 
 
 def test_every_route_needs_credentials(console: ConsoleProcess, store: AccountStore) -> None:

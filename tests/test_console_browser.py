@@ -110,7 +110,7 @@ def page(browser: Any, console: ConsoleProcess, tmp_path: Path, redis_url: str) 
     tab.fill("input[name=username]", USER)
     tab.fill("input[name=password]", PASSWORD)
     tab.click("button[type=submit]")
-    tab.wait_for_url("**/accounts")
+    tab.wait_for_url("**/overview")  # the landing page
     yield tab
     context.close()
 
@@ -477,3 +477,54 @@ def test_admin_purges_cancels_resets_removes_and_changes_options(
         "campaign.cancel",
         "deadletter.purge",
     }
+
+
+def test_overview_shows_trends_from_a_real_run(
+    page: Any, store: AccountStore, stack: Stack, console: ConsoleProcess, tmp_path: Path
+) -> None:
+    from wxtasks.trends import minute_of
+
+    ids = demo_accounts(store, 5)
+    store.register("ov-idle")  # IDLE: its send fails and is dead-lettered
+    client = WxTasksClient.from_settings(stack.settings)
+    results = [client.send_text(a, "wxid_fan", f"trend {a}") for a in ids]
+    results.append(client.send_text("ov-idle", "wxid_fan", "fails"))
+    outcomes = [r.get(timeout=60)["status"] for r in results]
+    assert outcomes == ["sent"] * 5 + ["failed"]
+    client.app.close()
+    keys = Keys(stack.settings.key_prefix)
+
+    def sampled() -> bool:  # beat's sampler runs every 10 s, first in each minute writes
+        now = minute_of(time.time())
+        return any(store.redis.hexists(keys.trends(m), "sampled") for m in (now, now - 1))
+
+    wait_until(sampled, 30, 0.5, "beat to sample the trends")
+    page.goto(console.url + "/overview")
+    assert page.locator("header nav a.here").inner_text() == "Overview"
+    sends = page.locator('#chart-sends g[data-series="sent"]')
+    assert float(sends.get_attribute("data-total")) >= 5
+    assert (
+        float(page.locator('#chart-sends g[data-series="failed"]').get_attribute("data-total")) >= 1
+    )
+    dead = page.locator('#chart-deadletters g[data-series="deadletters"]')
+    assert float(dead.get_attribute("data-total")) >= 1
+    assert page.locator("#chart-deadletters rect").count() >= 1
+    assert page.locator("#chart-sends polyline, #chart-sends circle").count() >= 1
+    online = page.locator('#chart-accounts g[data-series="ONLINE"]')
+    assert float(online.get_attribute("data-latest")) >= 1
+    assert page.locator("#gw-default .state").inner_text() == "up"
+    shot(page, tmp_path, "1-overview-hour")
+    # it refreshes itself (htmx, every 10 s) without a reload
+    page.evaluate("window.notReloaded = true")
+    taken = page.locator("#overview-taken").get_attribute("data-taken-at")
+    wait_until(
+        lambda: page.locator("#overview-taken").get_attribute("data-taken-at") != taken,
+        20,
+        0.5,
+        "the charts to refresh",
+    )
+    assert page.evaluate("window.notReloaded") is True
+    page.click("#window-day")
+    page.wait_for_url("**/overview?window=day")
+    assert float(page.locator('#chart-sends g[data-series="sent"]').get_attribute("data-total")) > 0
+    shot(page, tmp_path, "2-overview-day")

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -85,6 +88,9 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []  # what the newcomer reads in the first terminal
+    reader = threading.Thread(target=lambda: lines.extend(dev.stdout or []), daemon=True)
+    reader.start()
     try:
 
         def workers() -> list[str]:
@@ -108,8 +114,32 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
             text=True,
             check=True,
         )
-        accounts = json.loads(listed.stdout)
-        assert len(accounts) == 5 and {a["state"] for a in accounts} == {"ONLINE"}
+        accounts = {a["app_id"]: a["state"] for a in json.loads(listed.stdout)}
+        # five demo accounts ONLINE, and demo-qr waiting for a human to scan its QR code
+        assert accounts == {**{f"demo-{i:02d}": "ONLINE" for i in range(1, 6)}, "demo-qr": "IDLE"}
+        banner = wait_until(
+            lambda: next((x for x in lines if "console: http" in x), None), 30, 0.2, "banner"
+        )
+        # the banner's callback URL carries this run's real secret: the receiver takes it
+        hook = next(x for x in lines if "callbacks: POST" in x).split("POST ", 1)[1].strip()
+        assert "<" not in hook and requests.post(hook, data=b"{}", timeout=5).status_code == 400
+        assert requests.post(hook + "x", data=b"{}", timeout=5).status_code == 403
+        # `gateways list` and `check` say the same about the simulator's token (a second
+        # terminal finds the simulator at the default port; this test's is another)
+        cli_env = {**env, "WECHATAPI_BASE_URL": f"http://127.0.0.1:{sim}"}
+        gws = subprocess.run(
+            [sys.executable, "-m", "wxtasks", "gateways", "list", "--json"],
+            env=cli_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(gws.stdout)[0]["token"] == "none"
+        checked = subprocess.run(
+            [sys.executable, "-m", "wxtasks", "check"], env=cli_env, capture_output=True, text=True
+        )
+        gateway_line = next(x for x in checked.stdout.splitlines() if " gateway " in x)
+        assert gateway_line.startswith("ok") and "without a token" in gateway_line
 
         reply = requests.post(
             f"http://127.0.0.1:{flower}/api/task/send-task/wxtasks.send_text",
@@ -199,6 +229,20 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
 
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         if chromium:
+            # the README's QR login, as a newcomer follows it: the login the banner printed,
+            # Accounts, "log in" next to demo-qr, show the code, "simulate scan"
+            user, password = re.search(r"user (\S+), password (\S+)\)", banner).groups()
+            _qr_login_in_the_console(
+                chromium, f"http://127.0.0.1:{console}", user, password, tmp_path
+            )
+            after = subprocess.run(
+                [sys.executable, "-m", "wxtasks", "accounts", "show", "demo-qr"],
+                env=cli_env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            assert json.loads(after.stdout)["state"] == "ONLINE"
             dom = subprocess.run(
                 [
                     chromium,
@@ -221,7 +265,40 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
                 assert name in dom.stdout, f"{name} not on Flower's page"
     finally:
         dev.send_signal(signal.SIGTERM)
-        output, _ = dev.communicate(timeout=60)
-    assert "stopped" in output
+        dev.wait(timeout=60)
+        reader.join(timeout=10)
+        if dev.stdout is not None:
+            dev.stdout.close()
+    assert "stopped" in "".join(lines)
     left = [pid for pid in tree if _alive(pid)]
     assert left == [], f"processes left behind: {left}"
+
+
+def _qr_login_in_the_console(chromium: str, url: str, user: str, password: str, tmp: Path) -> None:
+    sync_api: Any = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=os.path.realpath(chromium),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(40_000)
+            page.goto(url)
+            page.fill("input[name=username]", user)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_url("**/overview")
+            page.click("header nav >> text=Accounts")
+            page.click("#acct-demo-qr a.act")  # "log in" next to the account that needs it
+            page.click("#start-login")
+            page.wait_for_url("**/accounts/demo-qr/login")
+            page.locator("#qr-image").wait_for()
+            page.screenshot(path=str(tmp / "dev-qr-1-code.png"), full_page=True)
+            page.click("#simulate-scan")
+            page.locator("#qr-phase").filter(has_text="confirmed").wait_for()
+            page.screenshot(path=str(tmp / "dev-qr-2-confirmed.png"), full_page=True)
+            assert "demo-qr is ONLINE" in page.locator("#qr-result").inner_text()
+        finally:
+            browser.close()

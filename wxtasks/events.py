@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-import requests
+
+if TYPE_CHECKING:
+    import requests
 
 from wxtasks.config import Settings
 from wxtasks.keys import Keys
@@ -39,9 +41,11 @@ def publish_alert(
     state: str = "",
     *,
     gateway: str = "",
+    campaign: str = "",
 ) -> str:
     """Append an alert to the events stream; returns its stream id. A gateway's alert
-    (``gatewayDown``, ``gatewayUp``) names the gateway and no account."""
+    (``gatewayDown``, ``gatewayUp``) names the gateway and no account; a campaign's
+    (``campaignFinished``, ``campaignStalled``) names it in ``campaign``."""
     entry = {
         "kind": "alert",
         "alert": alert,
@@ -52,6 +56,8 @@ def publish_alert(
     }
     if gateway:
         entry["gateway"] = gateway
+    if campaign:
+        entry["campaign"] = campaign
     stream_id = client.xadd(
         Keys(settings.key_prefix).events,
         entry,  # type: ignore[arg-type]
@@ -60,6 +66,8 @@ def publish_alert(
     )
     if gateway:
         logger.warning("alert %s gateway=%s: %s", alert, gateway, reason or "-")
+    elif campaign:
+        logger.warning("alert %s campaign=%s: %s", alert, campaign, reason or "-")
     else:
         logger.warning("alert %s appId=%s: %s", alert, app_id, reason or "-")
     return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
@@ -155,6 +163,8 @@ def post_alert(
     gateway: str = "",
 ) -> int:
     """POST one alert to the webhook; returns the HTTP status. Raises on network errors."""
+    import requests  # here: reading events (the CLI) does not need an HTTP client
+
     link = console_link(settings, alert, app_id)
     body = alert_payload(settings.alert_format, alert, app_id, reason, at, link, gateway)
     http = session or requests

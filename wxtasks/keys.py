@@ -95,6 +95,20 @@ key                                    type    content / TTL
                                                address; same shape
 ``wx:alerted:<alert>``                 string  an alert that repeats at most so often
                                                (``redisMemory``); TTL its quiet period
+``wx:qrlogin:{appId}``                 hash    a console QR login: uuid, qr_image, phase,
+                                               message, captcha_code, nick_name,
+                                               started_at, expires_at, polled_at (every
+                                               console process reads and drives it); TTL
+                                               the QR's life + 10 minutes
+``wx:qrlogin:{appId}:lock``            string  whoever holds it talks to the gateway for
+                                               that login (redis-py Lock); PX 30 s
+``wx:trends:<minute>``                 hash    the Overview's per-minute bucket (minute =
+                                               unix seconds // 60): send:<outcome>,
+                                               gw:<gateway> sends, deadletters (counted
+                                               where they happen, HINCRBY in the round trip
+                                               that already runs); backlog:<lane>,
+                                               state:<STATE>, hb_p99_ms, up:<gateway> 1|0
+                                               (sampled once a minute by beat); TTL 25 h
 =====================================  ======  =============================================
 
 An appId is part of these names, so every appId follows one rule, :data:`APP_ID_RULE`,
@@ -293,3 +307,12 @@ class Keys:
 
     def alerted(self, alert: str) -> str:
         return f"{self.prefix}:alerted:{alert}"
+
+    def qr_login(self, app_id: str) -> str:
+        return f"{self.prefix}:qrlogin:{{{app_id}}}"
+
+    def qr_login_lock(self, app_id: str) -> str:
+        return f"{self.prefix}:qrlogin:{{{app_id}}}:lock"
+
+    def trends(self, minute: int) -> str:
+        return f"{self.prefix}:trends:{minute}"

@@ -21,11 +21,15 @@ wxtasks_outbox_dispatch_lag_seconds{lane}  gauge   how long the most overdue acc
 wxtasks_outbox_dispatched_total{lane}      counter messages dispatched from the outbox
 wxtasks_redis_memory_used_bytes            gauge   memory Redis uses
 wxtasks_redis_maxmemory_bytes              gauge   Redis's maxmemory (0: none; alert at 80%)
+wxtasks_gateway_up{gateway}                gauge   1 when the gateway answers, 0 marked down
+wxtasks_gateway_sends_last_minute{gateway} gauge   sends that ended through it in the last
+                                                   full minute (the Overview's trend bucket)
 =========================================  ======  ==========================================
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import (
@@ -40,6 +44,7 @@ from wxtasks import redismemory
 from wxtasks.runtime import Runtime
 from wxtasks.send.buckets import levels
 from wxtasks.send.outbox import LANES
+from wxtasks.trends import minute_of, read
 
 OUTCOMES = ("sent", "duplicate", "failed", "unknown", "cancelled")
 
@@ -66,6 +71,7 @@ class RedisCollector(Collector):
         self.deadletters = rt.deadletters
         self.scripts = rt.scripts
         self.outbox = rt.outbox
+        self.gateways = rt.gateways
 
     def collect(self) -> Iterator[Metric]:
         accounts = GaugeMetricFamily("wxtasks_accounts", "Accounts in each state", labels=["state"])
@@ -152,6 +158,27 @@ class RedisCollector(Collector):
         yield GaugeMetricFamily(
             "wxtasks_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)", value=limit
         )
+
+        down = {str(n) for n in self.redis.smembers(self.keys.gateways_down)}
+        names = self.gateways.names()
+        up = GaugeMetricFamily(
+            "wxtasks_gateway_up",
+            "1 when the gateway answers, 0 when marked down",
+            labels=["gateway"],
+        )
+        for name in names:
+            up.add_metric([name], 0.0 if name in down else 1.0)
+        yield up
+        minute = minute_of(time.time()) - 1
+        last = read(self.redis, self.keys, [minute])[minute]
+        per_gateway = GaugeMetricFamily(
+            "wxtasks_gateway_sends_last_minute",
+            "Sends that ended through the gateway in the last full minute",
+            labels=["gateway"],
+        )
+        for name in sorted({*names, *(k[3:] for k in last if k.startswith("gw:"))}):
+            per_gateway.add_metric([name], last.get(f"gw:{name}", 0.0))
+        yield per_gateway
 
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:

@@ -13,31 +13,33 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import redis
-from celery import Celery
-from redis.sentinel import MasterNotFoundError, Sentinel
-
-from wxtasks.accounts.lifecycle import Lifecycle
-from wxtasks.accounts.store import AccountStore
-from wxtasks.campaigns.store import Campaigns
 from wxtasks.config import SENTINEL_SCHEME, Settings, parse_sentinel_url
-from wxtasks.gateway.client import GatewayClient
-from wxtasks.gateway.fleet import Fleet
-from wxtasks.gateway.registry import DEFAULT, GatewayRegistry
-from wxtasks.inbound.messages import Handler, InboundStore, load_handlers
 from wxtasks.keys import Keys
-from wxtasks.scripts import Scripts
-from wxtasks.send.breaker import Breaker
-from wxtasks.send.deadletters import DeadLetters
-from wxtasks.send.dispatcher import Dispatched, Dispatcher
-from wxtasks.send.outbox import Outbox
-from wxtasks.send.outcome import Endings
-from wxtasks.send.pacing import Policy
-from wxtasks.send.pipeline import SendPipeline
-from wxtasks.worker.celeryconf import SENTINEL_SOCKET_TIMEOUT_S, configure
+
+# Every part is imported where it is built: a CLI command that lists accounts never
+# imports Celery, kombu or requests (`python bench/cli_latency.py`).
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+
+    from wxtasks.accounts.lifecycle import Lifecycle
+    from wxtasks.accounts.store import AccountStore
+    from wxtasks.campaigns.store import Campaigns
+    from wxtasks.gateway.client import GatewayClient
+    from wxtasks.gateway.fleet import Fleet
+    from wxtasks.gateway.registry import GatewayRegistry
+    from wxtasks.inbound.messages import Handler, InboundStore
+    from wxtasks.scripts import Scripts
+    from wxtasks.send.breaker import Breaker
+    from wxtasks.send.deadletters import DeadLetters
+    from wxtasks.send.dispatcher import Dispatched, Dispatcher
+    from wxtasks.send.outbox import Outbox
+    from wxtasks.send.outcome import Endings
+    from wxtasks.send.pacing import Policy
+    from wxtasks.send.pipeline import SendPipeline
 
 
 def redis_client(url: str, **options: Any) -> redis.Redis:
@@ -45,6 +47,8 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
     ``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>/<db>``, which asks
     the sentinels for the current primary and asks again after a failover (a connection
     error, or the old primary answering READONLY)."""
+    import redis
+
     params: dict[str, Any] = {
         "decode_responses": True,
         "health_check_interval": 30,
@@ -54,6 +58,10 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
     }
     if urlsplit(url).scheme != SENTINEL_SCHEME:
         return redis.Redis.from_url(url, **params)
+    from redis.sentinel import Sentinel
+
+    from wxtasks.worker.celeryconf import SENTINEL_SOCKET_TIMEOUT_S
+
     spec = parse_sentinel_url(url)
     params.setdefault("socket_timeout", SENTINEL_SOCKET_TIMEOUT_S)
     params.setdefault("socket_connect_timeout", 2.0)
@@ -70,6 +78,9 @@ def redis_client(url: str, **options: Any) -> redis.Redis:
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     """True when a Redis answers PING at ``url`` within ``timeout_s``."""
+    import redis
+    from redis.sentinel import MasterNotFoundError
+
     try:
         client = redis_client(
             url,
@@ -110,6 +121,10 @@ class Runtime:
     def celery(self) -> Celery:
         if self.app is not None:
             return self.app
+        from celery import Celery
+
+        from wxtasks.worker.celeryconf import configure
+
         return configure(Celery("wxtasks-producer"), self.settings)
 
     @cached_property
@@ -122,29 +137,41 @@ class Runtime:
 
     @cached_property
     def scripts(self) -> Scripts:
+        from wxtasks.scripts import Scripts
+
         return Scripts(self.redis)
 
     @cached_property
     def accounts(self) -> AccountStore:
+        from wxtasks.accounts.store import AccountStore
+
         return AccountStore(self.redis, self.settings, self.keys, self.scripts)
 
     @cached_property
     def deadletters(self) -> DeadLetters:
+        from wxtasks.send.deadletters import DeadLetters
+
         return DeadLetters(self.redis, self.keys)
 
     @cached_property
     def gateways(self) -> GatewayRegistry:
         """The gateway registry (``default`` from the environment, the rest in Redis)."""
+        from wxtasks.gateway.registry import GatewayRegistry
+
         return GatewayRegistry(self.redis, self.settings, self.keys)
 
     @cached_property
     def fleet(self) -> Fleet:
         """Which gateway serves each account, one pooled client per gateway, health."""
+        from wxtasks.gateway.fleet import Fleet
+
         return Fleet(self.redis, self.settings, self.keys, self.scripts, self.gateways)
 
     @property
     def gateway(self) -> GatewayClient:
         """The ``default`` gateway's client (the environment's)."""
+        from wxtasks.gateway.registry import DEFAULT
+
         return self.fleet.client(DEFAULT)
 
     def gateway_for(self, app_id: str) -> GatewayClient:
@@ -153,6 +180,8 @@ class Runtime:
 
     @cached_property
     def lifecycle(self) -> Lifecycle:
+        from wxtasks.accounts.lifecycle import Lifecycle
+
         return Lifecycle(
             self.redis, self.settings, self.keys, self.accounts, self.fleet, self.enqueue
         )
@@ -160,15 +189,21 @@ class Runtime:
     @cached_property
     def pacing(self) -> Policy:
         """The fleet's bulk pacing defaults, as the gates take them."""
+        from wxtasks.send.pacing import Policy
+
         return Policy(self.settings)
 
     @cached_property
     def outbox(self) -> Outbox:
+        from wxtasks.send.outbox import Outbox
+
         return Outbox(self.redis, self.keys, self.scripts)
 
     @cached_property
     def endings(self) -> Endings:
         """The one place a message's ending is written."""
+        from wxtasks.send.outcome import Endings
+
         return Endings(
             self.redis,
             self.settings,
@@ -176,14 +211,19 @@ class Runtime:
             self.scripts,
             self.store_result,
             lambda campaign_id: self.campaigns.complete(campaign_id),
+            self.fleet.guess,
         )
 
     @cached_property
     def breaker(self) -> Breaker:
+        from wxtasks.send.breaker import Breaker
+
         return Breaker(self.redis, self.settings, self.keys, self.scripts, self.lifecycle.alert_by)
 
     @cached_property
     def campaigns(self) -> Campaigns:
+        from wxtasks.campaigns.store import Campaigns
+
         return Campaigns(
             self.redis,
             self.settings,
@@ -196,6 +236,8 @@ class Runtime:
 
     @cached_property
     def pipeline(self) -> SendPipeline:
+        from wxtasks.send.pipeline import SendPipeline
+
         return SendPipeline(
             self.redis, self.settings, self.keys, self.scripts, self.fleet, self.pacing
         )
@@ -206,15 +248,21 @@ class Runtime:
         clock: Callable[[], float] | None = None,
     ) -> Dispatcher:
         """A dispatcher of this process's outbox that hands what it takes to ``publish``."""
+        from wxtasks.send.dispatcher import Dispatcher
+
         return Dispatcher(self.settings, self.outbox, self.fleet, self.pacing, publish, clock=clock)
 
     @cached_property
     def inbound(self) -> InboundStore:
+        from wxtasks.inbound.messages import InboundStore
+
         return InboundStore(self.redis, self.settings, self.keys, self.scripts)
 
     @cached_property
     def handlers(self) -> list[tuple[str, Handler]]:
         """The message handlers (WXTASKS_MESSAGE_HANDLERS, then entry points), loaded once."""
+        from wxtasks.inbound.messages import load_handlers
+
         return load_handlers(self.settings)
 
     def enqueue(

@@ -384,10 +384,11 @@ class Campaigns:
         publish_alert(
             self.redis,
             self.settings,
-            campaign_id,
+            "",
             "campaignFinished",
             f"campaign {campaign_id} {final.value}: {counts}",
             final.value,
+            campaign=campaign_id,
         )
         return summary
 
@@ -462,8 +463,12 @@ class Campaigns:
         return out
 
     def report(self, campaign_id: str) -> Iterator[dict[str, Any]]:
-        """Every target once, in order: its outcome (or ``waiting``), ids and error."""
+        """Every target once, in order: its outcome (or ``waiting``), ids and error.
+        An unknown id raises CampaignNotFound here, not at the first row."""
         self._meta(campaign_id)
+        return self._report(campaign_id)
+
+    def _report(self, campaign_id: str) -> Iterator[dict[str, Any]]:
         results_key = self.keys.campaign_results(campaign_id)
         for chunk in self._targets(campaign_id):
             results = self.redis.hmget(results_key, [i for i, _, _ in chunk]) if chunk else []
@@ -506,10 +511,11 @@ class Campaigns:
                 publish_alert(
                     self.redis,
                     self.settings,
-                    campaign_id,
+                    "",
                     "campaignStalled",
                     f"campaign {campaign_id}: nothing sent for {now - since:.0f}s",
                     state,
+                    campaign=campaign_id,
                 )
 
     def _start(self, campaign_id: str, now: float) -> None:

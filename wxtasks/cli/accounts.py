@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from wxtasks.accounts.lifecycle import LOGIN_TASK
 from wxtasks.accounts.machine import Event, State
-from wxtasks.accounts.store import Account
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.cli.trail import audited
 from wxtasks.errors import GatewayError
+
+if TYPE_CHECKING:
+    from wxtasks.accounts.store import Account
 
 _STATES = [s.value for s in State]
 GATEWAY_DOWN = "gateway down"
@@ -74,6 +75,8 @@ def add(
     **pacing: Any,
 ) -> None:
     """Register APP_IDS (heartbeats scheduled) and start their login."""
+    from wxtasks.accounts.lifecycle import LOGIN_TASK
+
     store = runtime().accounts
     for app_id in app_ids:
         account, created = store.register(
@@ -103,8 +106,9 @@ def add(
 def list_(state: str | None, as_json: bool) -> None:
     """Every registered account (CONDITION "gateway down": its gateway is not answering;
     the account keeps its state and waits)."""
-    items = runtime().accounts.list(state)
-    down = runtime().fleet.down()
+    rt = runtime()
+    items = rt.accounts.list(state)
+    down = frozenset(map(str, rt.redis.smembers(rt.keys.gateways_down)))  # no gateway client
     if as_json:
         echo_json([view(a, down) for a in items])
         return

@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from wxtasks.campaigns.store import Content, csv_safe
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.cli.trail import audited
@@ -23,19 +21,6 @@ _COUNTS = ("sent", "duplicate", "failed", "unknown", "cancelled", "waiting")
 @click.group()
 def campaigns() -> None:
     """Campaigns (群发): content for many targets, paced in the accounts' bulk lanes."""
-
-
-def _file_targets(path: Path) -> Iterator[tuple[str, str]]:
-    """``app_id,to_wxid`` per line, streamed (blank lines and ``#`` comments skipped)."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            app_id, sep, to_wxid = line.partition(",")
-            if not sep or not app_id.strip() or not to_wxid.strip():
-                raise BadInputError(f"{path}:{number}: expected app_id,to_wxid, got {line!r}")
-            yield app_id.strip(), to_wxid.strip()
 
 
 def _start(value: str | None) -> float | None:
@@ -77,6 +62,11 @@ def _print(summary: dict[str, Any]) -> None:
     "WXTASKS_TIMEZONE when none is given)",
 )
 @click.option("--jitter", help="MIN-MAX seconds between this campaign's sends per account")
+@click.option(
+    "--allow-unregistered",
+    is_flag=True,
+    help="create it even when targets name appIds that are not registered (they fail)",
+)
 @click.option("--json", "as_json", is_flag=True)
 @friendly
 def create(
@@ -87,22 +77,26 @@ def create(
     content: str,
     start: str | None,
     jitter: str | None,
+    allow_unregistered: bool,
     as_json: bool,
 ) -> None:
-    """Create a campaign; its targets stream into Redis in chunks."""
+    """Create a campaign. The whole target list is checked first (each bad line named,
+    unregistered appIds refused): any problem creates nothing, exit 1."""
+    from wxtasks.campaigns.store import Content
+    from wxtasks.campaigns.targets import check_targets, pairs_of, read_targets_file
+
     if bool(targets) == bool(app_id and to):
         raise click.UsageError("give either --targets FILE or --app-id A --to W1,W2,...")
     if targets:
-        pairs: Any = _file_targets(targets)
+        pairs, problems = read_targets_file(targets)
     else:
-        pairs = [(str(app_id), w.strip()) for w in str(to).split(",") if w.strip()]
-    summary = runtime().campaigns.create(
-        campaign_id,
-        Content.parse("text", {"content": content}),
-        pairs,
-        start_at=_start(start),
-        jitter=jitter,
-        source="cli",
+        pairs, problems = pairs_of([[app_id, w.strip()] for w in str(to).split(",") if w.strip()])
+    rt = runtime()
+    parsed = Content.parse("text", {"content": content})
+    starts = _start(start)
+    check_targets(rt.redis, rt.keys, pairs, problems, allow_unregistered=allow_unregistered)
+    summary = rt.campaigns.create(
+        campaign_id, parsed, pairs, start_at=starts, jitter=jitter, source="cli"
     )
     audited("campaign.create", "campaign", campaign_id, f"{summary['total']} target(s)")
     echo_json(summary) if as_json else _print(summary)
@@ -153,7 +147,9 @@ for _name, _doc in (
 @friendly
 def report(campaign_id: str, as_csv: bool, as_json: bool) -> None:
     """Every target once: its outcome, ids and error."""
-    rows = runtime().campaigns.report(campaign_id)
+    from wxtasks.campaigns.store import csv_safe
+
+    rows = runtime().campaigns.report(campaign_id)  # an unknown id fails here, before output
     if as_json:
         echo_json(list(rows))
         return

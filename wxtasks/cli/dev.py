@@ -108,6 +108,12 @@ def simulator(
     help="simulate this many gateways (ports from --simulator-port on) and spread the demo "
     "accounts over them, 2 per gateway (more when --accounts needs it)",
 )
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="empty the stack's own Redis databases (state, broker, results) first; "
+    "otherwise dev state persists between runs",
+)
 def dev(
     n_accounts: int,
     flower_port: int,
@@ -118,6 +124,7 @@ def dev(
     control_concurrency: int,
     simulator_port: int,
     n_gateways: int,
+    fresh: bool,
 ) -> None:
     """The whole stack on this machine: Redis (embedded if none answers), the gateway
     simulator (unless WECHATAPI_BASE_URL is set), a send worker, a control worker, beat,
@@ -134,4 +141,5 @@ def dev(
         control_concurrency=control_concurrency,
         simulator_port=simulator_port,
         n_gateways=n_gateways,
+        fresh=fresh,
     ).run()

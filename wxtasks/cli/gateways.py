@@ -10,7 +10,7 @@ gateway itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,7 +18,9 @@ from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.cli.trail import audited
 from wxtasks.config import PROFILES
-from wxtasks.gateway.registry import Gateway
+
+if TYPE_CHECKING:
+    from wxtasks.gateway.registry import Gateway
 
 
 @click.group()
@@ -30,7 +32,7 @@ def gateways() -> None:
 def _view(g: Gateway, accounts: int | None = None) -> dict[str, Any]:
     rt = runtime()
     view = {**g.as_dict(), **rt.fleet.health(g.name)}
-    view["token"] = "set" if _token_set(g) else "MISSING"
+    view["token"] = token_state(g)
     if accounts is not None:
         view["accounts"] = accounts
     return view
@@ -51,6 +53,16 @@ def _told_once(g: Gateway, as_json: bool, view: dict[str, Any]) -> None:
         f"{g.name}: callback path {path} (shown this once, stored hashed; "
         "`wxtasks callbacks --register URL` makes a new one and tells the gateway)"
     )
+
+
+def token_state(g: Gateway) -> str:
+    """What this host holds for the gateway's token: ``set``; ``none`` for the default
+    gateway when VIDEOS_API_TOKEN is empty (calls go without one: the dev simulator takes
+    them, a real gateway refuses them); ``MISSING`` for a registered gateway whose
+    variable is not set here. ``wxtasks check`` reports the same."""
+    if _token_set(g):
+        return "set"
+    return "none" if g.is_default else "MISSING"
 
 
 def _counts() -> dict[str, int]:

@@ -5,27 +5,33 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wxtasks.accounts.machine import State
-from wxtasks.accounts.store import Account
 from wxtasks.cli.common import echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.config import Settings, redact_url
-from wxtasks.events import follow_events, read_events
-from wxtasks.send.buckets import levels
+
+if TYPE_CHECKING:
+    from wxtasks.accounts.store import Account
 
 
 def queue_depths() -> dict[str, int | None]:
-    """Messages waiting in each wxtasks queue (None when the broker cannot tell)."""
+    """Messages waiting in each wxtasks queue (None when the broker cannot tell). A bare
+    kombu connection to the broker (what Celery's would be), without importing Celery."""
     from amqp.exceptions import ChannelError, NotFound
+    from kombu.connection import Connection
 
-    from wxtasks.worker.celeryconf import CONTROL_QUEUE, DEFAULT_QUEUE, SEND_QUEUE
+    from wxtasks.worker.celeryconf import CONTROL_QUEUE, DEFAULT_QUEUE, SEND_QUEUE, celery_url
 
+    settings = runtime().settings
+    url, master = celery_url(settings.broker_url, settings)
+    options = {"master_name": master} if master else {}
     depths: dict[str, int | None] = {}
-    with runtime().celery.connection_for_write() as conn:
+    conn: Any = Connection(url, transport_options=options, connect_timeout=5)  # type: ignore[no-untyped-call]
+    with conn:
         conn.ensure_connection(max_retries=1)
         for queue in (SEND_QUEUE, CONTROL_QUEUE, DEFAULT_QUEUE):
             try:
@@ -40,6 +46,9 @@ def queue_depths() -> dict[str, int | None]:
 
 
 def status_snapshot() -> dict[str, Any]:
+    from wxtasks.events import read_events
+    from wxtasks.send.buckets import levels
+
     rt = runtime()
     s = rt.settings
     seconds, micros = rt.redis.time()
@@ -100,6 +109,8 @@ def status_snapshot() -> dict[str, Any]:
 def busiest_buckets(accounts: list[Account], now_ms: float, top: int = 5) -> list[dict[str, Any]]:
     """Accounts whose own bucket is holding messages back (a 群发 in progress, say):
     when their next message may go, and how many tokens they have now."""
+    from wxtasks.send.buckets import levels
+
     rt = runtime()
     s = rt.settings
     specs = [
@@ -187,7 +198,11 @@ def status(as_json: bool) -> None:
 def _event_line(e: dict[str, str]) -> str:
     at = time.strftime("%H:%M:%S", time.localtime(float(e.get("at") or 0)))
     if e.get("kind") == "alert":
-        return f"{at} ALERT {e.get('alert')} appId={e.get('app_id')} {e.get('reason', '')}"
+        who = next(
+            (f"{k}={e[k]}" for k in ("campaign", "gateway") if e.get(k)),
+            f"appId={e.get('app_id')}",
+        )
+        return f"{at} ALERT {e.get('alert')} {who} {e.get('reason', '')}"
     if e.get("kind") == "audit":
         detail = f": {e['detail']}" if e.get("detail") else ""
         return (
@@ -216,6 +231,7 @@ def events(
 ) -> None:
     """State changes, alerts and the audit trail (a capped Redis stream)."""
     from wxtasks.audit import matches, read_audit
+    from wxtasks.events import follow_events, read_events
 
     rt = runtime()
     audit_only = audit or bool(user or obj)
@@ -293,11 +309,20 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
     for spec in specs:
         label = "gateway" if spec.is_default else f"gw:{spec.name}"
         var = "VIDEOS_API_TOKEN" if spec.is_default else spec.token_env
+        empty = spec.is_default and not settings.gateway_token  # `gateways list`: token none
         try:
             rt.fleet.client(spec.name).check_online("wxtasks-check")
-            results.append((label, True, f"{spec.base_url} accepted the token"))
+            results.append(
+                (
+                    label,
+                    True,
+                    f"{spec.base_url} answers without a token (VIDEOS_API_TOKEN is empty)"
+                    if empty
+                    else f"{spec.base_url} accepted the token",
+                )
+            )
         except GatewayAuthError as exc:
-            unset = "not set" in str(exc)
+            unset = empty or "not set" in str(exc)
             why = f"token variable {var} is not set" if unset else f"refused the token ({var})"
             results.append((label, False, f"{spec.base_url} {why}"))
         except GatewayError as exc:

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wxtasks.cli.common import check_app_ids, echo_json, friendly
 from wxtasks.cli.context import runtime
 from wxtasks.cli.trail import audited
-from wxtasks.client import WxTasksClient
+from wxtasks.errors import UnknownAccountError
+
+if TYPE_CHECKING:
+    from wxtasks.client import WxTasksClient
 
 
 def _client() -> WxTasksClient:
+    from wxtasks.client import WxTasksClient
+
     return WxTasksClient(app=runtime().celery)
 
 
-def _wait(result: Any, timeout_s: float) -> None:
+#: ``wxtasks send``'s exit code for each outcome (README: "Exit codes")
+EXIT_CODES = {"sent": 0, "duplicate": 0, "failed": 1, "cancelled": 1, "unknown": 3}
+#: no result came within ``--timeout``
+EXIT_TIMEOUT = 4
+
+
+def _wait(result: Any, timeout_s: float) -> dict[str, Any]:
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     try:
-        echo_json(result.get(timeout=timeout_s))
+        value: dict[str, Any] = result.get(timeout=timeout_s)
     except CeleryTimeout:
-        raise click.ClickException(
-            f"no result within {timeout_s:.0f}s (task {result.id} is still queued or "
-            "waiting; are workers running? `wxtasks check`)"
-        ) from None
+        click.echo(
+            f"error: no result within {timeout_s:g}s (task {result.id} is still queued or "
+            "waiting; are workers running? `wxtasks check`)",
+            err=True,
+        )
+        sys.exit(EXIT_TIMEOUT)
+    echo_json(value)
+    return value
 
 
 @click.command()
@@ -37,7 +53,15 @@ def _wait(result: Any, timeout_s: float) -> None:
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="wait for the outcome and print it"
 )
-@click.option("--timeout-s", type=float, default=60.0, show_default=True)
+@click.option(
+    "--timeout",
+    "--timeout-s",
+    "timeout_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="wait this long for the result (then exit 4)",
+)
 @friendly
 def send(
     app_id: str,
@@ -48,13 +72,20 @@ def send(
     wait: bool,
     timeout_s: float,
 ) -> None:
-    """Enqueue one text message (wxtasks.send_text)."""
+    """Enqueue one text message (wxtasks.send_text) and print its result.
+
+    Exit code: 0 sent or duplicate, 1 failed or cancelled (or APP_ID is not registered:
+    nothing is enqueued), 3 unknown (it may have gone out), 4 no result within
+    --timeout, 2 a usage error."""
+    rt = runtime()
+    if not rt.redis.sismember(rt.keys.accounts, app_id):
+        raise UnknownAccountError(app_id)
     result = _client().send_text(app_id, to_wxid, content, ats=ats, dedup_key=dedup_key)
     audited("account.send", "account", app_id, f"to {to_wxid}, task {result.id}")
     if wait:
-        _wait(result, timeout_s)
-    else:
-        click.echo(result.id)
+        outcome = _wait(result, timeout_s)
+        sys.exit(EXIT_CODES.get(str(outcome.get("status")), 1))
+    click.echo(result.id)
 
 
 @click.command()

@@ -47,6 +47,7 @@ from wxtasks.console.views import AccountIndex
 from wxtasks.netaddr import client_address, parse_networks
 from wxtasks.runtime import Runtime
 from wxtasks.send.outbox import LANES
+from wxtasks.trends import TrendCache, minute_of
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 #: (path, label) of the top navigation; an area's handlers are in pages.ROUTES
 NAV: list[tuple[str, str]] = [
+    ("/overview", "Overview"),
     ("/accounts", "Accounts"),
     ("/campaigns", "Campaigns"),
     ("/deadletters", "Dead letters"),
@@ -93,23 +95,33 @@ class Console:
         self.celery: Celery = self.rt.celery
         self.client = WxTasksClient(app=self.celery)
         self.logins = QrLogins(
-            self.rt.accounts, self.rt.fleet, self.rt.lifecycle.follow_up, poll_s=login_poll_s
+            self.rt.redis,
+            self.rt.keys,
+            self.rt.accounts,
+            self.rt.fleet,
+            self.rt.lifecycle.follow_up,
+            poll_s=login_poll_s,
         )
+        self.trends = TrendCache(self.rt.redis, self.rt.keys)
         self.flower_url = flower_url
         self.executor = ThreadPoolExecutor(8, thread_name_prefix="console")
         # password checks (~50 ms of scrypt each) queue apart: a flood of guesses never
         # holds up the pages
         self.hasher = ThreadPoolExecutor(2, thread_name_prefix="console-hash")
         self._driving: set[str] = set()
+        #: gateway base URL -> (itself when it is the simulator, else ""; until when)
+        self._simulators: dict[str, tuple[str, float]] = {}
         self._wake: dict[str, asyncio.Event] = {}
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking work (Redis, the gateway, the broker) off the event loop."""
         return await IOLoop.current().run_in_executor(self.executor, fn, *args)
 
-    # -- QR logins: polled here, watched by browsers ---------------------------------------
+    # -- QR logins: kept in Redis, polled by whichever console processes browsers watch ----
 
     def drive_login(self, app_id: str) -> None:
+        """Poll the gateway for this login from this process too, until it ends (the
+        login's lock and its last poll time keep it to one poll per ``poll_s`` in all)."""
         if app_id not in self._driving:
             self._driving.add(app_id)
             IOLoop.current().spawn_callback(self._drive, app_id)
@@ -123,11 +135,12 @@ class Console:
         event = self._wake.setdefault(app_id, asyncio.Event())
         try:
             while True:
-                login = self.logins.get(app_id)
+                login = await self.run(self.logins.get, app_id)
                 if login is None or login.phase.done:
                     return
                 try:
-                    await asyncio.wait_for(event.wait(), self.logins.poll_s)
+                    due_s = self.logins.due_in(login)
+                    await asyncio.wait_for(event.wait(), min(self.logins.poll_s, due_s + 0.05))
                 except TimeoutError:
                     pass
                 event.clear()
@@ -138,6 +151,39 @@ class Console:
         finally:
             self._driving.discard(app_id)
             self._wake.pop(app_id, None)
+
+    def simulator_url(self, app_id: str) -> str:
+        """The base URL of the account's gateway when that gateway is wxtasks' simulator
+        (its admin API answers), else "": the QR page then offers "simulate scan". Asked
+        once a minute per gateway; a real gateway is never sent anything but that GET."""
+        import requests
+
+        base = self.rt.fleet.spec(self.rt.fleet.gateway_of(app_id)).base_url.rstrip("/")
+        hit = self._simulators.get(base)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        try:
+            reply = requests.get(base + "/admin/stats", timeout=1)
+            stats = reply.json() if reply.ok else {}
+            found = isinstance(stats, dict) and {"uptime_s", "profile", "calls"} <= set(stats)
+        except (requests.RequestException, ValueError):
+            found = False
+        self._simulators[base] = (base if found else "", time.monotonic() + 60)
+        return base if found else ""
+
+    def warm_trends(self) -> None:
+        """Read and add up the last day of trends once, at start, so that no operator's
+        first Overview waits for it (about 1.5 s with 50 gateways)."""
+        from wxtasks.console.overview import WINDOWS
+
+        last = minute_of(time.time())
+        try:
+            for window in WINDOWS.values():
+                first = last - window.minutes + 1
+                self.trends.blocks(first, last, window.step)
+                self.trends.blocks(first, last, window.dl_step)
+        except Exception as exc:  # Redis away: the first page reads them instead
+            logger.warning("console: cannot read the trends yet: %s", exc)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -410,6 +456,7 @@ def serve(
 ) -> None:
     """Run the console until SIGINT/SIGTERM."""
     console = Console(settings, flower_url=flower_url, server_timing=server_timing)
+    console.executor.submit(console.warm_trends)
 
     async def main() -> None:
         # proxy headers are read per request, and only from WXTASKS_TRUSTED_PROXIES

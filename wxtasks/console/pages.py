@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -26,6 +27,9 @@ from wxtasks.events import read_events
 logger = logging.getLogger(__name__)
 
 STATES = [s.value for s in State]
+#: where "/" and a login without a ?next= lead
+LANDING = "/overview"
+FAVICON = (Path(__file__).parent / "static" / "favicon.svg").read_bytes()
 
 
 def _account_url(app_id: str, sub: str = "") -> str:
@@ -89,7 +93,7 @@ class LoginHandler(BaseHandler):
         self.redirect(self._next())
 
     def _next(self) -> str:
-        return safe_next(self.get_argument("next", "/accounts"))
+        return safe_next(self.get_argument("next", LANDING), LANDING)
 
 
 class LogoutHandler(BaseHandler):
@@ -102,7 +106,18 @@ class LogoutHandler(BaseHandler):
 
 class RootHandler(BaseHandler):
     def get(self) -> None:
-        self.redirect("/accounts")
+        self.redirect(LANDING)
+
+
+class FaviconHandler(BaseHandler):
+    """The tab's icon (public: the login form shows it too)."""
+
+    public = True
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", "public, max-age=86400")
+        self.finish(FAVICON)
 
 
 class SessionApiHandler(BaseHandler):
@@ -152,7 +167,7 @@ class AccountHandler(BaseHandler):
             events=list(reversed(events)),
             now=time.time(),
             age=age,
-            login=self.console.logins.get(app_id),
+            login=await self.console.run(self.console.logins.get, app_id),
             url=_account_url(app_id),
             message=self.get_argument("message", ""),
         )
@@ -249,15 +264,41 @@ class QrLoginStartHandler(BaseHandler):
 
 
 class QrLoginHandler(BaseHandler):
-    def get(self, app_id: str, fragment: str | None = None) -> None:
-        login = self.console.logins.get(app_id)
+    async def get(self, app_id: str, fragment: str | None = None) -> None:
+        login = await self.console.run(self.console.logins.get, app_id)
+        simulator = ""
+        if login is not None and not login.phase.done:
+            self.console.drive_login(app_id)  # whichever process a browser reaches polls
+            simulator = await self.console.run(self.console.simulator_url, app_id)
         self.render(
             "qr_status.html" if fragment else "qr_login.html",
             login=login,
             app_id=app_id,
             url=_account_url(app_id),
             now=time.time(),
+            simulator=simulator,
         )
+
+
+class QrLoginSimulateScanHandler(BaseHandler):
+    """The simulator only (``wxtasks dev``): scan the QR code as a phone would."""
+
+    @requires(OPERATOR)
+    async def post(self, app_id: str) -> None:
+        import requests
+
+        base = await self.console.run(self.console.simulator_url, app_id)
+        if not base:
+            raise web.HTTPError(404, "the gateway of %s is not the simulator", app_id)
+        reply = await self.console.run(
+            lambda: requests.post(base + "/admin/scan", json={"appId": app_id}, timeout=5)
+        )
+        if not reply.ok:
+            raise web.HTTPError(409, "the simulator has no QR login waiting for %s", app_id)
+        self.console.drive_login(app_id)
+        self.console.wake_login(app_id)
+        await self.audit("account.qr_simulate_scan", "account", app_id)
+        self.redirect(_account_url(app_id, "/login"))
 
 
 class QrLoginCaptchaHandler(BaseHandler):
@@ -265,7 +306,8 @@ class QrLoginCaptchaHandler(BaseHandler):
     async def post(self, app_id: str) -> None:
         code = self.get_body_argument("code", "").strip()
         if code:  # the code itself is a one-time secret: not recorded
-            self.console.logins.submit_captcha(app_id, code)
+            await self.console.run(self.console.logins.submit_captcha, app_id, code)
+            self.console.drive_login(app_id)
             self.console.wake_login(app_id)
             await self.audit("account.qr_captcha", "account", app_id)
         self.redirect(_account_url(app_id, "/login"))
@@ -441,6 +483,7 @@ _ID = r"([^/]+)"
 ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (r"/", RootHandler),
     (r"/login", LoginHandler),
+    (r"/favicon\.ico", FaviconHandler),
     (r"/logout", LogoutHandler),
     (r"/api/session", SessionApiHandler),
     (r"/accounts", AccountsHandler),
@@ -452,6 +495,7 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (rf"/accounts/{_ID}/login(/status)?", QrLoginHandler),
     (rf"/accounts/{_ID}/login/captcha", QrLoginCaptchaHandler),
     (rf"/accounts/{_ID}/login/cancel", QrLoginCancelHandler),
+    (rf"/accounts/{_ID}/login/simulate-scan", QrLoginSimulateScanHandler),
     (rf"/accounts/{_ID}/send", TestSendHandler),
     (r"/tasks/([\w-]+)", TaskResultHandler),
     (r"/deadletters", DeadLettersHandler),
@@ -462,9 +506,10 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
 
 
 def _add_areas() -> None:
-    from wxtasks.console import campaigns
+    from wxtasks.console import campaigns, overview
 
     ROUTES.extend(campaigns.ROUTES)
+    ROUTES.extend(overview.ROUTES)
 
 
 _add_areas()

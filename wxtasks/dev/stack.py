@@ -166,6 +166,10 @@ def wait_until(
         time.sleep(interval_s)
 
 
+#: the demo account that needs a QR scan (the simulator has no session for it)
+DEMO_QR = "demo-qr"
+
+
 class DevStack:
     """``wxtasks dev``: everything on one machine, on an embedded default."""
 
@@ -184,8 +188,11 @@ class DevStack:
         callback_port: int = 8088,
         console_port: int = 8000,
         n_gateways: int = 1,
+        fresh: bool = False,
     ) -> None:
         self.n_accounts = n_accounts
+        #: empty the stack's own Redis databases (state, broker, results) before starting
+        self.fresh = fresh
         self.n_gateways = n_gateways
         #: gateway name -> the variable holding its token (``wxtasks dev --gateways N``)
         self.gateway_tokens: dict[str, str] = {}
@@ -266,6 +273,8 @@ class DevStack:
                 f"Redis: started the embedded redis-server on {parts.hostname}:"
                 f"{self.redis_server.port} (data in {data_dir})"
             )
+        if self.fresh:
+            self._empty_databases(settings)
         own_simulator = "WECHATAPI_BASE_URL" not in configured
         token_env: dict[str, str] = {}
         if own_simulator:
@@ -372,7 +381,12 @@ class DevStack:
                     callback_url(receiver, settings), settings.gateway_token
                 )
         self._demo_accounts(settings)
-        self.say(f"callbacks: POST {receiver}/callback/<WXTASKS_CALLBACK_SECRET>")
+        if own_simulator:
+            self._demo_qr(settings)
+        from wxtasks.inbound.receiver import callback_url
+
+        # the URL a gateway posts to, with this run's secret (one per gateway with --gateways)
+        self.say(f"callbacks: POST {callback_url(receiver, settings)}")
         self.say(f"metrics: http://127.0.0.1:{self.metrics_port}/metrics")
         self.say(
             f"Flower: http://127.0.0.1:{self.flower_port}  "
@@ -385,6 +399,45 @@ class DevStack:
             "wxtasks send demo-01 wxid_friend hello"
         )
         self.say("Ctrl-C stops everything")
+
+    def _empty_databases(self, settings: Settings) -> None:
+        """``--fresh``: FLUSHDB each Redis database the stack uses (state, broker,
+        results); without it, dev state (accounts, campaigns, trends) persists."""
+        from wxtasks.runtime import redis_client
+
+        emptied = []
+        for url in dict.fromkeys(
+            (settings.redis_url, settings.broker_url, settings.result_backend_url)
+        ):
+            if urlsplit(url).scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
+                continue  # a RabbitMQ broker holds no dev state of ours
+            client = redis_client(url)
+            try:
+                client.flushdb()
+            finally:
+                client.close()
+            emptied.append(redact_url(url))
+        self.say(f"--fresh: emptied {', '.join(emptied)}")
+
+    def _demo_qr(self, settings: Settings) -> None:
+        """``demo-qr``: an account the simulator has no session for, so it needs a QR
+        login; the console shows its code with a "simulate scan" button."""
+        rt = Runtime(settings)
+        base = rt.fleet.spec(self.gateway_of_demo(0) or "default").base_url
+        requests.post(
+            f"{base}/admin/accounts", json={"appId": DEMO_QR, "online": False}, timeout=5
+        ).raise_for_status()
+        rt.accounts.remove(DEMO_QR)  # each run starts it IDLE, waiting for a scan
+        rt.accounts.register(
+            DEMO_QR,
+            note="needs a QR scan: log in from the console",
+            pacing={"quiet_hours": "", "warmup_s": "0"},
+            gateway=self.gateway_of_demo(0),
+        )
+        self.say(
+            f"{DEMO_QR}: IDLE, needs a QR login: console -> Accounts -> {DEMO_QR} -> log in, "
+            "then 'simulate scan'"
+        )
 
     def _wait_workers(self, settings: Settings, n: int) -> None:
         control = Runtime(settings).celery.control

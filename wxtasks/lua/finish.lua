@@ -9,6 +9,7 @@
 -- KEYS[6] = waiting messages' campaigns (wx:outbox:campaign_of)
 -- KEYS[7] = waiting messages to groups (wx:outbox:to_group)
 -- KEYS[8] = the events stream         (wx:events)
+-- KEYS[9] = this minute's trend bucket (wx:trends:<minute>, the console's Overview)
 -- then, in this order, only those the ARGV flags ask for:
 --   its send claim (wx:claim:{appId}:<digest>)                        when ARGV[4] ~= ""
 --   its campaign, counts and outcomes (wx:campaign:{id}[:counts|:results])  ARGV[9] ~= ""
@@ -27,10 +28,12 @@ local bulk_sent = ARGV[12] == '1'
 local app_id = ARGV[13]
 local reason = ARGV[14]          -- why it ended so (failed, unknown, cancelled)
 local events_maxlen = tonumber(ARGV[15])
+local gateway = ARGV[16]         -- the gateway its account is on ("": not known)
+local trend_ttl = tonumber(ARGV[17])
 -- returns {ended, total} of its campaign after this record ({} when not a target, or when
 -- the target had ended already: the first outcome stands)
 
-local k = 9
+local k = 10
 if claim_status ~= '' then
   if redis.call('HGET', KEYS[k], 'owner') == task_id then
     redis.call('HSET', KEYS[k], 'status', claim_status, 'msgId', ids[1], 'newMsgId', ids[2],
@@ -40,9 +43,15 @@ if claim_status ~= '' then
 end
 
 redis.call('HINCRBY', KEYS[1], status, 1)
+-- the Overview's per-minute trend; its TTL is set when a count is born (a new minute)
+if redis.call('HINCRBY', KEYS[9], 'send:' .. status, 1) == 1 then
+  redis.call('EXPIRE', KEYS[9], trend_ttl)
+end
+if gateway ~= '' then redis.call('HINCRBY', KEYS[9], 'gw:' .. gateway, 1) end
 if dead_letter ~= '' then
   redis.call('HSET', KEYS[2], task_id, dead_letter)
   redis.call('ZADD', KEYS[3], now, task_id)
+  redis.call('HINCRBY', KEYS[9], 'deadletters', 1)
 end
 redis.call('HDEL', KEYS[4], task_id)
 redis.call('ZREM', KEYS[5], task_id)

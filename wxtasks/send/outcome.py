@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from wxtasks.trends import TTL_S as TREND_TTL_S
+from wxtasks.trends import minute_of
+
 
 class Status(StrEnum):
     SENT = "sent"
@@ -197,6 +200,7 @@ class Endings:
         scripts: Any,
         store_result: Callable[[str, dict[str, Any]], None],
         on_campaign_end: Callable[[str], None],
+        gateway_of: Callable[[str], str] = lambda _app_id: "",
     ) -> None:
         """``store_result(task_id, result)`` writes a result to the result backend;
         ``on_campaign_end(campaign_id)`` runs once, after a campaign's last target ended."""
@@ -206,6 +210,8 @@ class Endings:
         self.scripts = scripts
         self.store_result = store_result
         self.on_campaign_end = on_campaign_end
+        #: appId -> its gateway, no round trip (Fleet.guess): the Overview counts per gateway
+        self.gateway_of = gateway_of
 
     def end(self, ending: Ending, *, store_result: bool = True) -> dict[str, Any]:
         """Write every record of ``ending`` (one round trip) and, unless the caller is the
@@ -245,6 +251,7 @@ class Endings:
             k.outbox_campaign_of,
             k.outbox_to_group,
             k.events,
+            k.trends(minute_of(now := time.time())),
         ]
         claim_status = ""
         if e.claim_key and r.status in (Status.SENT, Status.UNKNOWN):
@@ -263,7 +270,6 @@ class Endings:
             )
         if e.bulk_sent:
             keys.append(k.account(str(r.app_id)))
-        now = time.time()
         dead = ""
         if e.dead_letter is not None:
             entry = {**e.dead_letter.as_dict(), "dead_lettered_at": now}
@@ -286,6 +292,8 @@ class Endings:
                 r.app_id or "",
                 r.error or "" if r.status in _EVENTFUL else "",
                 self.settings.events_maxlen,
+                self.gateway_of(r.app_id) if r.app_id else "",
+                TREND_TTL_S,
             ],
             client=pipe,
         )

@@ -16,6 +16,7 @@ from celery import shared_task
 from celery.exceptions import Ignore
 
 from wxtasks.campaigns.store import Content
+from wxtasks.campaigns.targets import check_targets, pairs_of
 from wxtasks.errors import BadInputError
 from wxtasks.send.outcome import DeadLetter, Ending, Status
 from wxtasks.send.pacing import Span
@@ -107,23 +108,32 @@ def campaign(
     targets: list[list[str]] | dict[str, list[str]] | None = None,
     start_at: float | None = None,
     jitter: str | None = None,
+    allow_unregistered: bool = False,
 ) -> dict[str, Any]:
     """Create a campaign (idempotent by ``campaign_id``) and return its summary.
 
     ``content``: the text, or the send task's fields for ``kind`` (``{"img_url": ...}``);
     ``targets``: ``[[app_id, to_wxid], ...]`` or ``{app_id: [to_wxid, ...]}``;
     ``start_at``: unix seconds; ``jitter``: ``"MIN-MAX"`` seconds between its sends.
+    Every target is checked first (as ``wxtasks campaigns create`` does): a bad one, or an
+    appId that is not registered (unless ``allow_unregistered``), refuses the campaign —
+    a ``failed`` result whose ``error`` lists the reasons, and nothing created.
     """
     raw = {"campaign_id": campaign_id, "kind": kind, "content": content, "targets": "..."}
     try:
         fields = {"content": content} if isinstance(content, str) else dict(content or {})
         parsed = Content.parse(kind, fields)
-        if isinstance(targets, dict):
-            pairs = [(a, t) for a, ts in targets.items() for t in (ts or [])]
-        else:
-            pairs = [(str(p[0]), str(p[1])) for p in (targets or []) if len(p) == 2]
         if jitter:
             Span.parse(jitter)
+        pairs, problems = pairs_of(targets)
+        check_targets(
+            self.rt.redis,
+            self.rt.keys,
+            pairs,
+            problems,
+            allow_unregistered=bool(allow_unregistered),
+            allow_hint="allow_unregistered=True",
+        )
         summary = self.rt.campaigns.create(
             str(campaign_id or self.request.id),
             parsed,

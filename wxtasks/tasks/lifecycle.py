@@ -64,6 +64,17 @@ def sweep_heartbeats(self: WxTask) -> int:
     return self.rt.lifecycle.sweep()
 
 
+@shared_task(
+    name="wxtasks.sample_trends", base=WxTask, bind=True, ignore_result=True, send_events=False
+)
+def sample_trends(self: WxTask) -> bool:
+    """Write this minute's gauges for the console's Overview (backlog, accounts by state,
+    heartbeat lateness, gateways up), once a minute whichever run comes first."""
+    from wxtasks.trends import sample
+
+    return sample(self.rt)
+
+
 @shared_task(name="wxtasks.alert", base=WxTask, bind=True, acks_late=True, ignore_result=True)
 def alert(
     self: WxTask,

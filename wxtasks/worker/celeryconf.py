@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from celery import Celery
 from kombu.entity import Queue
 
 from wxtasks.config import KOMBU_SENTINEL_SCHEME, Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 #: with Sentinel, a command to a primary that froze gives up after this long, so the
 #: client asks the sentinels for the new primary (the state client's is the same)
