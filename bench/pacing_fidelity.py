@@ -82,7 +82,7 @@ class Run:
                 {"at": self.clock(), "app": w.app_id, "lane": w.lane, "to": w.kwargs["to_wxid"]}
             )
             result = SendResult(Status.SENT, w.app_id, w.kwargs["to_wxid"], w.task_id)
-            self.rt.endings.end(Ending(result), store_result=False)
+            self.rt.endings.end(Ending(result, from_outbox=True), store_result=False)
 
     def run(self, until: float, step: float) -> None:
         while self.clock.at < until:

@@ -113,7 +113,7 @@ class Rig:
     def end(self, task_id: str) -> None:
         """A dispatched message ended sent (as its send task would record it)."""
         result = SendResult(Status.SENT, "-", "-", task_id)
-        self.rt.endings.end(Ending(result), store_result=False)
+        self.rt.endings.end(Ending(result, from_outbox=True), store_result=False)
 
     def done(self) -> None:
         """Every dispatched message ended (as its send task would record)."""

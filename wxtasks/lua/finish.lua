@@ -30,6 +30,7 @@ local reason = ARGV[14]          -- why it ended so (failed, unknown, cancelled)
 local events_maxlen = tonumber(ARGV[15])
 local gateway = ARGV[16]         -- the gateway its account is on ("": not known)
 local trend_ttl = tonumber(ARGV[17])
+local from_outbox = ARGV[18] == '1'  -- it was dispatched from the outbox, which forgets it
 -- returns {ended, total} of its campaign after this record ({} when not a target, or when
 -- the target had ended already: the first outcome stands)
 
@@ -53,10 +54,12 @@ if dead_letter ~= '' then
   redis.call('ZADD', KEYS[3], now, task_id)
   redis.call('HINCRBY', KEYS[9], 'deadletters', 1)
 end
-redis.call('HDEL', KEYS[4], task_id)
-redis.call('ZREM', KEYS[5], task_id)
-redis.call('HDEL', KEYS[6], task_id)
-redis.call('SREM', KEYS[7], task_id)
+if from_outbox then  -- a message that never waited has nothing there
+  redis.call('HDEL', KEYS[4], task_id)
+  redis.call('ZREM', KEYS[5], task_id)
+  redis.call('HDEL', KEYS[6], task_id)
+  redis.call('SREM', KEYS[7], task_id)
+end
 if status == 'failed' or status == 'unknown' or status == 'cancelled' then
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', events_maxlen, '*', 'kind', 'ended',
     'task_id', task_id, 'status', status, 'app_id', app_id, 'campaign', campaign,

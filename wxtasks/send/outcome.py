@@ -187,6 +187,9 @@ class Ending:
     index: int = -1
     #: a bulk send that went out (the breaker's count of errors in a row starts over)
     bulk_sent: bool = False
+    #: it was dispatched from the outbox, which forgets it now (one taken out of the
+    #: outbox to be ended, or one that never waited, has nothing left there)
+    from_outbox: bool = False
 
 
 class Endings:
@@ -294,6 +297,7 @@ class Endings:
                 self.settings.events_maxlen,
                 self.gateway_of(r.app_id) if r.app_id else "",
                 TREND_TTL_S,
+                "1" if e.from_outbox else "0",
             ],
             client=pipe,
         )

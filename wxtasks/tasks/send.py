@@ -266,6 +266,7 @@ def _finish(
         campaign=campaign,
         index=index,
         bulk_sent=receipt is not None and ticket.lane is Lane.BULK,
+        from_outbox=ticket.from_outbox,
     )
     endings = task.rt.endings
     try:
@@ -344,8 +345,10 @@ def _dead_letter_failures(
         task_id, name, raw, Status.FAILED, f"task raised {type(exception).__name__}: {exception}"
     )
     try:
-        # Celery stores the task's failure as its result; the rest of the ending is ours
-        sender.rt.endings.end(Ending(entry.result(), entry), store_result=False)  # type: ignore[union-attr]
+        # Celery stores the task's failure as its result; the rest of the ending is ours (a
+        # dispatched message's outbox entry too: it may have come from there)
+        ending = Ending(entry.result(), entry, from_outbox=True)
+        sender.rt.endings.end(ending, store_result=False)  # type: ignore[union-attr]
     except Exception:
         logger.exception("could not dead-letter failed task %s", task_id)
 

@@ -40,6 +40,6 @@ class Consumer(CeleryConsumer):
             error,
         )
         try:
-            runtime_for(self.app).endings.end(Ending(entry.result(), entry))
+            runtime_for(self.app).endings.end(Ending(entry.result(), entry, from_outbox=True))
         except Exception:
             logger.exception("could not dead-letter the unreadable message %s", task_id)
