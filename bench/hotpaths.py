@@ -1,0 +1,653 @@
+"""Guard the hot paths: the send, heartbeat, Redis and dispatch figures of this tree, side by
+side with another commit's, in one run of about 3 minutes.
+
+    python bench/hotpaths.py [--against REV] [--rounds 3] [--sends 600] [--markdown]
+
+Figures (each tree measures them in its own stack: Redis, the simulator, real workers):
+
+- **send ratio against bare Celery**, for a plain producer (``send_task("wxtasks.send_text",
+  queue="send", kwargs=...)``, no wxtasks header) and for ``WxTasksClient``. The issue's
+  set-up: one worker x 4 prefork processes, sends over 20 accounts, profile ``v1``, rates
+  unlimited; the baseline (``bench/baseline_app.py``: a bare task that only POSTs) has the
+  same Celery settings, broker, result backend and log level. Throughput = sends / (last
+  one at the gateway - first enqueue); the ratio is of the medians over the rounds. The
+  issue's 1,500 sends per round are scaled down (``--sends``) to fit 3 minutes; the output
+  says how many. Rounds alternate the trees and, inside a tree, the order bare / plain /
+  client. The workers stay up across rounds (warmed up once).
+- **CPU per heartbeat**: ``Lifecycle.heartbeat`` (what the ``wxtasks.heartbeat`` task runs)
+  over 1,000 ONLINE accounts in batches of ``WXTASKS_HEARTBEAT_BATCH``, probing the
+  simulator; this process's CPU (``time.process_time``, probe threads included) and the
+  state Redis server's (``INFO cpu``), per heartbeat.
+- **Redis round trips and commands per send**, for a send admitted at once, from a plain
+  producer and from the client: a worker (``bench/hotpaths_app.py``, ``-P solo``) on its
+  own state Redis (the broker and result backend are another Redis) counts each
+  ``send_packed_command`` (a round trip) and each reply read (a command) on its state
+  connections; "Redis ran" is the state Redis's own ``INFO commandstats`` delta, commands
+  inside Lua included.
+- **dispatch throughput**: messages parked in the outbox (``bench/dispatcher_cost.py``'s
+  fill), then the Dispatcher's ``tick()`` in a loop, publishing to a Redis broker as the
+  beat does, until all are on the broker (checked): messages per wall second, and CPU
+  (this process + the state Redis) per message.
+
+``--against REV`` checks REV out in a temporary ``git worktree`` (removed afterwards). Each
+tree runs in its own throwaway environment (this interpreter's site-packages, the tree's
+own source first, nothing of an editable install of another checkout), as a long-lived
+agent process this script talks to; this directory's measurement code runs in both and
+finds the modules of either layout (``bench/layout.py``).
+
+It is a benchmark, not a test: the figures move with the machine's load. Timed figures
+within the tolerance shown are reported as "same".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH_DIR)
+
+ACCOUNTS = 20
+INSTANCES, PROCESSES = 1, 4
+PROFILE = "v1"
+HEARTBEAT_ACCOUNTS = 1_000
+ROUND_TRIP_SENDS = 100
+DISPATCH_MESSAGES, DISPATCH_ACCOUNTS = 3_000, 100
+#: broker / result databases of the agent's Redis (state and results of the throughput
+#: workers are db 0, their broker db 1): each worker role has its own broker, so no role
+#: takes another's messages
+BARE_BROKER_DB, COUNT_BROKER_DB, COUNT_RESULTS_DB, DISPATCH_BROKER_DB = 4, 2, 3, 5
+#: the dispatch measurement's state, on the counting Redis (db 0 is the counting worker's)
+DISPATCH_STATE_DB = 3
+PROTOCOL = "@@"
+
+
+# ---------------------------------------------------------------------------------------
+# the agent: runs inside one tree's environment and measures on request
+# ---------------------------------------------------------------------------------------
+
+
+def _db(url: str, db: int) -> str:
+    return url.rsplit("/", 1)[0] + f"/{db}"
+
+
+class Stack:
+    """One tree's stack: Redis, the simulator, a wxtasks worker and a bare Celery worker
+    (1 x 4 prefork each), a counting worker (solo) on its own state Redis."""
+
+    def __init__(self, b: Any, state_server: Any, sends: int) -> None:
+        from celery import Celery
+        from harness import SendLog
+        from send_overhead import HIGH, enqueue, wait_sends
+
+        from wxtasks.client import WxTasksClient
+        from wxtasks.runtime import Runtime
+
+        self.b = b
+        self.sends = sends
+        self.enqueue, self.wait_sends = enqueue, wait_sends
+        self.settings = b.settings(**HIGH)
+        self.accounts = b.online_accounts(self.settings, ACCOUNTS)
+        bare = b.settings(**HIGH, broker_url=_db(b.redis.url, BARE_BROKER_DB))
+        self.ours = b.workers(self.settings, INSTANCES, PROCESSES, app="workers")
+        self.bare = b.workers(bare, INSTANCES, PROCESSES, app="baseline_app")
+        self.producers = {
+            "bare": Celery(broker=bare.broker_url, backend=bare.result_backend_url),
+            "plain": Celery(broker=self.settings.broker_url, backend=self.settings.redis_url),
+        }
+        self.client = WxTasksClient.from_settings(self.settings)
+        self.log = SendLog(b)
+
+        # the counting worker: its own state Redis, broker and results elsewhere
+        self.state_server = state_server
+        self.count_settings = b.settings(
+            **HIGH,
+            redis_url=self.state_server.url,
+            broker_url=_db(b.redis.url, COUNT_BROKER_DB),
+            result_backend_url=_db(b.redis.url, COUNT_RESULTS_DB),
+        )
+        b.online_accounts(self.count_settings, ACCOUNTS)
+        self.counter = b.workers(
+            self.count_settings, 1, 1, queues="send", app="hotpaths_app", options=("-P", "solo")
+        )
+        self.count_producer = Celery(
+            broker=self.count_settings.broker_url, backend=self.count_settings.result_backend_url
+        )
+        self.count_client = WxTasksClient.from_settings(self.count_settings)
+
+        # heartbeats: the Runtime a control worker's process would have
+        self.hb_rt = Runtime(b.settings(gateway_timeout_s=5))
+        self.hb_ids = b.online_accounts(self.hb_rt.settings, HEARTBEAT_ACCOUNTS, prefix="hb")
+
+        # warm-up: connections, script caches, the first task of every pool process
+        for kind in ("bare", "plain", "client"):
+            self._send_batch(kind, "warm", 100)
+        self.redis_counts(reset=True)
+        for kind in ("plain", "client"):
+            self._count_batch(kind, "warm", 20)
+        self.heartbeat()
+
+    def close(self) -> None:
+        for app in (*self.producers.values(), self.client.app, self.count_producer):
+            app.close()
+        self.count_client.app.close()
+        self.hb_rt.redis.close()
+        self.b.stop_workers([*self.ours, *self.bare, *self.counter])
+
+    # -- send throughput ----------------------------------------------------------------
+
+    def _messages(self, tag: str, n: int) -> list[tuple[str, str, str]]:
+        return [(self.accounts[i % ACCOUNTS], f"wxid_{i}", f"hotpaths {tag} {i}") for i in range(n)]
+
+    def _send_batch(self, kind: str, tag: str, n: int) -> dict[str, float]:
+        from harness import cpu_seconds
+
+        messages = self._messages(f"{kind} {tag}", n)
+        workers = self.bare if kind == "bare" else self.ours
+        pids = [w.process.pid for w in workers]
+        before = len(self.log.poll())
+        cpu0 = cpu_seconds(pids)
+        started = time.time()
+        if kind == "client":
+            with self.client.app.producer_or_acquire() as producer:
+                for a, t, c in messages:
+                    self.client.send_text(a, t, c, producer=producer)
+        else:
+            task = "bench.post" if kind == "bare" else "wxtasks.send_text"
+            self.enqueue(self.producers[kind], task, messages)
+        got = self.wait_sends(self.log, before + n, 120)[before:]
+        if len(got) < n:
+            raise RuntimeError(f"{kind}: {len(got)} of {n} sends reached the gateway in 120 s")
+        elapsed = max(float(x["at"]) for x in got) - started
+        return {"per_s": n / elapsed, "worker_cpu_ms": (cpu_seconds(pids) - cpu0) / n * 1000}
+
+    def sends_round(self, round_no: int) -> dict[str, dict[str, float]]:
+        kinds = ["bare", "plain", "client"]
+        if round_no % 2:
+            kinds.reverse()
+        return {k: self._send_batch(k, f"r{round_no}", self.sends) for k in kinds}
+
+    # -- CPU per heartbeat --------------------------------------------------------------
+
+    def heartbeat(self) -> dict[str, float]:
+        from harness import redis_cpu
+
+        lifecycle = self.hb_rt.lifecycle
+        batch = int(self.hb_rt.settings.heartbeat_batch)
+        probed = alive = 0
+        cpu0, rcpu0, wall0 = time.process_time(), redis_cpu(self.hb_rt.redis), time.perf_counter()
+        for i in range(0, len(self.hb_ids), batch):
+            ids = self.hb_ids[i : i + batch]
+            report = lifecycle.heartbeat(ids, [time.time()] * len(ids))
+            probed += report.probed
+            alive += report.alive
+        wall = time.perf_counter() - wall0
+        cpu, rcpu = time.process_time() - cpu0, redis_cpu(self.hb_rt.redis) - rcpu0
+        n = len(self.hb_ids)
+        if alive != n:
+            raise RuntimeError(f"heartbeat: {alive} of {n} accounts answered alive")
+        return {"cpu_ms": cpu / n * 1000, "redis_us": rcpu / n * 1e6, "wall_ms": wall / n * 1000}
+
+    # -- Redis round trips per send -----------------------------------------------------
+
+    def redis_counts(self, reset: bool = False) -> dict[str, int]:
+        result = self.count_producer.send_task(
+            "bench.redis_counts", kwargs={"reset": reset}, queue="send"
+        )
+        counts: dict[str, int] = result.get(timeout=30)
+        return counts
+
+    def _count_batch(self, kind: str, tag: str, n: int) -> list[str]:
+        messages = self._messages(f"count {kind} {tag}", n)
+        if kind == "client":
+            results = [self.count_client.send_text(a, t, c) for a, t, c in messages]
+        else:
+            results = [
+                self.count_producer.send_task(
+                    "wxtasks.send_text",
+                    queue="send",
+                    kwargs={"app_id": a, "to_wxid": t, "content": c},
+                )
+                for a, t, c in messages
+            ]
+        return [str(r.get(timeout=60)["status"]) for r in results]
+
+    def roundtrips(self) -> dict[str, dict[str, float]]:
+        from wxtasks.runtime import redis_client
+
+        state = redis_client(self.count_settings.redis_url)
+        out = {}
+        for kind in ("plain", "client"):
+            self.redis_counts(reset=True)
+            state.config_resetstat()
+            statuses = self._count_batch(kind, "measure", ROUND_TRIP_SENDS)
+            counts = self.redis_counts()
+            ran = sum(
+                int(v["calls"])
+                for k, v in state.info("commandstats").items()
+                if k not in ("cmdstat_info", "cmdstat_config")
+            )
+            n = len(statuses)
+            if statuses.count("sent") != n:
+                raise RuntimeError(f"round trips ({kind}): not all sent at once: {statuses}")
+            out[kind] = {
+                "round_trips": counts["round_trips"] / n,
+                "commands": counts["commands"] / n,
+                "redis_ran": ran / n,
+            }
+        state.close()
+        return out
+
+    # -- dispatch throughput ------------------------------------------------------------
+
+    def dispatch(self, lane: str) -> dict[str, float]:
+        import dispatcher_cost
+
+        from wxtasks.runtime import Runtime, redis_client
+
+        settings = self.b.settings(
+            redis_url=_db(self.state_server.url, DISPATCH_STATE_DB),
+            broker_url=_db(self.b.redis.url, DISPATCH_BROKER_DB),
+            result_backend_url=_db(self.b.redis.url, DISPATCH_BROKER_DB),
+            rate_per_second=dispatcher_cost.HIGH,
+            burst=dispatcher_cost.HIGH,
+            account_rate_per_second=dispatcher_cost.HIGH,
+            account_burst=dispatcher_cost.HIGH,
+        )
+        broker = redis_client(settings.broker_url)
+        rt = Runtime(settings)
+        rt.redis.flushdb()
+        broker.flushdb()
+        dispatcher_cost.fill(rt, DISPATCH_ACCOUNTS, DISPATCH_MESSAGES, lane)
+        r = dispatcher_cost.drain(rt, DISPATCH_MESSAGES, dispatcher_cost.publisher(rt))
+        on_broker = int(broker.llen("send"))
+        rt.celery.close()
+        rt.redis.flushdb()
+        rt.redis.close()
+        broker.flushdb()
+        broker.close()
+        if on_broker != DISPATCH_MESSAGES:
+            raise RuntimeError(f"dispatch: {on_broker} of {DISPATCH_MESSAGES} on the broker")
+        return {
+            "per_s": r["n"] / r["wall"],
+            "cpu_us": (r["cpu"] + r["rcpu"]) / r["n"] * 1e6,
+        }
+
+
+def agent(name: str, sends: int) -> None:
+    """Serve measurement requests (JSON lines on stdin), one JSON answer line each on
+    stdout, prefixed with PROTOCOL; anything else the code prints goes to stderr."""
+    out = sys.stdout
+    sys.stdout = sys.stderr
+
+    def answer(obj: dict[str, Any]) -> None:
+        out.write(PROTOCOL + json.dumps(obj) + "\n")
+        out.flush()
+
+    from harness import bench
+
+    from wxtasks.dev.redis_server import RedisServer
+
+    try:
+        with bench(PROFILE, logs=f"logs-hotpaths-{name}") as b, RedisServer() as state:
+            t0 = time.perf_counter()
+            stack = Stack(b, state, sends)
+            answer({"ok": {"setup_s": time.perf_counter() - t0}})
+            try:
+                for line in sys.stdin:
+                    request = json.loads(line)
+                    if request["do"] == "quit":
+                        break
+                    try:
+                        answer({"ok": getattr(stack, request["do"])(*request.get("args", []))})
+                    except Exception:
+                        answer({"error": traceback.format_exc()})
+            finally:
+                stack.close()
+    except Exception:
+        answer({"error": traceback.format_exc()})
+
+
+# ---------------------------------------------------------------------------------------
+# the orchestrator: trees, environments, agents, alternation, the report
+# ---------------------------------------------------------------------------------------
+
+
+def git(*args: str, cwd: str = ROOT) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@dataclass
+class Tree:
+    label: str
+    path: str
+    python: str = ""
+    agent: subprocess.Popen[str] | None = None
+    log: IO[str] | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, name: str, sends: int, log_path: str) -> None:
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.agent = subprocess.Popen(
+            [self.python, os.path.abspath(__file__), "--agent", name, "--sends", str(sends)],
+            cwd=self.path,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+
+    def read(self) -> Any:
+        assert self.agent is not None and self.agent.stdout is not None
+        for line in self.agent.stdout:
+            if line.startswith(PROTOCOL):
+                reply = json.loads(line[len(PROTOCOL) :])
+                if "error" in reply:
+                    raise AgentError(self.label, reply["error"])
+                return reply["ok"]
+        raise AgentError(self.label, f"the agent ended (exit {self.agent.wait()})")
+
+    def ask(self, do: str, *args: Any) -> Any:
+        assert self.agent is not None and self.agent.stdin is not None
+        self.agent.stdin.write(json.dumps({"do": do, "args": list(args)}) + "\n")
+        self.agent.stdin.flush()
+        return self.read()
+
+    def stop(self) -> None:
+        if self.agent is not None and self.agent.poll() is None:
+            assert self.agent.stdin is not None
+            with contextlib.suppress(OSError):
+                self.agent.stdin.write(json.dumps({"do": "quit"}) + "\n")
+                self.agent.stdin.close()
+            try:
+                self.agent.wait(60)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait()
+        if self.log is not None:
+            self.log.close()
+
+
+class AgentError(RuntimeError):
+    def __init__(self, label: str, detail: str) -> None:
+        super().__init__(f"[{label}] {detail}")
+
+
+def environment(tree: str, where: str) -> str:
+    """A throwaway venv whose ``sys.path`` is ``tree`` first, then this interpreter's
+    site-packages (their ``.pth`` files, an editable install's finder among them, are not
+    run: nothing points back at another checkout). Returns its python."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", where], check=True, capture_output=True
+    )
+    site = sysconfig.get_path("purelib", vars={"base": where, "platbase": where})
+    ours = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    Path(site, "00-tree.pth").write_text(tree + "\n")
+    Path(site, "01-deps.pth").write_text("\n".join(ours) + "\n")
+    return os.path.join(where, "bin", "python")
+
+
+@contextlib.contextmanager
+def worktree(rev: str, parent: str) -> Iterator[str]:
+    path = os.path.join(parent, "tree-" + rev.replace("/", "_"))
+    git("worktree", "add", "--detach", path, rev)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", path], cwd=ROOT, check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=False)
+
+
+def describe(path: str) -> str:
+    sha = git("rev-parse", "--short", "HEAD", cwd=path)
+    dirty = git("status", "--porcelain", "--untracked-files=no", cwd=path)
+    return sha + ("+changes" if dirty else "")
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    unit: str
+    #: "higher" or "lower" is better
+    better: str
+    #: relative change within which a timed figure counts as the same (0: counted exactly)
+    tolerance: float
+    fmt: str
+
+
+FIGURES = (
+    Figure("send ratio vs bare Celery, plain producer", "x", "higher", 0.05, "{:.2f}"),
+    Figure("send ratio vs bare Celery, WxTasksClient", "x", "higher", 0.05, "{:.2f}"),
+    Figure("sends/s, bare Celery (the baseline)", "/s", "higher", 0.10, "{:.0f}"),
+    Figure("sends/s, plain producer", "/s", "higher", 0.10, "{:.0f}"),
+    Figure("sends/s, WxTasksClient", "/s", "higher", 0.10, "{:.0f}"),
+    Figure("worker CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("worker CPU per send, plain producer", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("worker CPU per send, WxTasksClient", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("CPU per heartbeat (process)", "ms", "lower", 0.10, "{:.3f}"),
+    Figure("Redis CPU per heartbeat", "us", "lower", 0.15, "{:.0f}"),
+    Figure("Redis round trips per send, plain producer", "", "lower", 0.0, "{:.2f}"),
+    Figure("Redis round trips per send, WxTasksClient", "", "lower", 0.0, "{:.2f}"),
+    Figure("Redis commands sent per send, plain producer", "", "lower", 0.0, "{:.2f}"),
+    Figure("Redis commands sent per send, WxTasksClient", "", "lower", 0.0, "{:.2f}"),
+    Figure("Redis ran per send (incl. in Lua), plain", "", "lower", 0.0, "{:.2f}"),
+    Figure("Redis ran per send (incl. in Lua), client", "", "lower", 0.0, "{:.2f}"),
+    Figure("dispatch throughput, interactive lane", "msg/s", "higher", 0.10, "{:,.0f}"),
+    Figure("dispatch throughput, bulk lane", "msg/s", "higher", 0.10, "{:,.0f}"),
+    Figure("dispatch CPU per message, interactive", "us", "lower", 0.10, "{:.0f}"),
+    Figure("dispatch CPU per message, bulk", "us", "lower", 0.10, "{:.0f}"),
+)
+
+
+def figures(r: dict[str, Any]) -> dict[str, float]:
+    """Each figure's value from one tree's raw results (medians over the rounds)."""
+    med = statistics.median
+    per_s = {k: med(x[k]["per_s"] for x in r["sends"]) for k in ("bare", "plain", "client")}
+    cpu = {k: med(x[k]["worker_cpu_ms"] for x in r["sends"]) for k in ("bare", "plain", "client")}
+    rt = r["roundtrips"]
+    values = [
+        per_s["plain"] / per_s["bare"],
+        per_s["client"] / per_s["bare"],
+        per_s["bare"],
+        per_s["plain"],
+        per_s["client"],
+        cpu["bare"],
+        cpu["plain"],
+        cpu["client"],
+        med(x["cpu_ms"] for x in r["heartbeat"]),
+        med(x["redis_us"] for x in r["heartbeat"]),
+        rt["plain"]["round_trips"],
+        rt["client"]["round_trips"],
+        rt["plain"]["commands"],
+        rt["client"]["commands"],
+        rt["plain"]["redis_ran"],
+        rt["client"]["redis_ran"],
+        med(x["per_s"] for x in r["dispatch"]["interactive"]),
+        med(x["per_s"] for x in r["dispatch"]["bulk"]),
+        med(x["cpu_us"] for x in r["dispatch"]["interactive"]),
+        med(x["cpu_us"] for x in r["dispatch"]["bulk"]),
+    ]
+    return {f.name: v for f, v in zip(FIGURES, values, strict=True)}
+
+
+def verdict(f: Figure, old: float, new: float) -> str:
+    if old == new or (f.tolerance and abs(new - old) <= f.tolerance * abs(old)):
+        return "same"
+    improved = new > old if f.better == "higher" else new < old
+    return "better" if improved else "WORSE"
+
+
+def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
+    from harness import table
+
+    now = trees[0]
+    values = [figures(t.results) for t in trees]
+    scaled = "" if args.sends == 1500 else f" (the issue's 1,500 scaled down to {args.sends:,})"
+    print(
+        f"\n== hot paths: {' vs '.join(t.label for t in reversed(trees))}, one run of "
+        f"{elapsed:.0f} s on this machine ({os.cpu_count()} cores, shared) ==\n"
+        f"sends: {INSTANCES} worker x {PROCESSES} prefork processes per side, "
+        f"{args.sends:,} sends per side and round{scaled} over {ACCOUNTS} accounts, profile "
+        f"{PROFILE}, rates unlimited, {args.rounds} rounds alternating trees and bare / plain "
+        "/ client; the bare baseline on the same broker, result backend and log level "
+        "(WARNING); ratio = median / median\n"
+        f"heartbeat: Lifecycle.heartbeat over {HEARTBEAT_ACCOUNTS:,} ONLINE accounts against "
+        f"the simulator, median of {args.rounds}; round trips: {ROUND_TRIP_SENDS} sends "
+        "admitted at once, state Redis of its own; dispatch: "
+        f"{DISPATCH_MESSAGES:,} parked messages over {DISPATCH_ACCOUNTS} accounts, tick() "
+        "publishing to a Redis broker, median of 2\n"
+    )
+    if len(trees) == 1:
+        rows = [[f.name, f.unit, f.fmt.format(values[0][f.name])] for f in FIGURES]
+        header = ["figure", "unit", now.label]
+    else:
+        old = trees[1]
+        rows = []
+        for f in FIGURES:
+            a, z = values[1][f.name], values[0][f.name]
+            ratio = z / a if a else float("nan")
+            tol = f"±{f.tolerance:.0%}" if f.tolerance else "exact"
+            rows.append(
+                [
+                    f.name,
+                    f.unit,
+                    f.fmt.format(a),
+                    f.fmt.format(z),
+                    f"{ratio:.2f}",
+                    f"{f.better} ({tol})",
+                    verdict(f, a, z),
+                ]
+            )
+        header = [
+            "figure",
+            "unit",
+            old.label,
+            now.label,
+            "ratio",
+            "better is",
+            "verdict",
+        ]
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        print(table(rows, header))
+    print("\nsends per round (sends/s bare / plain / client -> ratio plain, client):")
+    for t in trees:
+        for i, x in enumerate(t.results["sends"]):
+            b, p, c = (x[k]["per_s"] for k in ("bare", "plain", "client"))
+            print(
+                f"  {t.label:>16} round {i + 1}: {b:5.0f} / {p:5.0f} / {c:5.0f}"
+                f"  -> {p / b:.2f}, {c / b:.2f}"
+            )
+    worse = [
+        f.name
+        for f in FIGURES
+        if len(trees) > 1 and verdict(f, values[1][f.name], values[0][f.name]) == "WORSE"
+    ]
+    if len(trees) > 1:
+        print(
+            "\nnone worse than " + trees[1].label
+            if not worse
+            else f"\nworse than {trees[1].label}: " + "; ".join(worse)
+        )
+
+
+def measure(trees: list[Tree], rounds: int) -> None:
+    def each(round_no: int) -> list[Tree]:
+        return trees if round_no % 2 == 0 else list(reversed(trees))
+
+    def say(text: str) -> None:
+        print(f"  [{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    for t in trees:
+        t.results = {"sends": [], "heartbeat": [], "dispatch": {"interactive": [], "bulk": []}}
+    for r in range(rounds):
+        for t in each(r):
+            x = t.ask("sends_round", r)
+            t.results["sends"].append(x)
+            say(
+                f"{t.label}: sends round {r + 1}: "
+                + ", ".join(f"{k} {v['per_s']:.0f}/s" for k, v in x.items())
+            )
+    for r in range(rounds):
+        for t in each(r):
+            x = t.ask("heartbeat")
+            t.results["heartbeat"].append(x)
+            say(f"{t.label}: heartbeat: {x['cpu_ms']:.3f} ms CPU each")
+    for t in trees:
+        t.results["roundtrips"] = x = t.ask("roundtrips")
+        say(f"{t.label}: round trips per send: {json.dumps(x)}")
+    for r in range(2):
+        for lane in ("interactive", "bulk"):
+            for t in each(r):
+                x = t.ask("dispatch", lane)
+                t.results["dispatch"][lane].append(x)
+                say(f"{t.label}: dispatch {lane}: {x['per_s']:,.0f} msg/s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", metavar="REV", help="a commit to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="send rounds per tree (3)")
+    parser.add_argument("--sends", type=int, default=600, help="sends per side and round (600)")
+    parser.add_argument("--markdown", action="store_true", help="the table in markdown")
+    parser.add_argument("--agent", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.agent:
+        agent(args.agent, args.sends)
+        return
+    started = time.perf_counter()
+    logs = os.path.join(BENCH_DIR, "results")
+    os.makedirs(logs, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="wxtasks-hotpaths-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        trees = [Tree(f"now {describe(ROOT)}", ROOT)]
+        if args.against:
+            rev = git("rev-parse", "--short", args.against)
+            path = stack.enter_context(worktree(rev, tmp))
+            trees.append(Tree(rev, path))
+        for i, t in enumerate(trees):
+            t.python = environment(t.path, os.path.join(tmp, f"env-{i}"))
+        for i, t in enumerate(trees):
+            stack.callback(t.stop)
+            t.start(f"tree{i}", args.sends, os.path.join(logs, f"hotpaths-agent-{i}.log"))
+        try:
+            for t in trees:
+                print(f"  {t.label}: stack up in {t.read()['setup_s']:.0f} s", flush=True)
+            measure(trees, args.rounds)
+        except AgentError as exc:
+            print(f"\nhotpaths: a measurement failed: {exc}", file=sys.stderr)
+            print("(agent logs: bench/results/hotpaths-agent-*.log)", file=sys.stderr)
+            raise SystemExit(1) from None
+    report(trees, args, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()
