@@ -1,7 +1,7 @@
 """Guard the hot paths: the send, heartbeat, Redis and dispatch figures of this tree, side by
 side with another commit's, in one run of about 3 minutes.
 
-    python bench/hotpaths.py [--against REV] [--rounds 3] [--sends 600] [--markdown]
+    python bench/hotpaths.py [--against REV] [--rounds 8] [--sends 200] [--markdown]
 
 Figures (each tree measures them in its own stack: Redis, the simulator, real workers):
 
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -64,9 +65,9 @@ ROOT = os.path.dirname(BENCH_DIR)
 ACCOUNTS = 20
 INSTANCES, PROCESSES = 1, 4
 PROFILE = "v1"
-HEARTBEAT_ACCOUNTS = 1_000
+HEARTBEAT_ACCOUNTS, HEARTBEAT_REPEATS = 1_000, 5
 ROUND_TRIP_SENDS = 100
-DISPATCH_MESSAGES, DISPATCH_ACCOUNTS = 3_000, 100
+DISPATCH_MESSAGES, DISPATCH_ACCOUNTS, DISPATCH_REPEATS = 2_000, 100, 3
 #: broker / result databases of the agent's Redis (state and results of the throughput
 #: workers are db 0, their broker db 1): each worker role has its own broker, so no role
 #: takes another's messages
@@ -169,17 +170,41 @@ class Stack:
         else:
             task = "bench.post" if kind == "bare" else "wxtasks.send_text"
             self.enqueue(self.producers[kind], task, messages)
+        enqueued = time.time() - started
         got = self.wait_sends(self.log, before + n, 120)[before:]
         if len(got) < n:
             raise RuntimeError(f"{kind}: {len(got)} of {n} sends reached the gateway in 120 s")
-        elapsed = max(float(x["at"]) for x in got) - started
-        return {"per_s": n / elapsed, "worker_cpu_ms": (cpu_seconds(pids) - cpu0) / n * 1000}
+        at = sorted(float(x["at"]) for x in got)
+        elapsed = at[-1] - started
+        return {
+            "per_s": n / elapsed,
+            "worker_cpu_ms": (cpu_seconds(pids) - cpu0) / n * 1000,
+            "enqueue_s": enqueued,
+            "first_s": at[0] - started,
+            "gap_s": max(b - a for a, b in itertools.pairwise(at)),
+        }
 
     def sends_round(self, round_no: int) -> dict[str, dict[str, float]]:
+        """Each side sends half the round's messages twice, in mirrored order (bare, plain,
+        client, client, plain, bare; the next round starts with client), so a load that
+        drifts during the round weighs on every side alike."""
         kinds = ["bare", "plain", "client"]
         if round_no % 2:
             kinds.reverse()
-        return {k: self._send_batch(k, f"r{round_no}", self.sends) for k in kinds}
+        half = self.sends // 2
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+        for i, k in enumerate(kinds + kinds[::-1]):
+            runs[k].append(self._send_batch(k, f"r{round_no}.{i}", half))
+        return {
+            k: {
+                "per_s": 2 * half / sum(half / x["per_s"] for x in xs),
+                "worker_cpu_ms": statistics.mean(x["worker_cpu_ms"] for x in xs),
+                "enqueue_s": max(x["enqueue_s"] for x in xs),
+                "first_s": max(x["first_s"] for x in xs),
+                "gap_s": max(x["gap_s"] for x in xs),
+            }
+            for k, xs in runs.items()
+        }
 
     # -- CPU per heartbeat --------------------------------------------------------------
 
@@ -204,11 +229,11 @@ class Stack:
 
     # -- Redis round trips per send -----------------------------------------------------
 
-    def redis_counts(self, reset: bool = False) -> dict[str, int]:
+    def redis_counts(self, reset: bool = False) -> dict[str, Any]:
         result = self.count_producer.send_task(
             "bench.redis_counts", kwargs={"reset": reset}, queue="send"
         )
-        counts: dict[str, int] = result.get(timeout=30)
+        counts: dict[str, Any] = result.get(timeout=30)
         return counts
 
     def _count_batch(self, kind: str, tag: str, n: int) -> list[str]:
@@ -226,7 +251,7 @@ class Stack:
             ]
         return [str(r.get(timeout=60)["status"]) for r in results]
 
-    def roundtrips(self) -> dict[str, dict[str, float]]:
+    def roundtrips(self) -> dict[str, dict[str, Any]]:
         from wxtasks.runtime import redis_client
 
         state = redis_client(self.count_settings.redis_url)
@@ -239,7 +264,7 @@ class Stack:
             ran = sum(
                 int(v["calls"])
                 for k, v in state.info("commandstats").items()
-                if k not in ("cmdstat_info", "cmdstat_config")
+                if k not in ("cmdstat_info", "cmdstat_config", "cmdstat_ping")
             )
             n = len(statuses)
             if statuses.count("sent") != n:
@@ -248,6 +273,7 @@ class Stack:
                 "round_trips": counts["round_trips"] / n,
                 "commands": counts["commands"] / n,
                 "redis_ran": ran / n,
+                "shapes": {k: v / n for k, v in counts["shapes"].items()},
             }
         state.close()
         return out
@@ -432,9 +458,12 @@ class Figure:
     unit: str
     #: "higher" or "lower" is better
     better: str
-    #: relative change within which a timed figure counts as the same (0: counted exactly)
+    #: relative change within which a timed figure counts as the same (0: a count)
     tolerance: float
     fmt: str
+    #: absolute change within which a count is the same (a time-based cache refreshed
+    #: once in a run adds a hundredth to a per-send count)
+    absolute: float = 0.0
 
 
 FIGURES = (
@@ -448,12 +477,12 @@ FIGURES = (
     Figure("worker CPU per send, WxTasksClient", "ms", "lower", 0.10, "{:.2f}"),
     Figure("CPU per heartbeat (process)", "ms", "lower", 0.10, "{:.3f}"),
     Figure("Redis CPU per heartbeat", "us", "lower", 0.15, "{:.0f}"),
-    Figure("Redis round trips per send, plain producer", "", "lower", 0.0, "{:.2f}"),
-    Figure("Redis round trips per send, WxTasksClient", "", "lower", 0.0, "{:.2f}"),
-    Figure("Redis commands sent per send, plain producer", "", "lower", 0.0, "{:.2f}"),
-    Figure("Redis commands sent per send, WxTasksClient", "", "lower", 0.0, "{:.2f}"),
-    Figure("Redis ran per send (incl. in Lua), plain", "", "lower", 0.0, "{:.2f}"),
-    Figure("Redis ran per send (incl. in Lua), client", "", "lower", 0.0, "{:.2f}"),
+    Figure("Redis round trips per send, plain producer", "", "lower", 0.0, "{:.2f}", 0.05),
+    Figure("Redis round trips per send, WxTasksClient", "", "lower", 0.0, "{:.2f}", 0.05),
+    Figure("Redis commands sent per send, plain producer", "", "lower", 0.0, "{:.2f}", 0.05),
+    Figure("Redis commands sent per send, WxTasksClient", "", "lower", 0.0, "{:.2f}", 0.05),
+    Figure("Redis ran per send (incl. in Lua), plain", "", "lower", 0.0, "{:.2f}", 0.05),
+    Figure("Redis ran per send (incl. in Lua), client", "", "lower", 0.0, "{:.2f}", 0.05),
     Figure("dispatch throughput, interactive lane", "msg/s", "higher", 0.10, "{:,.0f}"),
     Figure("dispatch throughput, bulk lane", "msg/s", "higher", 0.10, "{:,.0f}"),
     Figure("dispatch CPU per message, interactive", "us", "lower", 0.10, "{:.0f}"),
@@ -461,41 +490,50 @@ FIGURES = (
 )
 
 
-def figures(r: dict[str, Any]) -> dict[str, float]:
-    """Each figure's value from one tree's raw results (medians over the rounds)."""
-    med = statistics.median
-    per_s = {k: med(x[k]["per_s"] for x in r["sends"]) for k in ("bare", "plain", "client")}
-    cpu = {k: med(x[k]["worker_cpu_ms"] for x in r["sends"]) for k in ("bare", "plain", "client")}
-    rt = r["roundtrips"]
+def samples(r: dict[str, Any]) -> dict[str, list[float]]:
+    """Each figure's samples from one tree's raw results: one per round (the send ratios
+    are paired: plain / bare and client / bare of the same round), or one count."""
+    sends, hb, rt, disp = r["sends"], r["heartbeat"], r["roundtrips"], r["dispatch"]
+    kinds = ("bare", "plain", "client")
     values = [
-        per_s["plain"] / per_s["bare"],
-        per_s["client"] / per_s["bare"],
-        per_s["bare"],
-        per_s["plain"],
-        per_s["client"],
-        cpu["bare"],
-        cpu["plain"],
-        cpu["client"],
-        med(x["cpu_ms"] for x in r["heartbeat"]),
-        med(x["redis_us"] for x in r["heartbeat"]),
-        rt["plain"]["round_trips"],
-        rt["client"]["round_trips"],
-        rt["plain"]["commands"],
-        rt["client"]["commands"],
-        rt["plain"]["redis_ran"],
-        rt["client"]["redis_ran"],
-        med(x["per_s"] for x in r["dispatch"]["interactive"]),
-        med(x["per_s"] for x in r["dispatch"]["bulk"]),
-        med(x["cpu_us"] for x in r["dispatch"]["interactive"]),
-        med(x["cpu_us"] for x in r["dispatch"]["bulk"]),
+        [x["plain"]["per_s"] / x["bare"]["per_s"] for x in sends],
+        [x["client"]["per_s"] / x["bare"]["per_s"] for x in sends],
+        *[[x[k]["per_s"] for x in sends] for k in kinds],
+        *[[x[k]["worker_cpu_ms"] for x in sends] for k in kinds],
+        [x["cpu_ms"] for x in hb],
+        [x["redis_us"] for x in hb],
+        [rt["plain"]["round_trips"]],
+        [rt["client"]["round_trips"]],
+        [rt["plain"]["commands"]],
+        [rt["client"]["commands"]],
+        [rt["plain"]["redis_ran"]],
+        [rt["client"]["redis_ran"]],
+        [x["per_s"] for x in disp["interactive"]],
+        [x["per_s"] for x in disp["bulk"]],
+        [x["cpu_us"] for x in disp["interactive"]],
+        [x["cpu_us"] for x in disp["bulk"]],
     ]
     return {f.name: v for f, v in zip(FIGURES, values, strict=True)}
 
 
-def verdict(f: Figure, old: float, new: float) -> str:
-    if old == new or (f.tolerance and abs(new - old) <= f.tolerance * abs(old)):
+def cell(f: Figure, xs: list[float]) -> str:
+    """The median, and the range over the rounds when there are several."""
+    text = f.fmt.format(statistics.median(xs))
+    if len(xs) > 1:
+        text += f" [{f.fmt.format(min(xs))}-{f.fmt.format(max(xs))}]"
+    return text
+
+
+def verdict(f: Figure, old: list[float], new: list[float]) -> str:
+    """ "WORSE" only when the median moved the wrong way by more than the tolerance AND
+    out of the other tree's range over its rounds (the machine is shared: a single slow
+    round says nothing); counts compare exactly."""
+    a, z = statistics.median(old), statistics.median(new)
+    if abs(z - a) <= max(f.tolerance * abs(a), f.absolute):
         return "same"
-    improved = new > old if f.better == "higher" else new < old
+    if len(old) > 1 and min(old) <= z <= max(old):
+        return "same (noise)"
+    improved = z > a if f.better == "higher" else z < a
     return "better" if improved else "WORSE"
 
 
@@ -503,52 +541,46 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
     from harness import table
 
     now = trees[0]
-    values = [figures(t.results) for t in trees]
+    values = [samples(t.results) for t in trees]
     scaled = "" if args.sends == 1500 else f" (the issue's 1,500 scaled down to {args.sends:,})"
     print(
         f"\n== hot paths: {' vs '.join(t.label for t in reversed(trees))}, one run of "
         f"{elapsed:.0f} s on this machine ({os.cpu_count()} cores, shared) ==\n"
         f"sends: {INSTANCES} worker x {PROCESSES} prefork processes per side, "
         f"{args.sends:,} sends per side and round{scaled} over {ACCOUNTS} accounts, profile "
-        f"{PROFILE}, rates unlimited, {args.rounds} rounds alternating trees and bare / plain "
-        "/ client; the bare baseline on the same broker, result backend and log level "
-        "(WARNING); ratio = median / median\n"
+        f"{PROFILE}, rates unlimited, {args.rounds} rounds alternating the trees and the "
+        "order bare / plain / client; the bare baseline on the same broker, result backend "
+        "and log level (WARNING); ratio = median of the rounds' paired ratios\n"
         f"heartbeat: Lifecycle.heartbeat over {HEARTBEAT_ACCOUNTS:,} ONLINE accounts against "
-        f"the simulator, median of {args.rounds}; round trips: {ROUND_TRIP_SENDS} sends "
-        "admitted at once, state Redis of its own; dispatch: "
+        f"the simulator, {HEARTBEAT_REPEATS} times; round trips: {ROUND_TRIP_SENDS} sends admitted "
+        "at once, a state Redis of its own; dispatch: "
         f"{DISPATCH_MESSAGES:,} parked messages over {DISPATCH_ACCOUNTS} accounts, tick() "
-        "publishing to a Redis broker, median of 2\n"
+        f"publishing to a Redis broker, {DISPATCH_REPEATS} times per lane\n"
+        "each cell: median [min-max over the repeats]"
     )
     if len(trees) == 1:
-        rows = [[f.name, f.unit, f.fmt.format(values[0][f.name])] for f in FIGURES]
+        rows = [[f.name, f.unit, cell(f, values[0][f.name])] for f in FIGURES]
         header = ["figure", "unit", now.label]
     else:
         old = trees[1]
         rows = []
         for f in FIGURES:
             a, z = values[1][f.name], values[0][f.name]
-            ratio = z / a if a else float("nan")
-            tol = f"±{f.tolerance:.0%}" if f.tolerance else "exact"
+            ratio = statistics.median(z) / statistics.median(a) if any(a) else float("nan")
+            tol = f"+-{f.tolerance:.0%}" if f.tolerance else f"+-{f.absolute}"
             rows.append(
                 [
                     f.name,
                     f.unit,
-                    f.fmt.format(a),
-                    f.fmt.format(z),
+                    cell(f, a),
+                    cell(f, z),
                     f"{ratio:.2f}",
                     f"{f.better} ({tol})",
                     verdict(f, a, z),
                 ]
             )
-        header = [
-            "figure",
-            "unit",
-            old.label,
-            now.label,
-            "ratio",
-            "better is",
-            "verdict",
-        ]
+        header = ["figure", "unit", old.label, now.label, "now/then", "better is", "verdict"]
+    print()
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
@@ -561,17 +593,21 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
         for i, x in enumerate(t.results["sends"]):
             b, p, c = (x[k]["per_s"] for k in ("bare", "plain", "client"))
             print(
-                f"  {t.label:>16} round {i + 1}: {b:5.0f} / {p:5.0f} / {c:5.0f}"
+                f"  {t.label:>20} round {i + 1:>2}: {b:5.0f} / {p:5.0f} / {c:5.0f}"
                 f"  -> {p / b:.2f}, {c / b:.2f}"
             )
-    worse = [
-        f.name
-        for f in FIGURES
-        if len(trees) > 1 and verdict(f, values[1][f.name], values[0][f.name]) == "WORSE"
-    ]
+    print("\nwhat a send's round trips to the state Redis hold (per send):")
+    for t in trees:
+        for kind in ("plain", "client"):
+            shapes = t.results["roundtrips"][kind]["shapes"]
+            ordered = sorted(shapes.items(), key=lambda kv: -kv[1])
+            print(f"  {t.label:>20} {kind:>6}: " + "; ".join(f"{v:.2f} x {k}" for k, v in ordered))
     if len(trees) > 1:
+        worse = [
+            f.name for f in FIGURES if verdict(f, values[1][f.name], values[0][f.name]) == "WORSE"
+        ]
         print(
-            "\nnone worse than " + trees[1].label
+            f"\nnone worse than {trees[1].label}"
             if not worse
             else f"\nworse than {trees[1].label}: " + "; ".join(worse)
         )
@@ -592,17 +628,24 @@ def measure(trees: list[Tree], rounds: int) -> None:
             t.results["sends"].append(x)
             say(
                 f"{t.label}: sends round {r + 1}: "
-                + ", ".join(f"{k} {v['per_s']:.0f}/s" for k, v in x.items())
+                + ", ".join(
+                    f"{k} {v['per_s']:.0f}/s (enqueued {v['enqueue_s']:.2f} s, first "
+                    f"{v['first_s']:.2f} s, longest gap {v['gap_s']:.2f} s)"
+                    for k, v in x.items()
+                )
             )
-    for r in range(rounds):
+    for r in range(HEARTBEAT_REPEATS):
         for t in each(r):
             x = t.ask("heartbeat")
             t.results["heartbeat"].append(x)
             say(f"{t.label}: heartbeat: {x['cpu_ms']:.3f} ms CPU each")
     for t in trees:
         t.results["roundtrips"] = x = t.ask("roundtrips")
-        say(f"{t.label}: round trips per send: {json.dumps(x)}")
-    for r in range(2):
+        say(
+            f"{t.label}: round trips per send: "
+            + ", ".join(f"{k} {v['round_trips']:.2f}" for k, v in x.items())
+        )
+    for r in range(DISPATCH_REPEATS):
         for lane in ("interactive", "bulk"):
             for t in each(r):
                 x = t.ask("dispatch", lane)
@@ -613,8 +656,8 @@ def measure(trees: list[Tree], rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", metavar="REV", help="a commit to compare with")
-    parser.add_argument("--rounds", type=int, default=3, help="send rounds per tree (3)")
-    parser.add_argument("--sends", type=int, default=600, help="sends per side and round (600)")
+    parser.add_argument("--rounds", type=int, default=8, help="send rounds per tree (8)")
+    parser.add_argument("--sends", type=int, default=200, help="sends per side and round (200)")
     parser.add_argument("--markdown", action="store_true", help="the table in markdown")
     parser.add_argument("--agent", help=argparse.SUPPRESS)
     args = parser.parse_args()
