@@ -143,10 +143,12 @@ class Stack:
         self.heartbeat()
 
     def close(self) -> None:
+        from harness import close
+
         for app in (*self.producers.values(), self.client.app, self.count_producer):
             app.close()
         self.count_client.app.close()
-        self.hb_rt.redis.close()
+        close(self.hb_rt)
         self.b.stop_workers([*self.ours, *self.bare, *self.counter])
 
     # -- send throughput ----------------------------------------------------------------
@@ -282,6 +284,7 @@ class Stack:
 
     def dispatch(self, lane: str) -> dict[str, float]:
         import dispatcher_cost
+        from harness import close
 
         from wxtasks.runtime import Runtime, redis_client
 
@@ -301,9 +304,8 @@ class Stack:
         dispatcher_cost.fill(rt, DISPATCH_ACCOUNTS, DISPATCH_MESSAGES, lane)
         r = dispatcher_cost.drain(rt, DISPATCH_MESSAGES, dispatcher_cost.publisher(rt))
         on_broker = int(broker.llen("send"))
-        rt.celery.close()
         rt.redis.flushdb()
-        rt.redis.close()
+        close(rt)
         broker.flushdb()
         broker.close()
         if on_broker != DISPATCH_MESSAGES:
