@@ -1,7 +1,8 @@
 """Guard the hot paths: the send, heartbeat, Redis and dispatch figures of this tree, side by
 side with another commit's, in one run of about 3 minutes.
 
-    python bench/hotpaths.py [--against REV] [--rounds 8] [--sends 200] [--markdown]
+    python bench/hotpaths.py [--against REV] [--rounds 8] [--sends 200] [--budget 170]
+                             [--markdown]
 
 Figures (each tree measures them in its own stack: Redis, the simulator, real workers):
 
@@ -10,10 +11,13 @@ Figures (each tree measures them in its own stack: Redis, the simulator, real wo
   set-up: one worker x 4 prefork processes, sends over 20 accounts, profile ``v1``, rates
   unlimited; the baseline (``bench/baseline_app.py``: a bare task that only POSTs) has the
   same Celery settings, broker, result backend and log level. Throughput = sends / (last
-  one at the gateway - first enqueue); the ratio is of the medians over the rounds. The
-  issue's 1,500 sends per round are scaled down (``--sends``) to fit 3 minutes; the output
-  says how many. Rounds alternate the trees and, inside a tree, the order bare / plain /
-  client. The workers stay up across rounds (warmed up once).
+  one at the gateway - first enqueue). A round sends half its messages per side twice, in
+  mirrored order (bare, plain, client, client, plain, bare; the next round the other way
+  round), and rounds alternate the trees; the ratio is the median of the rounds' paired
+  ratios. The issue's 1,500 sends per round are scaled down (``--sends``) and the rounds
+  are as many as fit the time budget (at least 3): the output says how many. The workers
+  stay up across rounds (warmed up once). Worker CPU per send is shown beside (steadier
+  than throughput on a shared machine).
 - **CPU per heartbeat**: ``Lifecycle.heartbeat`` (what the ``wxtasks.heartbeat`` task runs)
   over 1,000 ONLINE accounts in batches of ``WXTASKS_HEARTBEAT_BATCH``, probing the
   simulator; this process's CPU (``time.process_time``, probe threads included) and the
@@ -21,9 +25,9 @@ Figures (each tree measures them in its own stack: Redis, the simulator, real wo
 - **Redis round trips and commands per send**, for a send admitted at once, from a plain
   producer and from the client: a worker (``bench/hotpaths_app.py``, ``-P solo``) on its
   own state Redis (the broker and result backend are another Redis) counts each
-  ``send_packed_command`` (a round trip) and each reply read (a command) on its state
-  connections; "Redis ran" is the state Redis's own ``INFO commandstats`` delta, commands
-  inside Lua included.
+  ``send_packed_command`` (a round trip; what it held is listed) and each reply read (a
+  command) on its state connections; "Redis ran" is the state Redis's own
+  ``INFO commandstats`` delta, commands inside Lua included.
 - **dispatch throughput**: messages parked in the outbox (``bench/dispatcher_cost.py``'s
   fill), then the Dispatcher's ``tick()`` in a loop, publishing to a Redis broker as the
   beat does, until all are on the broker (checked): messages per wall second, and CPU
@@ -35,8 +39,9 @@ own source first, nothing of an editable install of another checkout), as a long
 agent process this script talks to; this directory's measurement code runs in both and
 finds the modules of either layout (``bench/layout.py``).
 
-It is a benchmark, not a test: the figures move with the machine's load. Timed figures
-within the tolerance shown are reported as "same".
+It is a benchmark, not a test: the figures move with the machine's load. Each cell shows
+the median and the range over the repeats; a timed figure is "WORSE" only when it moved
+the wrong way by more than its tolerance and out of the other tree's range.
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ BARE_BROKER_DB, COUNT_BROKER_DB, COUNT_RESULTS_DB, DISPATCH_BROKER_DB = 4, 2, 3,
 #: the dispatch measurement's state, on the counting Redis (db 0 is the counting worker's)
 DISPATCH_STATE_DB = 3
 PROTOCOL = "@@"
+#: send rounds run even past the time budget (a median of fewer says little)
+MIN_ROUNDS = 3
+#: what stopping the agents and their stacks and removing the worktree take
+SHUTDOWN_S = 8
 
 
 # ---------------------------------------------------------------------------------------
@@ -545,13 +554,17 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
     now = trees[0]
     values = [samples(t.results) for t in trees]
     scaled = "" if args.sends == 1500 else f" (the issue's 1,500 scaled down to {args.sends:,})"
+    rounds_done = len(now.results["sends"])
+    budget_note = (
+        f" (of {args.rounds}: the {args.budget:.0f} s budget)" if rounds_done < args.rounds else ""
+    )
     print(
         f"\n== hot paths: {' vs '.join(t.label for t in reversed(trees))}, one run of "
         f"{elapsed:.0f} s on this machine ({os.cpu_count()} cores, shared) ==\n"
         f"sends: {INSTANCES} worker x {PROCESSES} prefork processes per side, "
         f"{args.sends:,} sends per side and round{scaled} over {ACCOUNTS} accounts, profile "
-        f"{PROFILE}, rates unlimited, {args.rounds} rounds alternating the trees and the "
-        "order bare / plain / client; the bare baseline on the same broker, result backend "
+        f"{PROFILE}, rates unlimited, {rounds_done} rounds{budget_note} alternating the trees "
+        "and the order bare / plain / client; the bare baseline on the same broker, result backend "
         "and log level (WARNING); ratio = median of the rounds' paired ratios\n"
         f"heartbeat: Lifecycle.heartbeat over {HEARTBEAT_ACCOUNTS:,} ONLINE accounts against "
         f"the simulator, {HEARTBEAT_REPEATS} times; round trips: {ROUND_TRIP_SENDS} sends admitted "
@@ -615,7 +628,11 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
         )
 
 
-def measure(trees: list[Tree], rounds: int) -> None:
+def measure(trees: list[Tree], rounds: int, deadline: float) -> None:
+    """Heartbeat, round trips and dispatch first (their time varies little), then as many
+    send rounds (at least ``MIN_ROUNDS``, at most ``rounds``) as end by ``deadline``
+    (``time.monotonic()``): on a loaded machine a round takes twice as long."""
+
     def each(round_no: int) -> list[Tree]:
         return trees if round_no % 2 == 0 else list(reversed(trees))
 
@@ -624,18 +641,6 @@ def measure(trees: list[Tree], rounds: int) -> None:
 
     for t in trees:
         t.results = {"sends": [], "heartbeat": [], "dispatch": {"interactive": [], "bulk": []}}
-    for r in range(rounds):
-        for t in each(r):
-            x = t.ask("sends_round", r)
-            t.results["sends"].append(x)
-            say(
-                f"{t.label}: sends round {r + 1}: "
-                + ", ".join(
-                    f"{k} {v['per_s']:.0f}/s (enqueued {v['enqueue_s']:.2f} s, first "
-                    f"{v['first_s']:.2f} s, longest gap {v['gap_s']:.2f} s)"
-                    for k, v in x.items()
-                )
-            )
     for r in range(HEARTBEAT_REPEATS):
         for t in each(r):
             x = t.ask("heartbeat")
@@ -653,6 +658,23 @@ def measure(trees: list[Tree], rounds: int) -> None:
                 x = t.ask("dispatch", lane)
                 t.results["dispatch"][lane].append(x)
                 say(f"{t.label}: dispatch {lane}: {x['per_s']:,.0f} msg/s")
+    began = time.monotonic()
+    for r in range(rounds):
+        per_round = (time.monotonic() - began) / r if r else 0.0
+        if r >= MIN_ROUNDS and time.monotonic() + per_round > deadline:
+            say(f"sends: {r} rounds fit the time budget (of {rounds})")
+            break
+        for t in each(r):
+            x = t.ask("sends_round", r)
+            t.results["sends"].append(x)
+            say(
+                f"{t.label}: sends round {r + 1}: "
+                + ", ".join(
+                    f"{k} {v['per_s']:.0f}/s (enqueued {v['enqueue_s']:.2f} s, first "
+                    f"{v['first_s']:.2f} s, longest gap {v['gap_s']:.2f} s)"
+                    for k, v in x.items()
+                )
+            )
 
 
 def main() -> None:
@@ -660,13 +682,16 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="a commit to compare with")
     parser.add_argument("--rounds", type=int, default=8, help="send rounds per tree (8)")
     parser.add_argument("--sends", type=int, default=200, help="sends per side and round (200)")
+    parser.add_argument(
+        "--budget", type=float, default=170, help="seconds the whole run aims at (170)"
+    )
     parser.add_argument("--markdown", action="store_true", help="the table in markdown")
     parser.add_argument("--agent", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.agent:
         agent(args.agent, args.sends)
         return
-    started = time.perf_counter()
+    started, t0 = time.perf_counter(), time.monotonic()
     logs = os.path.join(BENCH_DIR, "results")
     os.makedirs(logs, exist_ok=True)
     with (
@@ -686,7 +711,7 @@ def main() -> None:
         try:
             for t in trees:
                 print(f"  {t.label}: stack up in {t.read()['setup_s']:.0f} s", flush=True)
-            measure(trees, args.rounds)
+            measure(trees, args.rounds, t0 + args.budget - SHUTDOWN_S)
         except AgentError as exc:
             print(f"\nhotpaths: a measurement failed: {exc}", file=sys.stderr)
             print("(agent logs: bench/results/hotpaths-agent-*.log)", file=sys.stderr)
