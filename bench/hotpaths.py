@@ -105,7 +105,7 @@ class Stack:
         from send_overhead import HIGH, enqueue, wait_sends
 
         from wxtasks.client import WxTasksClient
-        from wxtasks.runtime import Runtime
+        from wxtasks.runtime import Runtime, redis_client
 
         self.b = b
         self.sends = sends
@@ -121,6 +121,7 @@ class Stack:
         }
         self.client = WxTasksClient.from_settings(self.settings)
         self.log = SendLog(b)
+        self.redis = redis_client(b.redis.url)
 
         # the counting worker: its own state Redis, broker and results elsewhere
         self.state_server = state_server
@@ -157,6 +158,7 @@ class Stack:
         for app in (*self.producers.values(), self.client.app, self.count_producer):
             app.close()
         self.count_client.app.close()
+        self.redis.close()
         close(self.hb_rt)
         self.b.stop_workers([*self.ours, *self.bare, *self.counter])
 
@@ -166,14 +168,15 @@ class Stack:
         return [(self.accounts[i % ACCOUNTS], f"wxid_{i}", f"hotpaths {tag} {i}") for i in range(n)]
 
     def _send_batch(self, kind: str, tag: str, n: int) -> dict[str, float]:
-        from harness import cpu_seconds
+        from harness import cpu_seconds, redis_cpu
 
         messages = self._messages(f"{kind} {tag}", n)
         workers = self.bare if kind == "bare" else self.ours
         pids = [w.process.pid for w in workers]
+        sim = [c.process.pid for c in self.b.supervisor.children if c.name == "simulator"]
         before = len(self.log.poll())
-        cpu0 = cpu_seconds(pids)
-        started = time.time()
+        cpu0, rcpu0, scpu0 = cpu_seconds(pids), redis_cpu(self.redis), cpu_seconds(sim)
+        started, pcpu0 = time.time(), time.process_time()
         if kind == "client":
             with self.client.app.producer_or_acquire() as producer:
                 for a, t, c in messages:
@@ -181,15 +184,20 @@ class Stack:
         else:
             task = "bench.post" if kind == "bare" else "wxtasks.send_text"
             self.enqueue(self.producers[kind], task, messages)
-        enqueued = time.time() - started
+        enqueued, pcpu = time.time() - started, time.process_time() - pcpu0
         got = self.wait_sends(self.log, before + n, 120)[before:]
         if len(got) < n:
             raise RuntimeError(f"{kind}: {len(got)} of {n} sends reached the gateway in 120 s")
         at = sorted(float(x["at"]) for x in got)
         elapsed = at[-1] - started
+        worker = cpu_seconds(pids) - cpu0
+        redis = redis_cpu(self.redis) - rcpu0
+        gateway = cpu_seconds(sim) - scpu0
         return {
             "per_s": n / elapsed,
-            "worker_cpu_ms": (cpu_seconds(pids) - cpu0) / n * 1000,
+            "worker_cpu_ms": worker / n * 1000,
+            "redis_cpu_ms": redis / n * 1000,
+            "stack_cpu_ms": (worker + redis + gateway + pcpu) / n * 1000,
             "enqueue_s": enqueued,
             "first_s": at[0] - started,
             "gap_s": max(b - a for a, b in itertools.pairwise(at)),
@@ -210,6 +218,8 @@ class Stack:
             k: {
                 "per_s": 2 * half / sum(half / x["per_s"] for x in xs),
                 "worker_cpu_ms": statistics.mean(x["worker_cpu_ms"] for x in xs),
+                "redis_cpu_ms": statistics.mean(x["redis_cpu_ms"] for x in xs),
+                "stack_cpu_ms": statistics.mean(x["stack_cpu_ms"] for x in xs),
                 "enqueue_s": max(x["enqueue_s"] for x in xs),
                 "first_s": max(x["first_s"] for x in xs),
                 "gap_s": max(x["gap_s"] for x in xs),
@@ -480,12 +490,17 @@ class Figure:
 FIGURES = (
     Figure("send ratio vs bare Celery, plain producer", "x", "higher", 0.05, "{:.2f}"),
     Figure("send ratio vs bare Celery, WxTasksClient", "x", "higher", 0.05, "{:.2f}"),
+    Figure("CPU ratio (bare CPU / ours) per send, plain", "x", "higher", 0.05, "{:.2f}"),
+    Figure("CPU ratio (bare CPU / ours) per send, client", "x", "higher", 0.05, "{:.2f}"),
     Figure("sends/s, bare Celery (the baseline)", "/s", "higher", 0.10, "{:.0f}"),
     Figure("sends/s, plain producer", "/s", "higher", 0.10, "{:.0f}"),
     Figure("sends/s, WxTasksClient", "/s", "higher", 0.10, "{:.0f}"),
     Figure("worker CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}"),
     Figure("worker CPU per send, plain producer", "ms", "lower", 0.10, "{:.2f}"),
     Figure("worker CPU per send, WxTasksClient", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("Redis CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("Redis CPU per send, plain producer", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("Redis CPU per send, WxTasksClient", "ms", "lower", 0.10, "{:.2f}"),
     Figure("CPU per heartbeat (process)", "ms", "lower", 0.10, "{:.3f}"),
     Figure("Redis CPU per heartbeat", "us", "lower", 0.15, "{:.0f}"),
     Figure("Redis round trips per send, plain producer", "", "lower", 0.0, "{:.2f}", 0.05),
@@ -509,8 +524,11 @@ def samples(r: dict[str, Any]) -> dict[str, list[float]]:
     values = [
         [x["plain"]["per_s"] / x["bare"]["per_s"] for x in sends],
         [x["client"]["per_s"] / x["bare"]["per_s"] for x in sends],
+        [x["bare"]["stack_cpu_ms"] / x["plain"]["stack_cpu_ms"] for x in sends],
+        [x["bare"]["stack_cpu_ms"] / x["client"]["stack_cpu_ms"] for x in sends],
         *[[x[k]["per_s"] for x in sends] for k in kinds],
         *[[x[k]["worker_cpu_ms"] for x in sends] for k in kinds],
+        *[[x[k]["redis_cpu_ms"] for x in sends] for k in kinds],
         [x["cpu_ms"] for x in hb],
         [x["redis_us"] for x in hb],
         [rt["plain"]["round_trips"]],
@@ -565,7 +583,10 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
         f"{args.sends:,} sends per side and round{scaled} over {ACCOUNTS} accounts, profile "
         f"{PROFILE}, rates unlimited, {rounds_done} rounds{budget_note} alternating the trees "
         "and the order bare / plain / client; the bare baseline on the same broker, result backend "
-        "and log level (WARNING); ratio = median of the rounds' paired ratios\n"
+        "and log level (WARNING); ratio = median of the rounds' paired ratios; CPU ratio = "
+        "the same from CPU per send of the whole stack (workers, Redis, simulator, producer: "
+        "the share of a CPU-bound machine a send takes, steadier than throughput when "
+        "others load it)\n"
         f"heartbeat: Lifecycle.heartbeat over {HEARTBEAT_ACCOUNTS:,} ONLINE accounts against "
         f"the simulator, {HEARTBEAT_REPEATS} times; round trips: {ROUND_TRIP_SENDS} sends admitted "
         "at once, a state Redis of its own; dispatch: "
