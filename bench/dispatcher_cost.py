@@ -49,7 +49,7 @@ def dispatcher_for(rt: Runtime, publish: Any) -> Any:
     """A Dispatcher as the beat gets its own: from the Runtime (``rt.dispatcher(publish)``),
     or, in trees before the Runtime built it, constructed as the beat did."""
     if callable(getattr(rt, "dispatcher", None)):
-        return rt.dispatcher(publish)  # type: ignore[attr-defined]
+        return rt.dispatcher(publish)
     cls = layout.dispatcher().Dispatcher
     options = {"fleet": rt.fleet} if "fleet" in inspect.signature(cls).parameters else {}
     return cls(rt.outbox, publish, **options)

@@ -117,7 +117,9 @@ class Stack:
         self.bare = b.workers(bare, INSTANCES, PROCESSES, app="baseline_app")
         self.producers = {
             "bare": Celery(broker=bare.broker_url, backend=bare.result_backend_url),
-            "plain": Celery(broker=self.settings.broker_url, backend=self.settings.redis_url),
+            "plain": Celery(
+                broker=self.settings.broker_url, backend=self.settings.result_backend_url
+            ),
         }
         self.client = WxTasksClient.from_settings(self.settings)
         self.log = SendLog(b)
@@ -234,12 +236,11 @@ class Stack:
 
         lifecycle = self.hb_rt.lifecycle
         batch = int(self.hb_rt.settings.heartbeat_batch)
-        probed = alive = 0
+        alive = 0
         cpu0, rcpu0, wall0 = time.process_time(), redis_cpu(self.hb_rt.redis), time.perf_counter()
         for i in range(0, len(self.hb_ids), batch):
             ids = self.hb_ids[i : i + batch]
             report = lifecycle.heartbeat(ids, [time.time()] * len(ids))
-            probed += report.probed
             alive += report.alive
         wall = time.perf_counter() - wall0
         cpu, rcpu = time.process_time() - cpu0, redis_cpu(self.hb_rt.redis) - rcpu0
@@ -353,7 +354,9 @@ def agent(name: str, sends: int) -> None:
         with bench(PROFILE, logs=f"logs-hotpaths-{name}") as b, RedisServer() as state:
             t0 = time.perf_counter()
             stack = Stack(b, state, sends)
-            answer({"ok": {"setup_s": time.perf_counter() - t0}})
+            import wxtasks
+
+            answer({"ok": {"setup_s": time.perf_counter() - t0, "wxtasks": wxtasks.__file__}})
             try:
                 for line in sys.stdin:
                     request = json.loads(line)
@@ -731,7 +734,10 @@ def main() -> None:
             t.start(f"tree{i}", args.sends, os.path.join(logs, f"hotpaths-agent-{i}.log"))
         try:
             for t in trees:
-                print(f"  {t.label}: stack up in {t.read()['setup_s']:.0f} s", flush=True)
+                up = t.read()
+                if not os.path.realpath(up["wxtasks"]).startswith(os.path.realpath(t.path) + "/"):
+                    raise AgentError(t.label, f"measured {up['wxtasks']}, not {t.path}")
+                print(f"  {t.label}: stack up in {up['setup_s']:.0f} s", flush=True)
             measure(trees, args.rounds, t0 + args.budget - SHUTDOWN_S)
         except AgentError as exc:
             print(f"\nhotpaths: a measurement failed: {exc}", file=sys.stderr)
