@@ -27,7 +27,6 @@ import layout
 from harness import Event, redis_cpu, table
 
 from wxtasks.config import Settings
-from wxtasks.dev.redis_server import RedisServer
 from wxtasks.runtime import Runtime
 
 HIGH = 1_000_000
@@ -103,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     n_accounts, n = (100, 10_000) if args.quick else (1_000, 100_000)
     rows = []
-    with RedisServer() as server:
+    with layout.redis_server().RedisServer() as server:
         settings = Settings.from_env(
             {},
             redis_url=server.url,

@@ -15,12 +15,13 @@ import layout
 import requests
 
 from wxtasks.config import Settings
-from wxtasks.dev.redis_server import RedisServer, free_port
-from wxtasks.dev.stack import Supervisor, celery_cmd, wait_until, worker_args
 from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the benches
 from wxtasks.runtime import Runtime, redis_client
 
 Event = layout.machine().Event
+RedisServer, free_port = layout.redis_server().RedisServer, layout.redis_server().free_port
+Supervisor, celery_cmd = layout.stack().Supervisor, layout.stack().celery_cmd
+wait_until, worker_args = layout.stack().wait_until, layout.stack().worker_args
 TOKEN = "bench-token"
 # the benches print their own tables; the library's warnings (alerts, retries) would only
 # interleave with them (the worker processes log to bench/results/logs)

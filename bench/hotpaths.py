@@ -18,7 +18,8 @@ Figures (each tree measures them in its own stack: Redis, the simulator, real wo
   are as many as fit the time budget (at least 3): the output says how many. The workers
   stay up across rounds (warmed up once). Worker CPU per send is shown beside (steadier
   than throughput on a shared machine).
-- **CPU per heartbeat**: ``Lifecycle.heartbeat`` (what the ``wxtasks.heartbeat`` task runs)
+- **CPU per heartbeat**: the ``wxtasks.heartbeat`` task by name, run in the agent's
+  process as a control worker's pool process runs it (``Lifecycle.heartbeat`` behind it),
   over 1,000 ONLINE accounts in batches of ``WXTASKS_HEARTBEAT_BATCH``, probing the
   simulator; this process's CPU (``time.process_time``, probe threads included) and the
   state Redis server's (``INFO cpu``), per heartbeat.
@@ -37,7 +38,8 @@ Figures (each tree measures them in its own stack: Redis, the simulator, real wo
 tree runs in its own throwaway environment (this interpreter's site-packages, the tree's
 own source first, nothing of an editable install of another checkout), as a long-lived
 agent process this script talks to; this directory's measurement code runs in both and
-finds the modules of either layout (``bench/layout.py``).
+finds the modules of either layout (``bench/layout.py``). A part a tree cannot run (before
+the outbox existed there is nothing to dispatch) shows "n/a" with the reason.
 
 It is a benchmark, not a test: the figures move with the machine's load. Each cell shows
 the median and the range over the repeats; a timed figure is "WORSE" only when it moved
@@ -64,6 +66,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import layout  # imports nothing of wxtasks until asked
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 
@@ -77,6 +81,8 @@ DISPATCH_MESSAGES, DISPATCH_ACCOUNTS, DISPATCH_REPEATS = 2_000, 100, 3
 #: workers are db 0, their broker db 1): each worker role has its own broker, so no role
 #: takes another's messages
 BARE_BROKER_DB, COUNT_BROKER_DB, COUNT_RESULTS_DB, DISPATCH_BROKER_DB = 4, 2, 3, 5
+#: where a heartbeat's follow-ups (a reconnect, an alert) would go: no worker takes them
+HEARTBEAT_BROKER_DB = 6
 #: the dispatch measurement's state, on the counting Redis (db 0 is the counting worker's)
 DISPATCH_STATE_DB = 3
 PROTOCOL = "@@"
@@ -97,24 +103,56 @@ def _db(url: str, db: int) -> str:
 
 class Stack:
     """One tree's stack: Redis, the simulator, a wxtasks worker and a bare Celery worker
-    (1 x 4 prefork each), a counting worker (solo) on its own state Redis."""
+    (1 x 4 prefork each), a counting worker (solo) on its own state Redis, the heartbeat
+    task in this process.
+
+    Each part is set up on its own: one this tree cannot run (a part of wxtasks it does not
+    have yet, or a set-up the code under test broke) makes only its figures "n/a"."""
 
     def __init__(self, b: Any, state_server: Any, sends: int) -> None:
-        from celery import Celery
         from harness import SendLog
-        from send_overhead import HIGH, enqueue, wait_sends
 
-        from wxtasks.client import WxTasksClient
-        from wxtasks.runtime import Runtime, redis_client
+        from wxtasks.runtime import redis_client
 
         self.b = b
         self.sends = sends
+        self.state_server = state_server
+        self.log = SendLog(b)
+        self.redis = redis_client(b.redis.url)
+        self.apps: list[Any] = []
+        self.children: list[Any] = []
+        #: part -> why it could not be set up
+        self.broken: dict[str, str] = {}
+        for part, setup in (
+            ("sends", self._sends_part),
+            ("counter", self._counter_part),
+            ("heartbeat", self._heartbeat_part),
+        ):
+            try:
+                setup()
+            except Exception as exc:
+                traceback.print_exc()
+                self.broken[part] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    def _check(self, part: str) -> None:
+        if part in self.broken:
+            raise RuntimeError(f"not set up in this tree: {self.broken[part]}")
+
+    def _sends_part(self) -> None:
+        from celery import Celery
+        from send_overhead import HIGH, enqueue, wait_sends
+
+        from wxtasks.client import WxTasksClient
+
+        b = self.b
         self.enqueue, self.wait_sends = enqueue, wait_sends
         self.settings = b.settings(**HIGH)
         self.accounts = b.online_accounts(self.settings, ACCOUNTS)
         bare = b.settings(**HIGH, broker_url=_db(b.redis.url, BARE_BROKER_DB))
         self.ours = b.workers(self.settings, INSTANCES, PROCESSES, app="workers")
+        self.children += self.ours
         self.bare = b.workers(bare, INSTANCES, PROCESSES, app="baseline_app")
+        self.children += self.bare
         self.producers = {
             "bare": Celery(broker=bare.broker_url, backend=bare.result_backend_url),
             "plain": Celery(
@@ -122,47 +160,62 @@ class Stack:
             ),
         }
         self.client = WxTasksClient.from_settings(self.settings)
-        self.log = SendLog(b)
-        self.redis = redis_client(b.redis.url)
+        self.apps += [*self.producers.values(), self.client.app]
+        # warm-up: connections, script caches, the first task of every pool process
+        for kind in ("bare", "plain", "client"):
+            self._send_batch(kind, "warm", 100)
 
-        # the counting worker: its own state Redis, broker and results elsewhere
-        self.state_server = state_server
+    def _counter_part(self) -> None:
+        """The counting worker: its own state Redis, broker and results elsewhere."""
+        from celery import Celery
+        from send_overhead import HIGH
+
+        from wxtasks.client import WxTasksClient
+
+        b = self.b
         self.count_settings = b.settings(
             **HIGH,
             redis_url=self.state_server.url,
             broker_url=_db(b.redis.url, COUNT_BROKER_DB),
             result_backend_url=_db(b.redis.url, COUNT_RESULTS_DB),
         )
-        b.online_accounts(self.count_settings, ACCOUNTS)
+        self.count_accounts = b.online_accounts(self.count_settings, ACCOUNTS)
         self.counter = b.workers(
             self.count_settings, 1, 1, queues="send", app="hotpaths_app", options=("-P", "solo")
         )
+        self.children += self.counter
         self.count_producer = Celery(
             broker=self.count_settings.broker_url, backend=self.count_settings.result_backend_url
         )
         self.count_client = WxTasksClient.from_settings(self.count_settings)
-
-        # heartbeats: the Runtime a control worker's process would have
-        self.hb_rt = Runtime(b.settings(gateway_timeout_s=5))
-        self.hb_ids = b.online_accounts(self.hb_rt.settings, HEARTBEAT_ACCOUNTS, prefix="hb")
-
-        # warm-up: connections, script caches, the first task of every pool process
-        for kind in ("bare", "plain", "client"):
-            self._send_batch(kind, "warm", 100)
+        self.apps += [self.count_producer, self.count_client.app]
         self.redis_counts(reset=True)
         for kind in ("plain", "client"):
             self._count_batch(kind, "warm", 20)
+
+    def _heartbeat_part(self) -> None:
+        """The ``wxtasks.heartbeat`` task by name, run in this process as a control
+        worker's pool process runs it: an app configured by wxtasks (its settings on the
+        app, not in this process's environment, which Celery would read for every app)."""
+        from celery import Celery
+
+        import wxtasks.tasks  # noqa: F401  - registers the tasks (shared) with every app
+
+        settings = self.b.settings(
+            gateway_timeout_s=5, broker_url=_db(self.b.redis.url, HEARTBEAT_BROKER_DB)
+        )
+        app = layout.celeryconf().configure(Celery("hotpaths-heartbeat"), settings)
+        self.apps.append(app)
+        self.hb_task = app.tasks["wxtasks.heartbeat"]
+        self.hb_ids = self.b.online_accounts(settings, HEARTBEAT_ACCOUNTS, prefix="hb")
+        self.hb_batch = int(settings.heartbeat_batch)
         self.heartbeat()
 
     def close(self) -> None:
-        from harness import close
-
-        for app in (*self.producers.values(), self.client.app, self.count_producer):
+        for app in self.apps:
             app.close()
-        self.count_client.app.close()
         self.redis.close()
-        close(self.hb_rt)
-        self.b.stop_workers([*self.ours, *self.bare, *self.counter])
+        self.b.stop_workers(self.children)
 
     # -- send throughput ----------------------------------------------------------------
 
@@ -209,6 +262,7 @@ class Stack:
         """Each side sends half the round's messages twice, in mirrored order (bare, plain,
         client, client, plain, bare; the next round starts with client), so a load that
         drifts during the round weighs on every side alike."""
+        self._check("sends")
         kinds = ["bare", "plain", "client"]
         if round_no % 2:
             kinds.reverse()
@@ -234,16 +288,15 @@ class Stack:
     def heartbeat(self) -> dict[str, float]:
         from harness import redis_cpu
 
-        lifecycle = self.hb_rt.lifecycle
-        batch = int(self.hb_rt.settings.heartbeat_batch)
+        self._check("heartbeat")
         alive = 0
-        cpu0, rcpu0, wall0 = time.process_time(), redis_cpu(self.hb_rt.redis), time.perf_counter()
-        for i in range(0, len(self.hb_ids), batch):
-            ids = self.hb_ids[i : i + batch]
-            report = lifecycle.heartbeat(ids, [time.time()] * len(ids))
-            alive += report.alive
+        cpu0, rcpu0, wall0 = time.process_time(), redis_cpu(self.redis), time.perf_counter()
+        for i in range(0, len(self.hb_ids), self.hb_batch):
+            ids = self.hb_ids[i : i + self.hb_batch]
+            report = self.hb_task(app_ids=ids, due=[time.time()] * len(ids))
+            alive += int(report["alive"])
         wall = time.perf_counter() - wall0
-        cpu, rcpu = time.process_time() - cpu0, redis_cpu(self.hb_rt.redis) - rcpu0
+        cpu, rcpu = time.process_time() - cpu0, redis_cpu(self.redis) - rcpu0
         n = len(self.hb_ids)
         if alive != n:
             raise RuntimeError(f"heartbeat: {alive} of {n} accounts answered alive")
@@ -276,6 +329,7 @@ class Stack:
     def roundtrips(self) -> dict[str, dict[str, Any]]:
         from wxtasks.runtime import redis_client
 
+        self._check("counter")
         state = redis_client(self.count_settings.redis_url)
         out = {}
         for kind in ("plain", "client"):
@@ -346,9 +400,7 @@ def agent(name: str, sends: int) -> None:
         out.write(PROTOCOL + json.dumps(obj) + "\n")
         out.flush()
 
-    from harness import bench
-
-    from wxtasks.dev.redis_server import RedisServer
+    from harness import RedisServer, bench
 
     try:
         with bench(PROFILE, logs=f"logs-hotpaths-{name}") as b, RedisServer() as state:
@@ -391,6 +443,8 @@ class Tree:
     agent: subprocess.Popen[str] | None = None
     log: IO[str] | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    #: phase -> why it could not be measured in this tree
+    failed: dict[str, str] = field(default_factory=dict)
 
     def start(self, name: str, sends: int, log_path: str) -> None:
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -524,6 +578,7 @@ def samples(r: dict[str, Any]) -> dict[str, list[float]]:
     are paired: plain / bare and client / bare of the same round), or one count."""
     sends, hb, rt, disp = r["sends"], r["heartbeat"], r["roundtrips"], r["dispatch"]
     kinds = ("bare", "plain", "client")
+    counted = ("round_trips", "commands", "redis_ran")
     values = [
         [x["plain"]["per_s"] / x["bare"]["per_s"] for x in sends],
         [x["client"]["per_s"] / x["bare"]["per_s"] for x in sends],
@@ -534,12 +589,7 @@ def samples(r: dict[str, Any]) -> dict[str, list[float]]:
         *[[x[k]["redis_cpu_ms"] for x in sends] for k in kinds],
         [x["cpu_ms"] for x in hb],
         [x["redis_us"] for x in hb],
-        [rt["plain"]["round_trips"]],
-        [rt["client"]["round_trips"]],
-        [rt["plain"]["commands"]],
-        [rt["client"]["commands"]],
-        [rt["plain"]["redis_ran"]],
-        [rt["client"]["redis_ran"]],
+        *[[rt[k][what]] if rt else [] for what in counted for k in ("plain", "client")],
         [x["per_s"] for x in disp["interactive"]],
         [x["per_s"] for x in disp["bulk"]],
         [x["cpu_us"] for x in disp["interactive"]],
@@ -550,6 +600,8 @@ def samples(r: dict[str, Any]) -> dict[str, list[float]]:
 
 def cell(f: Figure, xs: list[float]) -> str:
     """The median, and the range over the rounds when there are several."""
+    if not xs:
+        return "n/a"
     text = f.fmt.format(statistics.median(xs))
     if len(xs) > 1:
         text += f" [{f.fmt.format(min(xs))}-{f.fmt.format(max(xs))}]"
@@ -559,7 +611,9 @@ def cell(f: Figure, xs: list[float]) -> str:
 def verdict(f: Figure, old: list[float], new: list[float]) -> str:
     """ "WORSE" only when the median moved the wrong way by more than the tolerance AND
     out of the other tree's range over its rounds (the machine is shared: a single slow
-    round says nothing); counts compare exactly."""
+    round says nothing); counts compare within a hundredth or so."""
+    if not old or not new:
+        return "n/a"
     a, z = statistics.median(old), statistics.median(new)
     if abs(z - a) <= max(f.tolerance * abs(a), f.absolute):
         return "same"
@@ -590,9 +644,9 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
         "the same from CPU per send of the whole stack (workers, Redis, simulator, producer: "
         "the share of a CPU-bound machine a send takes, steadier than throughput when "
         "others load it)\n"
-        f"heartbeat: Lifecycle.heartbeat over {HEARTBEAT_ACCOUNTS:,} ONLINE accounts against "
-        f"the simulator, {HEARTBEAT_REPEATS} times; round trips: {ROUND_TRIP_SENDS} sends admitted "
-        "at once, a state Redis of its own; dispatch: "
+        f"heartbeat: the wxtasks.heartbeat task in-process over {HEARTBEAT_ACCOUNTS:,} ONLINE "
+        f"accounts against the simulator, {HEARTBEAT_REPEATS} times; round trips: "
+        f"{ROUND_TRIP_SENDS} sends admitted at once, a state Redis of its own; dispatch: "
         f"{DISPATCH_MESSAGES:,} parked messages over {DISPATCH_ACCOUNTS} accounts, tick() "
         f"publishing to a Redis broker, {DISPATCH_REPEATS} times per lane\n"
         "each cell: median [min-max over the repeats]"
@@ -605,7 +659,7 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
         rows = []
         for f in FIGURES:
             a, z = values[1][f.name], values[0][f.name]
-            ratio = statistics.median(z) / statistics.median(a) if any(a) else float("nan")
+            ratio = f"{statistics.median(z) / statistics.median(a):.2f}" if any(a) and z else "n/a"
             tol = f"+-{f.tolerance:.0%}" if f.tolerance else f"+-{f.absolute}"
             rows.append(
                 [
@@ -613,7 +667,7 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
                     f.unit,
                     cell(f, a),
                     cell(f, z),
-                    f"{ratio:.2f}",
+                    ratio,
                     f"{f.better} ({tol})",
                     verdict(f, a, z),
                 ]
@@ -637,10 +691,13 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
             )
     print("\nwhat a send's round trips to the state Redis hold (per send):")
     for t in trees:
-        for kind in ("plain", "client"):
+        for kind in ("plain", "client") if t.results["roundtrips"] else ():
             shapes = t.results["roundtrips"][kind]["shapes"]
             ordered = sorted(shapes.items(), key=lambda kv: -kv[1])
             print(f"  {t.label:>20} {kind:>6}: " + "; ".join(f"{v:.2f} x {k}" for k, v in ordered))
+    for t in trees:
+        for phase, why in t.failed.items():
+            print(f"n/a in {t.label}: {phase}: {why}")
     if len(trees) > 1:
         worse = [
             f.name for f in FIGURES if verdict(f, values[1][f.name], values[0][f.name]) == "WORSE"
@@ -655,7 +712,8 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
 def measure(trees: list[Tree], rounds: int, deadline: float) -> None:
     """Heartbeat, round trips and dispatch first (their time varies little), then as many
     send rounds (at least ``MIN_ROUNDS``, at most ``rounds``) as end by ``deadline``
-    (``time.monotonic()``): on a loaded machine a round takes twice as long."""
+    (``time.monotonic()``): on a loaded machine a round takes twice as long. A phase that
+    fails in a tree is skipped there from then on (its figures "n/a", the reason noted)."""
 
     def each(round_no: int) -> list[Tree]:
         return trees if round_no % 2 == 0 else list(reversed(trees))
@@ -663,25 +721,42 @@ def measure(trees: list[Tree], rounds: int, deadline: float) -> None:
     def say(text: str) -> None:
         print(f"  [{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
+    def ask(t: Tree, phase: str, *args: Any) -> Any:
+        if phase in t.failed:
+            return None
+        try:
+            return t.ask(phase, *args)
+        except AgentError as exc:
+            lines = [x for x in str(exc).splitlines() if x.strip()]
+            t.failed[phase] = lines[-1].strip() if lines else str(exc)
+            say(f"{t.label}: {phase} n/a: {t.failed[phase]}")
+            return None
+
     for t in trees:
-        t.results = {"sends": [], "heartbeat": [], "dispatch": {"interactive": [], "bulk": []}}
+        t.results = {
+            "sends": [],
+            "heartbeat": [],
+            "roundtrips": {},
+            "dispatch": {"interactive": [], "bulk": []},
+        }
     for r in range(HEARTBEAT_REPEATS):
         for t in each(r):
-            x = t.ask("heartbeat")
-            t.results["heartbeat"].append(x)
-            say(f"{t.label}: heartbeat: {x['cpu_ms']:.3f} ms CPU each")
+            if (x := ask(t, "heartbeat")) is not None:
+                t.results["heartbeat"].append(x)
+                say(f"{t.label}: heartbeat: {x['cpu_ms']:.3f} ms CPU each")
     for t in trees:
-        t.results["roundtrips"] = x = t.ask("roundtrips")
-        say(
-            f"{t.label}: round trips per send: "
-            + ", ".join(f"{k} {v['round_trips']:.2f}" for k, v in x.items())
-        )
+        if (x := ask(t, "roundtrips")) is not None:
+            t.results["roundtrips"] = x
+            say(
+                f"{t.label}: round trips per send: "
+                + ", ".join(f"{k} {v['round_trips']:.2f}" for k, v in x.items())
+            )
     for r in range(DISPATCH_REPEATS):
         for lane in ("interactive", "bulk"):
             for t in each(r):
-                x = t.ask("dispatch", lane)
-                t.results["dispatch"][lane].append(x)
-                say(f"{t.label}: dispatch {lane}: {x['per_s']:,.0f} msg/s")
+                if (x := ask(t, "dispatch", lane)) is not None:
+                    t.results["dispatch"][lane].append(x)
+                    say(f"{t.label}: dispatch {lane}: {x['per_s']:,.0f} msg/s")
     began = time.monotonic()
     for r in range(rounds):
         per_round = (time.monotonic() - began) / r if r else 0.0
@@ -689,16 +764,16 @@ def measure(trees: list[Tree], rounds: int, deadline: float) -> None:
             say(f"sends: {r} rounds fit the time budget (of {rounds})")
             break
         for t in each(r):
-            x = t.ask("sends_round", r)
-            t.results["sends"].append(x)
-            say(
-                f"{t.label}: sends round {r + 1}: "
-                + ", ".join(
-                    f"{k} {v['per_s']:.0f}/s (enqueued {v['enqueue_s']:.2f} s, first "
-                    f"{v['first_s']:.2f} s, longest gap {v['gap_s']:.2f} s)"
-                    for k, v in x.items()
+            if (x := ask(t, "sends_round", r)) is not None:
+                t.results["sends"].append(x)
+                say(
+                    f"{t.label}: sends round {r + 1}: "
+                    + ", ".join(
+                        f"{k} {v['per_s']:.0f}/s (enqueued {v['enqueue_s']:.2f} s, first "
+                        f"{v['first_s']:.2f} s, longest gap {v['gap_s']:.2f} s)"
+                        for k, v in x.items()
+                    )
                 )
-            )
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 ``bench/hotpaths.py --against REV`` runs this directory's measurement code against an older
 checkout too, and modules moved into subpackages at 8d58b45 (``wxtasks.outbox`` ->
-``wxtasks.send.outbox``, ``wxtasks.machine`` -> ``wxtasks.accounts.machine``, ...). Each
+``wxtasks.send.outbox``, ``wxtasks.machine`` -> ``wxtasks.accounts.machine``, ...; before
+round 2 the dev tools were top-level modules too). Each
 name below tries the current place first and falls back to the older ones. Only the
 modules themselves are looked up here: what they export is the public-ish surface the
 benches use (Runtime, task names, the Dispatcher's tick), unchanged across the move.
@@ -53,3 +54,11 @@ def dispatcher() -> ModuleType:
 
 def beat() -> ModuleType:
     return module("wxtasks.worker.beat", "wxtasks.beat")
+
+
+def redis_server() -> ModuleType:
+    return module("wxtasks.dev.redis_server", "wxtasks.redis_server")
+
+
+def stack() -> ModuleType:
+    return module("wxtasks.dev.stack", "wxtasks.stack")
