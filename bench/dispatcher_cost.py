@@ -79,7 +79,8 @@ def fill(rt: Runtime, n_accounts: int, n: int, lane: str) -> list[str]:
     return apps
 
 
-def drain(rt: Runtime, n: int, publish: Any) -> dict[str, Any]:
+def drain(rt: Runtime, n: int, publish: Any, timeout_s: float | None = None) -> dict[str, Any]:
+    """Tick until ``n`` went out (``timeout_s``: give up after so long, stuck)."""
     dispatcher = dispatcher_for(rt, publish)
     ticks, sent, longest = 0, 0, 0.0
     cpu0, rcpu0, t0 = time.process_time(), redis_cpu(rt.redis), time.perf_counter()
@@ -89,8 +90,9 @@ def drain(rt: Runtime, n: int, publish: Any) -> dict[str, Any]:
         longest = max(longest, time.perf_counter() - t)
         ticks += 1
         sent += got
-        if ticks > 100_000:
-            raise RuntimeError(f"stuck at {sent}/{n}")
+        late = timeout_s is not None and time.perf_counter() - t0 > timeout_s
+        if ticks > 100_000 or late:
+            raise RuntimeError(f"stuck at {sent}/{n} after {ticks} ticks")
     wall = time.perf_counter() - t0
     cpu, rcpu = time.process_time() - cpu0, redis_cpu(rt.redis) - rcpu0
     return {"n": sent, "ticks": ticks, "wall": wall, "cpu": cpu, "rcpu": rcpu, "longest": longest}

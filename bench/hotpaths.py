@@ -373,15 +373,18 @@ class Stack:
         )
         broker = redis_client(settings.broker_url)
         rt = Runtime(settings)
-        rt.redis.flushdb()
-        broker.flushdb()
-        dispatcher_cost.fill(rt, DISPATCH_ACCOUNTS, DISPATCH_MESSAGES, lane)
-        r = dispatcher_cost.drain(rt, DISPATCH_MESSAGES, dispatcher_cost.publisher(rt))
-        on_broker = int(broker.llen("send"))
-        rt.redis.flushdb()
-        close(rt)
-        broker.flushdb()
-        broker.close()
+        try:
+            rt.redis.flushdb()
+            broker.flushdb()
+            dispatcher_cost.fill(rt, DISPATCH_ACCOUNTS, DISPATCH_MESSAGES, lane)
+            publish = dispatcher_cost.publisher(rt)
+            r = dispatcher_cost.drain(rt, DISPATCH_MESSAGES, publish, timeout_s=30)
+            on_broker = int(broker.llen("send"))
+        finally:
+            rt.redis.flushdb()
+            close(rt)
+            broker.flushdb()
+            broker.close()
         if on_broker != DISPATCH_MESSAGES:
             raise RuntimeError(f"dispatch: {on_broker} of {DISPATCH_MESSAGES} on the broker")
         return {
