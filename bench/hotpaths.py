@@ -1,7 +1,7 @@
 """Guard the hot paths: the send, heartbeat, Redis and dispatch figures of this tree, side by
 side with another commit's, in one run of about 3 minutes.
 
-    python bench/hotpaths.py [--against REV] [--rounds 8] [--sends 200] [--budget 170]
+    python bench/hotpaths.py [--against REV] [--rounds 8] [--sends 200] [--budget 160]
                              [--markdown]
 
 Figures (each tree measures them in its own stack: Redis, the simulator, real workers):
@@ -785,7 +785,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8, help="send rounds per tree (8)")
     parser.add_argument("--sends", type=int, default=200, help="sends per side and round (200)")
     parser.add_argument(
-        "--budget", type=float, default=170, help="seconds the whole run aims at (170)"
+        "--budget", type=float, default=160, help="seconds the whole run aims at (160)"
     )
     parser.add_argument("--markdown", action="store_true", help="the table in markdown")
     parser.add_argument("--agent", help=argparse.SUPPRESS)
