@@ -43,7 +43,8 @@ the outbox existed there is nothing to dispatch) shows "n/a" with the reason.
 
 It is a benchmark, not a test: the figures move with the machine's load. Each cell shows
 the median and the range over the repeats; a timed figure is "WORSE" only when it moved
-the wrong way by more than its tolerance and out of the other tree's range.
+the wrong way by more than its tolerance and each tree's median is out of the other's
+range. Absolute send rates are context only: the ratios beside them are what is guarded.
 """
 
 from __future__ import annotations
@@ -616,8 +617,8 @@ def cell(f: Figure, xs: list[float]) -> str:
 
 def verdict(f: Figure, old: list[float], new: list[float]) -> str:
     """ "WORSE" only when the median moved the wrong way by more than the tolerance AND
-    out of the other tree's range over its rounds (the machine is shared: a single slow
-    round says nothing); counts compare within a hundredth or so."""
+    each tree's median lies outside the other's range over its repeats (the machine is
+    shared: a single slow round says nothing); counts compare within a hundredth or so."""
     if not old or not new:
         return "n/a"
     if not f.guarded:
@@ -625,7 +626,10 @@ def verdict(f: Figure, old: list[float], new: list[float]) -> str:
     a, z = statistics.median(old), statistics.median(new)
     if abs(z - a) <= max(f.tolerance * abs(a), f.absolute):
         return "same"
-    if len(old) > 1 and min(old) <= z <= max(old):
+    inside = (len(old) > 1 and min(old) <= z <= max(old)) or (
+        len(new) > 1 and min(new) <= a <= max(new)
+    )
+    if inside:
         return "same (noise)"
     improved = z > a if f.better == "higher" else z < a
     return "better" if improved else "WORSE"
