@@ -507,7 +507,9 @@ def environment(tree: str, where: str) -> str:
         [sys.executable, "-m", "venv", "--without-pip", where], check=True, capture_output=True
     )
     site = sysconfig.get_path("purelib", vars={"base": where, "platbase": where})
-    ours = [p for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    ours = [
+        p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)
+    ]
     Path(site, "00-tree.pth").write_text(tree + "\n")
     Path(site, "01-deps.pth").write_text("\n".join(ours) + "\n")
     return os.path.join(where, "bin", "python")
@@ -811,7 +813,10 @@ def main() -> None:
     ):
         trees = [Tree(f"now {describe(ROOT)}", ROOT)]
         if args.against:
-            rev = git("rev-parse", "--short", args.against)
+            try:
+                rev = git("rev-parse", "--short", "--verify", args.against + "^{commit}")
+            except subprocess.CalledProcessError:
+                raise SystemExit(f"hotpaths: --against {args.against}: no such commit") from None
             path = stack.enter_context(worktree(rev, tmp))
             trees.append(Tree(rev, path))
         for i, t in enumerate(trees):
