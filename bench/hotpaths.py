@@ -338,11 +338,12 @@ class Stack:
             state.config_resetstat()
             statuses = self._count_batch(kind, "measure", ROUND_TRIP_SENDS)
             counts = self.redis_counts()
-            ran = sum(
-                int(v["calls"])
+            calls = {
+                k.removeprefix("cmdstat_"): int(v["calls"])
                 for k, v in state.info("commandstats").items()
                 if k not in ("cmdstat_info", "cmdstat_config", "cmdstat_ping")
-            )
+            }
+            ran = sum(calls.values())
             n = len(statuses)
             if statuses.count("sent") != n:
                 raise RuntimeError(f"round trips ({kind}): not all sent at once: {statuses}")
@@ -351,6 +352,7 @@ class Stack:
                 "commands": counts["commands"] / n,
                 "redis_ran": ran / n,
                 "shapes": {k: v / n for k, v in counts["shapes"].items()},
+                "ran": {k: v / n for k, v in calls.items()},
             }
         state.close()
         return out
@@ -709,6 +711,12 @@ def report(trees: list[Tree], args: argparse.Namespace, elapsed: float) -> None:
             shapes = t.results["roundtrips"][kind]["shapes"]
             ordered = sorted(shapes.items(), key=lambda kv: -kv[1])
             print(f"  {t.label:>20} {kind:>6}: " + "; ".join(f"{v:.2f} x {k}" for k, v in ordered))
+    print("what Redis ran per send, by command (INFO commandstats, inside Lua included):")
+    for t in trees:
+        for kind in ("plain", "client") if t.results["roundtrips"] else ():
+            ran = t.results["roundtrips"][kind].get("ran", {})
+            ordered = sorted(ran.items(), key=lambda kv: (-kv[1], kv[0]))
+            print(f"  {t.label:>20} {kind:>6}: " + ", ".join(f"{k} {v:.2f}" for k, v in ordered))
     for t in trees:
         for phase, why in t.failed.items():
             print(f"n/a in {t.label}: {phase}: {why}")
