@@ -44,7 +44,8 @@ the outbox existed there is nothing to dispatch) shows "n/a" with the reason.
 It is a benchmark, not a test: the figures move with the machine's load. Each cell shows
 the median and the range over the repeats; a timed figure is "WORSE" only when it moved
 the wrong way by more than its tolerance and each tree's median is out of the other's
-range. Absolute send rates are context only: the ratios beside them are what is guarded.
+range. Absolute send rates and the bare baseline's own CPU are context only: the ratios
+beside them are what is guarded.
 """
 
 from __future__ import annotations
@@ -551,7 +552,7 @@ class Figure:
     #: once in a run adds a hundredth to a per-send count)
     absolute: float = 0.0
     #: False: shown for context, no verdict (absolute send rates follow the machine's
-    #: load; the ratios against the baseline beside them are what is guarded)
+    #: load, the bare baseline is not wxtasks' code; the ratios are what is guarded)
     guarded: bool = True
 
 
@@ -563,10 +564,10 @@ FIGURES = (
     Figure("sends/s, bare Celery (the baseline)", "/s", "higher", 0.10, "{:.0f}", guarded=False),
     Figure("sends/s, plain producer", "/s", "higher", 0.10, "{:.0f}", guarded=False),
     Figure("sends/s, WxTasksClient", "/s", "higher", 0.10, "{:.0f}", guarded=False),
-    Figure("worker CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("worker CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}", guarded=False),
     Figure("worker CPU per send, plain producer", "ms", "lower", 0.10, "{:.2f}"),
     Figure("worker CPU per send, WxTasksClient", "ms", "lower", 0.10, "{:.2f}"),
-    Figure("Redis CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}"),
+    Figure("Redis CPU per send, bare Celery", "ms", "lower", 0.10, "{:.2f}", guarded=False),
     Figure("Redis CPU per send, plain producer", "ms", "lower", 0.10, "{:.2f}"),
     Figure("Redis CPU per send, WxTasksClient", "ms", "lower", 0.10, "{:.2f}"),
     Figure("CPU per heartbeat (process)", "ms", "lower", 0.10, "{:.3f}"),
