@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import layout
 import requests
 from celery import Celery
 
 from wxtasks.config import Settings
 from wxtasks.gateway.profiles import PROFILES
-from wxtasks.worker.celeryconf import configure
 
 settings = Settings.from_env()
 profile = PROFILES[settings.gateway_profile]
-app = configure(Celery("bench"), settings)
+app = layout.celeryconf().configure(Celery("bench"), settings)
 app.conf.task_routes = {"bench.*": {"queue": "send"}}
 _session: requests.Session | None = None
 

@@ -10,7 +10,7 @@ the rate one core would sustain.
 Rows: the interactive lane and the bulk lane (pacing gates read and checked per account;
 spacing ``0-0`` and no quiet hours, so the gates are open) with a publish function that
 only collects the batch; then the interactive lane publishing for real (Celery send_task
-to a Redis broker, as ``wxtasks.beat.publisher`` does in the beat).
+to a Redis broker, as ``wxtasks.worker.beat.publisher`` does in the beat).
 
     python bench/dispatcher_cost.py [--quick]      # --quick: 10,000 over 100 accounts
 """
@@ -18,20 +18,40 @@ to a Redis broker, as ``wxtasks.beat.publisher`` does in the beat).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import time
 from typing import Any
 
-from harness import redis_cpu, table
+import layout
+from harness import Event, redis_cpu, table
 
-from wxtasks.accounts.machine import Event
 from wxtasks.config import Settings
-from wxtasks.dev.redis_server import RedisServer
 from wxtasks.runtime import Runtime
-from wxtasks.send.dispatcher import Dispatched
-from wxtasks.send.outbox import Waiting
-from wxtasks.worker.beat import publisher
 
 HIGH = 1_000_000
+
+
+def waiting(**fields: Any) -> Any:
+    """An outbox entry (``Waiting``) with the fields this tree's outbox knows."""
+    cls = layout.outbox().Waiting
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+def publisher(rt: Runtime) -> Any:
+    """What the active beat publishes dispatched messages with (send_task to the broker)."""
+    return layout.beat().publisher(rt.celery, rt.campaigns)
+
+
+def dispatcher_for(rt: Runtime, publish: Any) -> Any:
+    """A Dispatcher as the beat gets its own: from the Runtime (``rt.dispatcher(publish)``),
+    or, in trees before the Runtime built it, constructed as the beat did."""
+    if callable(getattr(rt, "dispatcher", None)):
+        return rt.dispatcher(publish)
+    cls = layout.dispatcher().Dispatcher
+    options = {"fleet": rt.fleet} if "fleet" in inspect.signature(cls).parameters else {}
+    return cls(rt.outbox, publish, **options)
 
 
 def fill(rt: Runtime, n_accounts: int, n: int, lane: str) -> list[str]:
@@ -44,7 +64,7 @@ def fill(rt: Runtime, n_accounts: int, n: int, lane: str) -> list[str]:
     pipe = rt.redis.pipeline(transaction=False)
     for i in range(n):
         a = apps[i % n_accounts]
-        w = Waiting(
+        w = waiting(
             task_id=f"t-{lane}-{i}",
             task="wxtasks.send_text",
             kwargs={"app_id": a, "to_wxid": f"wxid_{i}", "content": f"消息 {i}", "lane": lane},
@@ -59,8 +79,9 @@ def fill(rt: Runtime, n_accounts: int, n: int, lane: str) -> list[str]:
     return apps
 
 
-def drain(rt: Runtime, n: int, publish: Any) -> dict[str, Any]:
-    dispatcher = rt.dispatcher(publish)
+def drain(rt: Runtime, n: int, publish: Any, timeout_s: float | None = None) -> dict[str, Any]:
+    """Tick until ``n`` went out (``timeout_s``: give up after so long, stuck)."""
+    dispatcher = dispatcher_for(rt, publish)
     ticks, sent, longest = 0, 0, 0.0
     cpu0, rcpu0, t0 = time.process_time(), redis_cpu(rt.redis), time.perf_counter()
     while sent < n:
@@ -69,8 +90,9 @@ def drain(rt: Runtime, n: int, publish: Any) -> dict[str, Any]:
         longest = max(longest, time.perf_counter() - t)
         ticks += 1
         sent += got
-        if ticks > 100_000:
-            raise RuntimeError(f"stuck at {sent}/{n}")
+        late = timeout_s is not None and time.perf_counter() - t0 > timeout_s
+        if ticks > 100_000 or late:
+            raise RuntimeError(f"stuck at {sent}/{n} after {ticks} ticks")
     wall = time.perf_counter() - t0
     cpu, rcpu = time.process_time() - cpu0, redis_cpu(rt.redis) - rcpu0
     return {"n": sent, "ticks": ticks, "wall": wall, "cpu": cpu, "rcpu": rcpu, "longest": longest}
@@ -82,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     n_accounts, n = (100, 10_000) if args.quick else (1_000, 100_000)
     rows = []
-    with RedisServer() as server:
+    with layout.redis_server().RedisServer() as server:
         settings = Settings.from_env(
             {},
             redis_url=server.url,
@@ -104,10 +126,10 @@ def main() -> None:
             fill_s = time.perf_counter() - t_fill
             collected: list[int] = []
 
-            def collect(batch: list[Dispatched], out: list[int] = collected) -> None:
+            def collect(batch: list[Any], out: list[int] = collected) -> None:
                 out.append(len(batch))
 
-            publish = publisher(rt.celery, rt.campaigns) if real else collect
+            publish = publisher(rt) if real else collect
             r = drain(rt, n, publish)
             per_core = r["n"] / (r["cpu"] + r["rcpu"])
             rows.append(

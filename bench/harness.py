@@ -6,20 +6,22 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import layout
 import requests
 
-from wxtasks.accounts.machine import Event
 from wxtasks.config import Settings
-from wxtasks.dev.redis_server import RedisServer, free_port
-from wxtasks.dev.stack import Supervisor, celery_cmd, wait_until, worker_args
 from wxtasks.metrics import max_in_window  # noqa: F401  - re-exported for the benches
 from wxtasks.runtime import Runtime, redis_client
 
+Event = layout.machine().Event
+RedisServer, free_port = layout.redis_server().RedisServer, layout.redis_server().free_port
+Supervisor, celery_cmd = layout.stack().Supervisor, layout.stack().celery_cmd
+wait_until, worker_args = layout.stack().wait_until, layout.stack().worker_args
 TOKEN = "bench-token"
 # the benches print their own tables; the library's warnings (alerts, retries) would only
 # interleave with them (the worker processes log to bench/results/logs)
@@ -60,12 +62,14 @@ class Bench:
         concurrency: int = 2,
         queues: str = "send,control",
         app: str = "workers",
+        options: Sequence[str] = (),
     ) -> list[Any]:
+        """``options``: more ``celery worker`` options (``-P solo``)."""
         env = self.env(settings)
         children = []
         for i in range(instances):
             args = worker_args(
-                queues, f"bench{i}-{time.monotonic_ns()}", concurrency, "-l", "WARNING"
+                queues, f"bench{i}-{time.monotonic_ns()}", concurrency, "-l", "WARNING", *options
             )
             args[args.index("-A") + 1] = app
             children.append(self.supervisor.start(f"worker-{app}-{i}", args, env))
@@ -88,11 +92,12 @@ class Bench:
             self.supervisor.stop(child)
 
     def online_accounts(self, settings: Settings, n: int, prefix: str = "acct") -> list[str]:
-        store = Runtime(settings).accounts
+        rt = Runtime(settings)  # the composition root builds the store as the workers do
         ids = [f"{prefix}-{i:05d}" for i in range(n)]
         for app_id in ids:
-            store.register(app_id)
-            store.transition(app_id, Event.LOGIN_SUCCEEDED)
+            rt.accounts.register(app_id)
+            rt.accounts.transition(app_id, Event.LOGIN_SUCCEEDED)
+        close(rt)
         return ids
 
     def sim(self, what: str, body: dict[str, Any] | None = None) -> Any:
@@ -111,8 +116,11 @@ class Bench:
 
 
 @contextmanager
-def bench(profile: str = "videosapi", *, appendonly: bool = False) -> Iterator[Bench]:
-    supervisor = Supervisor(log_dir=os.path.join(BENCH_DIR, "results", "logs"))
+def bench(
+    profile: str = "videosapi", *, appendonly: bool = False, logs: str = "logs"
+) -> Iterator[Bench]:
+    """``logs``: the directory under bench/results the processes log to."""
+    supervisor = Supervisor(log_dir=os.path.join(BENCH_DIR, "results", logs))
     with RedisServer(appendonly=appendonly) as server:
         port = free_port()
         try:
@@ -257,9 +265,19 @@ def rabbitmq_vhost() -> Iterator[str | None]:
 def no_quiet_hours(settings: Settings, app_ids: list[str]) -> None:
     """Simulated accounts send bulk at any hour (as ``wxtasks dev`` registers its own), so
     a bench gives the same figures whatever the local time: quiet hours off per account."""
-    store = Runtime(settings).accounts
+    rt = Runtime(settings)
     for app_id in app_ids:
-        store.update(app_id, pacing={"quiet_hours": ""})
+        rt.accounts.update(app_id, pacing={"quiet_hours": ""})
+    close(rt)
+
+
+def close(rt: Runtime) -> None:
+    """Release a Runtime's pools (``Runtime.close()``; before it existed, its Redis client)."""
+    closer = getattr(rt, "close", None)
+    if callable(closer):
+        closer()
+    else:
+        rt.redis.close()
 
 
 def table(rows: list[list[Any]], header: list[str]) -> str:
