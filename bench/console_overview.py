@@ -31,8 +31,9 @@ from wxtasks.accounts.store import AccountStore
 from wxtasks.console.overview import WINDOWS, build
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import wait_until
+from wxtasks.metrics import gauges
 from wxtasks.runtime import Runtime, redis_client
-from wxtasks.trends import TTL_S, TrendCache, gauges, minute_of
+from wxtasks.trends import TTL_S, TrendCache, minute_of
 
 URLS = [
     "/overview",

@@ -26,8 +26,8 @@ from tests.console_support import (
 from wxtasks.accounts.machine import Event, State
 from wxtasks.accounts.store import AccountStore
 from wxtasks.config import Settings
+from wxtasks.console.app import ROUTES
 from wxtasks.console.auth import Users, hash_password, verify_password
-from wxtasks.console.pages import ROUTES
 from wxtasks.errors import ConfigError
 from wxtasks.events import alert_payload, console_link
 

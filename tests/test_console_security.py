@@ -33,8 +33,9 @@ from wxtasks.accounts.machine import State
 from wxtasks.accounts.store import AccountStore
 from wxtasks.campaigns.store import Content
 from wxtasks.config import Settings
+from wxtasks.console.app import ROUTES
 from wxtasks.console.auth import Users, hash_password
-from wxtasks.console.pages import ROUTES, safe_next
+from wxtasks.console.pages import safe_next
 from wxtasks.console.sessions import ABSOLUTE_S, LoginThrottle, Sessions
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.keys import Keys
@@ -107,6 +108,7 @@ FORBIDDEN_BODIES: dict[str, tuple[str, dict[str, str]]] = {
     "/accounts/demo-01/login/start": ("operator", {}),
     "/accounts/demo-01/login/captcha": ("operator", {"code": "123456"}),
     "/accounts/demo-01/login/cancel": ("operator", {}),
+    "/accounts/demo-01/login/simulate-scan": ("operator", {}),
     "/accounts/demo-01/send": ("operator", {"to_wxid": "wxid_x", "content": "forged"}),
     "/campaigns/spring/pause": ("operator", {}),
     "/campaigns/spring/resume": ("operator", {}),
@@ -172,7 +174,7 @@ def test_each_role_is_refused_what_it_may_not_do_and_nothing_changes(
             assert reply.status_code == 403, (role, path, reply.status_code)
             assert f"needs the {needed} role" in reply.text, (role, path)
             refused += 1
-    assert refused == 12 + 5  # the viewer is refused all 12, the operator the 5 admin ones
+    assert refused == 13 + 5  # the viewer is refused all 13, the operator the 5 admin ones
     account = store.get("demo-01")
     assert (account.note, account.rate, account.state) == ("before", None, State.ONLINE)
     assert rt.campaigns.show("spring")["state"] == "scheduled"
@@ -385,7 +387,7 @@ def test_next_stays_on_the_site(consoles: Any) -> None:
             timeout=10,
         )
         assert reply.status_code == 302, (target, reply.status_code)
-        assert reply.headers["Location"] == "/accounts", target
+        assert reply.headers["Location"] == "/overview", target  # the landing page
     http, reply = login_form(console, USER, PASSWORD)
     kept = requests.Session()
     kept.cookies = http.cookies
@@ -395,9 +397,9 @@ def test_next_stays_on_the_site(consoles: Any) -> None:
         ).headers["Location"]
         == "/campaigns?part=1"
     )
-    assert safe_next("/\t/evil.example/") == "/accounts"
+    assert safe_next("/\t/evil.example/") == "/overview"
     assert safe_next("/accounts?q=张") == "/accounts?q=%E5%BC%A0"
-    assert safe_next("/\\evil.example") == "/accounts"
+    assert safe_next("/\\evil.example") == "/overview"
 
 
 def test_proxy_headers_only_from_trusted_proxies_and_secure_cookies_for_https(

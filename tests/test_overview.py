@@ -15,9 +15,10 @@ from tests.conftest import Simulator, online, settings_for
 from tests.console_support import ConsoleProcess, start_console
 from wxtasks.console.overview import WINDOWS, build
 from wxtasks.dev.stack import Supervisor
+from wxtasks.metrics import sample
 from wxtasks.runtime import Runtime
 from wxtasks.send.outcome import DeadLetter, Ending, SendResult, Status
-from wxtasks.trends import TTL_S, TrendCache, minute_of, sample
+from wxtasks.trends import TTL_S, TrendCache, minute_of
 
 ROOT = Path(__file__).resolve().parent.parent
 

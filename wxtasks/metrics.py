@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -44,7 +45,7 @@ from wxtasks import redismemory
 from wxtasks.runtime import Runtime
 from wxtasks.send.buckets import levels
 from wxtasks.send.outbox import LANES
-from wxtasks.trends import minute_of, read
+from wxtasks.trends import SAMPLED, TTL_S, minute_of, read
 
 OUTCOMES = ("sent", "duplicate", "failed", "unknown", "cancelled")
 
@@ -195,3 +196,43 @@ def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
+
+
+# -- the Overview's gauges, sampled once a minute into the trend buckets ------------------
+
+
+def gauges(rt: Runtime) -> dict[str, float]:
+    """What the Overview samples once a minute: backlog per lane, accounts by state,
+    heartbeat lateness p99, each gateway up (1) or down (0)."""
+    from wxtasks.accounts.machine import State
+    from wxtasks.send.outbox import LANES
+
+    out: dict[str, float] = {}
+    lanes = rt.outbox.stats()
+    for lane in LANES:
+        out[f"backlog:{lane.value}"] = float(lanes[lane.value]["backlog"])
+    counts = {s.value: 0 for s in State}
+    for _app_id, state, _tags in rt.accounts.brief_many(rt.accounts.app_ids()):
+        counts[state.value] += 1
+    out.update({f"state:{s}": float(n) for s, n in counts.items()})
+    lateness = sorted(float(x) for x in rt.redis.lrange(rt.keys.heartbeat_lateness, 0, 999))
+    if lateness:
+        out["hb_p99_ms"] = round(1000 * lateness[int(len(lateness) * 0.99)], 1)
+    down = frozenset(str(n) for n in rt.redis.smembers(rt.keys.gateways_down))
+    for name in rt.gateways.names():
+        out[f"up:{name}"] = 0.0 if name in down else 1.0
+    return out
+
+
+def sample(rt: Runtime, now: float | None = None, *, force: bool = False) -> bool:
+    """Write this minute's gauges unless another run already did (``force``: write them
+    anyway); returns whether it wrote them."""
+    key = rt.keys.trends(minute_of(time.time() if now is None else now))
+    if not force and not rt.redis.hsetnx(key, SAMPLED, 1):
+        return False
+    pipe = rt.redis.pipeline(transaction=False)
+    values: Any = {SAMPLED: 1, **{k: f"{v:g}" for k, v in gauges(rt).items()}}
+    pipe.hset(key, mapping=values)
+    pipe.expire(key, TTL_S)
+    pipe.execute()
+    return True

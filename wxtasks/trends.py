@@ -7,9 +7,10 @@ Each minute has one hash, ``keys.trends(minute)`` (minute = unix seconds // 60, 
   that already runs (no send pays an extra round trip, nothing scans per send): the one
   ending (``lua/finish.lua``) adds ``send:<outcome>``, ``gw:<gateway>`` and, for a
   dead-lettered message, ``deadletters``;
-- **gauges**, sampled once a minute (:func:`sample`, the ``wxtasks.sample_trends`` task
-  beat sends): ``backlog:<lane>``, ``state:<STATE>``, ``hb_p99_ms`` (heartbeat lateness
-  p99 of the recent probes) and ``up:<gateway>`` (1 up, 0 marked down).
+- **gauges**, sampled once a minute (:func:`wxtasks.metrics.sample`, the
+  ``wxtasks.sample_trends`` task beat sends): ``backlog:<lane>``, ``state:<STATE>``,
+  ``hb_p99_ms`` (heartbeat lateness p99 of the recent probes) and ``up:<gateway>`` (1 up,
+  0 marked down).
 
 :func:`read` returns the minutes of a window as plain dicts (the console turns them into
 charts); finished minutes never change again, so a reader may keep them.
@@ -18,15 +19,11 @@ charts); finished minutes never change again, so a reader may keep them.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from wxtasks.keys import Keys
-
-if TYPE_CHECKING:
-    from wxtasks.runtime import Runtime
 
 #: a minute's bucket lives a day and an hour (the Overview's longest window is a day)
 TTL_S = 25 * 3600
@@ -39,43 +36,6 @@ KEEP_MINUTES = 1500
 
 def minute_of(ts: float) -> int:
     return int(ts // 60)
-
-
-def gauges(rt: Runtime) -> dict[str, float]:
-    """What the Overview samples once a minute: backlog per lane, accounts by state,
-    heartbeat lateness p99, each gateway up (1) or down (0)."""
-    from wxtasks.accounts.machine import State
-    from wxtasks.send.outbox import LANES
-
-    out: dict[str, float] = {}
-    lanes = rt.outbox.stats()
-    for lane in LANES:
-        out[f"backlog:{lane.value}"] = float(lanes[lane.value]["backlog"])
-    counts = {s.value: 0 for s in State}
-    for _app_id, state, _tags in rt.accounts.brief_many(rt.accounts.app_ids()):
-        counts[state.value] += 1
-    out.update({f"state:{s}": float(n) for s, n in counts.items()})
-    lateness = sorted(float(x) for x in rt.redis.lrange(rt.keys.heartbeat_lateness, 0, 999))
-    if lateness:
-        out["hb_p99_ms"] = round(1000 * lateness[int(len(lateness) * 0.99)], 1)
-    down = frozenset(str(n) for n in rt.redis.smembers(rt.keys.gateways_down))
-    for name in rt.gateways.names():
-        out[f"up:{name}"] = 0.0 if name in down else 1.0
-    return out
-
-
-def sample(rt: Runtime, now: float | None = None, *, force: bool = False) -> bool:
-    """Write this minute's gauges unless another run already did (``force``: write them
-    anyway); returns whether it wrote them."""
-    key = rt.keys.trends(minute_of(time.time() if now is None else now))
-    if not force and not rt.redis.hsetnx(key, SAMPLED, 1):
-        return False
-    pipe = rt.redis.pipeline(transaction=False)
-    values: Any = {SAMPLED: 1, **{k: f"{v:g}" for k, v in gauges(rt).items()}}
-    pipe.hset(key, mapping=values)
-    pipe.expire(key, TTL_S)
-    pipe.execute()
-    return True
 
 
 def read(redis: Any, keys: Keys, minutes: Iterable[int]) -> dict[int, dict[str, float]]:

@@ -15,8 +15,8 @@ from urllib.parse import quote
 from tornado import web
 
 from wxtasks.campaigns.store import OUTCOMES, CampaignNotFound, CampaignState, csv_safe
-from wxtasks.console.app import BaseHandler
 from wxtasks.console.auth import ADMIN, OPERATOR, requires
+from wxtasks.console.base import BaseHandler
 
 #: the report's columns (as `wxtasks campaigns report --csv` has them)
 REPORT_FIELDS = ["index", "task_id", "app_id", "to_wxid", "status", "msgId", "newMsgId", "error"]

@@ -18,7 +18,7 @@ from typing import Any
 from tornado import web
 
 from wxtasks.accounts.machine import State
-from wxtasks.console.app import BaseHandler
+from wxtasks.console.base import BaseHandler
 from wxtasks.console.charts import bar_chart, line_chart, sparkline, strip
 from wxtasks.send.outcome import Status
 from wxtasks.trends import Block, TrendCache, minute_of

@@ -17,8 +17,8 @@ from tornado import web
 
 from wxtasks.accounts.machine import State
 from wxtasks.audit import read_audit
-from wxtasks.console.app import BaseHandler
 from wxtasks.console.auth import ADMIN, OPERATOR, VIEWER, requires
+from wxtasks.console.base import BaseHandler
 from wxtasks.console.qrlogin import LoginRefused
 from wxtasks.console.views import accounts_page, age
 from wxtasks.errors import BadInputError, GatewayError, UnknownAccountError
@@ -36,7 +36,7 @@ def _account_url(app_id: str, sub: str = "") -> str:
     return f"/accounts/{quote(app_id, safe='')}{sub}"
 
 
-def safe_next(target: str, default: str = "/accounts") -> str:
+def safe_next(target: str, default: str = LANDING) -> str:
     """``target`` when it is a path on this site, else ``default``: no control or white
     space characters (browsers drop a tab, so ``/%09/host`` would be ``//host``), no scheme,
     no ``//`` or backslash (another host); other non-ASCII characters are percent-encoded."""
@@ -93,7 +93,7 @@ class LoginHandler(BaseHandler):
         self.redirect(self._next())
 
     def _next(self) -> str:
-        return safe_next(self.get_argument("next", LANDING), LANDING)
+        return safe_next(self.get_argument("next", LANDING))
 
 
 class LogoutHandler(BaseHandler):
@@ -503,13 +503,3 @@ ROUTES: list[tuple[str, type[BaseHandler]]] = [
     (r"/deadletters/purge", DeadLettersPurgeHandler),
     (r"/activity", ActivityHandler),
 ]
-
-
-def _add_areas() -> None:
-    from wxtasks.console import campaigns, overview
-
-    ROUTES.extend(campaigns.ROUTES)
-    ROUTES.extend(overview.ROUTES)
-
-
-_add_areas()

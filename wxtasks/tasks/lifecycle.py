@@ -70,7 +70,7 @@ def sweep_heartbeats(self: WxTask) -> int:
 def sample_trends(self: WxTask) -> bool:
     """Write this minute's gauges for the console's Overview (backlog, accounts by state,
     heartbeat lateness, gateways up), once a minute whichever run comes first."""
-    from wxtasks.trends import sample
+    from wxtasks.metrics import sample
 
     return sample(self.rt)
 
