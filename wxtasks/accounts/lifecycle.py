@@ -293,17 +293,13 @@ class Lifecycle:
             return False, f"heartbeat: {exc}"
 
     def _record(self, alive: list[str], lateness: list[float]) -> None:
-        now = f"{self.clock():.3f}"
-        pipe = self.redis.pipeline(transaction=False)
-        for app_id in alive:
-            self.accounts.scripts.heartbeat_ok(
-                keys=[self.keys.account(app_id)], args=[now], client=pipe
-            )
-        if lateness:
-            pipe.lpush(self.keys.heartbeat_lateness, *[f"{x:.4f}" for x in lateness])
-            pipe.ltrim(self.keys.heartbeat_lateness, 0, LATENESS_SAMPLES - 1)
-        if len(pipe):
-            pipe.execute()
+        """One round trip for the batch (``heartbeat_ok.lua``): who answered, and how late."""
+        if not alive and not lateness:
+            return
+        self.accounts.scripts.heartbeat_ok(
+            keys=[self.keys.heartbeat_lateness, *map(self.keys.account, alive)],
+            args=[f"{self.clock():.3f}", LATENESS_SAMPLES, *(f"{x:.4f}" for x in lateness)],
+        )
 
     def _timer_chore(self, app_id: str, version: int, chore: Chore) -> None:
         event, then = {

@@ -1,9 +1,20 @@
--- Record a successful liveness probe, unless the account left ONLINE meanwhile.
--- KEYS[1] = account hash              (wx:acct:{appId})
+-- Record a heartbeat batch in one call: each successful liveness probe (unless its account
+-- left ONLINE meanwhile), and the batch's lateness samples.
+-- KEYS[1] = heartbeat lateness samples (wx:stats:heartbeat_lateness)  list, newest first
+-- KEYS[2..] = the hashes of the accounts whose probe succeeded (wx:acct:{appId})
 -- ARGV[1] = now, unix seconds as text
--- returns 1 when recorded, 0 otherwise
-if redis.call('HGET', KEYS[1], 'state') ~= 'ONLINE' then
-  return 0
+-- ARGV[2] = how many lateness samples to keep
+-- ARGV[3..] = this batch's lateness samples (seconds as text)
+-- returns how many probes were recorded
+local recorded = 0
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], 'state') == 'ONLINE' then
+    redis.call('HSET', KEYS[i], 'last_heartbeat_at', ARGV[1])
+    recorded = recorded + 1
+  end
 end
-redis.call('HSET', KEYS[1], 'last_heartbeat_at', ARGV[1])
-return 1
+if #ARGV > 2 then
+  redis.call('LPUSH', KEYS[1], unpack(ARGV, 3))
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+end
+return recorded

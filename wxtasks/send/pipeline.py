@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -85,7 +86,7 @@ class Message:
     def to_group(self) -> bool:
         return to_group(self.to_wxid)
 
-    @property
+    @cached_property  # the claim's key: admission and the ending both need it
     def digest(self) -> str:
         """What makes two messages "the same": the caller's dedup_key, or the content."""
         if self.dedup_key:
