@@ -22,6 +22,7 @@ _NAMES = (
     "campaign_unhold",
     "claim_release",
     "dispatch",
+    "due",
     "finish",
     "gateway_health",
     "heartbeat_ok",
@@ -60,6 +61,7 @@ class Scripts:
     campaign_unhold: Script
     claim_release: Script
     dispatch: Script
+    due: Script
     finish: Script
     gateway_health: Script
     heartbeat_ok: Script
