@@ -231,7 +231,7 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
         if chromium:
             # the README's QR login, as a newcomer follows it: the login the banner printed,
             # Accounts, "log in" next to demo-qr, show the code, "simulate scan"
-            user, password = re.search(r"user (\S+), password (\S+)\)", banner).groups()
+            user, password = re.search(r"user (\S+), role admin, password (\S+)\)", banner).groups()
             _qr_login_in_the_console(
                 chromium, f"http://127.0.0.1:{console}", user, password, tmp_path
             )
