@@ -299,6 +299,68 @@ def make_stack(supervisor: Supervisor, redis_url: str) -> Iterator[Any]:
     client.close()
 
 
+#: The shared stack's own databases on the suite's Redis (state, broker): its workers never
+#: take a task from another test's queue, and the per-test flush of db 0 and 1 never pulls
+#: state from under them.
+SHARED_STATE_DB, SHARED_BROKER_DB = 2, 3
+
+#: The shared stack's settings: rates high enough that no test of behaviour waits on a
+#: bucket, heartbeats an hour apart (no probe changes an account behind a test's back),
+#: the callback secret and inbound rules the inbound tests push against.
+SHARED_SETTINGS: dict[str, Any] = {
+    "rate_per_second": 50,
+    "burst": 50,
+    "account_rate_per_second": 50,
+    "account_burst": 50,
+    "heartbeat_interval_s": 3600,
+    "backoff_max_s": 2,
+    "callback_secret": "cb-secret-8c2f1e",
+    "autoreply_rules": '{"价格": "您好，价格表已发送"}',
+    "forward_rules": (
+        '[{"from_app_id": "shop", "to_app_id": "ops", "to_wxid": "wxid_manager", '
+        '"keyword": "投诉"}]'
+    ),
+}
+
+
+def _flush(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def session_stack(
+    redis_server: str, simulators: dict[str, Simulator], supervisor: Supervisor
+) -> Iterator[Stack]:
+    """One worker (send and control, 2 processes) and one beat (its dispatcher) against the
+    videosapi simulator, started once for every test that needs nothing else of a stack:
+    see :func:`shared_stack`. Tests that kill workers, restart Redis or need settings of
+    their own start their own with ``make_stack``."""
+    sim = _simulator(simulators, supervisor, "videosapi")
+    base = redis_server.rsplit("/", 1)[0]
+    settings = settings_for(
+        f"{base}/{SHARED_STATE_DB}", sim, broker_url=f"{base}/{SHARED_BROKER_DB}", **SHARED_SETTINGS
+    )
+    _flush(settings.redis_url)
+    _flush(settings.broker_url)
+    stack = Stack(settings, supervisor)
+    stack.worker("send,control", "shared", 2)
+    stack.beat()
+    stack.wait_workers(1)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def shared_stack(session_stack: Stack, simulator: Simulator) -> Iterator[Stack]:
+    """The session's shared stack, its state database flushed around the test and the
+    simulator reset (its settings: :data:`SHARED_SETTINGS`)."""
+    _flush(session_stack.settings.redis_url)
+    yield session_stack
+    _flush(session_stack.settings.redis_url)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_broker_pools() -> Iterator[None]:
     """Producer apps share kombu's global connection pools; close them when the session

@@ -14,6 +14,7 @@ the seconds from the freeze until sends flow again.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -165,17 +166,24 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
     producer.join(timeout=120)
     assert not producer.is_alive()
 
-    outcomes: dict[int, str] = {}
-    deadline = time.monotonic() + 180
-    for n, res in results.items():
-        while True:
-            try:
-                outcomes[n] = res.get(timeout=max(1.0, deadline - time.monotonic()))["status"]
-                break
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+    # each outcome as the result backend stores it, read through the sentinels: a result
+    # listener's connection to the frozen primary would only come back when it wakes
+    # (FREEZE_S), long after the workers moved on
+    def outcomes_now() -> dict[int, str] | None:
+        try:
+            raws = r.mget([f"celery-task-meta-{res.id}" for res in results.values()])
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None  # a connection to the frozen primary: the sentinels answer next time
+        metas = [json.loads(raw) if raw else {} for raw in raws]
+        if not all(m.get("status") in ("SUCCESS", "FAILURE") for m in metas):
+            return None
+        return {
+            n: m["result"]["status"] if m["status"] == "SUCCESS" else f"error: {m['result']}"
+            for n, m in zip(results, metas, strict=True)
+        }
+
+    outcomes = wait_until(outcomes_now, 180, 0.5, "every outcome stored")
+    stored_s = time.time() - frozen_at
     freezer.kill()
     freezer.wait(5)
 
@@ -196,6 +204,7 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
         f"primary frozen at +{FREEZE_AT_S:g}s\n"
         f"  replica promoted {promoted_s:.1f}s after the freeze\n"
         f"  sends flowed again {recovered_s:.1f}s after the freeze (longest gap {gap:.1f}s)\n"
+        f"  every outcome stored {stored_s:.1f}s after the freeze (frozen for {FREEZE_S}s)\n"
         f"  lost: {len(lost)}   sent twice outside unknown: {len(twice)}   "
         f"outcomes: {dict(Counter(outcomes.values()))}   "
         f"publish retries by the producer: {len(publish_errors)}"
