@@ -25,6 +25,13 @@ from wxtasks.runtime import Runtime, redis_client
 TOKEN = "test-token-5f1d"  # the simulator's token in tests; asserted never to leak
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first (otherwise in their order): the two xdist processes
+    take a module each in turn, and a long one taken last would run on its own."""
+    slow = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """Base URL (db 0) of the Redis the suite uses."""
