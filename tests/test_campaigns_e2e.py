@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Simulator, Stack, _simulator, online, settings_for
+from tests.conftest import QUIET_HOURS_OFF, Simulator, Stack, _simulator, online, settings_for
 from wxtasks.campaigns.store import Content
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
@@ -42,6 +42,7 @@ def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator
         heartbeat_interval_s=3600,
         bulk_jitter_s="0.2-0.5",
         group_jitter_s="0.2-0.5",
+        quiet_hours=QUIET_HOURS_OFF,
     )
     stack = Stack(settings, supervisor)
     stack.worker("send,control", "camp", 2)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Simulator, Stack, _simulator, build, online
+from tests.conftest import QUIET_HOURS_OFF, Simulator, Stack, _simulator, build, online
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.metrics import max_in_window
@@ -45,6 +45,7 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
         # the issue measures the bucket's pace; the risk-guidance spacing (1-3 s between
         # recipients, a later issue) would stretch it to ~400 s, so it is off here
         bulk_jitter_s="0-0",
+        quiet_hours=QUIET_HOURS_OFF,
     )
     r = redis_client(redis_url)
     online(build(r, stack.settings).accounts, "shop")
@@ -82,7 +83,7 @@ def test_replies_go_ahead_of_every_accounts_campaign(
     customer, 570 campaign messages ahead of it. Each reply is at the gateway within 3 s
     (before the outbox, 8 s in: 98-110 s)."""
     sim = _simulator(simulators, supervisor, "v1")
-    stack = make_stack(sim, heartbeat_interval_s=3600)
+    stack = make_stack(sim, heartbeat_interval_s=3600, quiet_hours=QUIET_HOURS_OFF)
     assert (stack.settings.rate_per_second, stack.settings.burst) == (5, 10)
     r = redis_client(redis_url)
     accounts = [f"shop-{i}" for i in range(10)]
