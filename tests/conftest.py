@@ -345,7 +345,7 @@ SHARED_SETTINGS: dict[str, Any] = {
     "heartbeat_interval_s": 3600,
     "backoff_max_s": 2,
     "quiet_hours": QUIET_HOURS_OFF,
-    "callback_secret": "cb-secret-8c2f1e",
+    "callback_secret": "cb-secret-8c2f1e-9d3a7b5c0e4f6a2b8c1d",  # 32+ characters, as required
     "autoreply_rules": '{"价格": "您好，价格表已发送"}',
     "forward_rules": (
         '[{"from_app_id": "shop", "to_app_id": "ops", "to_wxid": "wxid_manager", '
