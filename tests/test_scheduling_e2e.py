@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Simulator, Stack, _simulator, build, online
+from tests.conftest import QUIET_HOURS_OFF, Simulator, Stack, _simulator, build, online
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+ACCOUNT_RATE, DEADLINE_S = 20, 3
 
 
 def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
@@ -27,21 +29,23 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
     make_stack: Callable[..., Stack],
     redis_url: str,
 ) -> None:
-    """Global 100/s, account 2/s burst 2, WXTASKS_SEND_DEADLINE_S=30: 200 recipients take
-    about 100 s, three times the deadline, and all 200 go out once (before: 62 sent, 138
-    dead-lettered)."""
+    """A 群发 outlives the interactive deadline: account 20/s burst 2 and
+    WXTASKS_SEND_DEADLINE_S=3 (issue 17's scale of the first issue's 2/s and 30 s: the same
+    ratio), so 200 recipients take about 10 s, three times the deadline, and all 200 go out
+    once (before the outbox: 62 of 200 sent, 138 dead-lettered)."""
     sim = _simulator(simulators, supervisor, "v1")
     stack = make_stack(
         sim,
         rate_per_second=100,
         burst=100,
-        account_rate_per_second=2,
+        account_rate_per_second=ACCOUNT_RATE,
         account_burst=2,
-        send_deadline_s=30,  # the issue's own scenario: a 群发 three times this long
+        send_deadline_s=DEADLINE_S,  # the issues' own scenario: a 群发 three times this long
         heartbeat_interval_s=3600,
         # the issue measures the bucket's pace; the risk-guidance spacing (1-3 s between
         # recipients, a later issue) would stretch it to ~400 s, so it is off here
         bulk_jitter_s="0-0",
+        quiet_hours=QUIET_HOURS_OFF,
     )
     r = redis_client(redis_url)
     online(build(r, stack.settings).accounts, "shop")
@@ -51,7 +55,7 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
     client = WxTasksClient.from_settings(stack.settings)
     recipients = [f"wxid_{i:03d}" for i in range(200)]
     started = time.monotonic()
-    report = client.bulk_send("shop", recipients, "新品上架").get(timeout=240)
+    report = client.bulk_send("shop", recipients, "新品上架").get(timeout=120)
     took = time.monotonic() - started
     sends = sim.sends()
     at_gateway = Counter(s["toWxid"] for s in sends)
@@ -59,11 +63,11 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
     assert report["total"] == 200 and report["sent"] == 200 and report["failed"] == 0
     assert set(at_gateway) == set(recipients) and max(at_gateway.values()) == 1
     assert {r["status"] for r in report["results"]} == {"sent"}
-    # at the account's pace (2/s), not faster: burst + rate * T in every window
+    # at the account's pace, not faster: burst + rate * T in every window
     times = [s["at"] for s in sends]
-    for width in (1.0, 5.0, 20.0):
-        assert max_in_window(times, width) <= 2 + 2 * width + 1, width
-    assert took >= 30  # three times the deadline, and nothing was lost to it
+    for width in (0.25, 1.0, 5.0):
+        assert max_in_window(times, width) <= 2 + ACCOUNT_RATE * width + 1, width
+    assert took >= 3 * DEADLINE_S  # three times the deadline, and nothing was lost to it
     client.app.close()
     r.close()
 
@@ -75,10 +79,11 @@ def test_replies_go_ahead_of_every_accounts_campaign(
     redis_url: str,
 ) -> None:
     """The seed's limits (global 5/s burst 10, account 1/s burst 2): 10 accounts each run a
-    60-recipient bulk_send (120 s of sends at 5/s); 8 s in, each of 5 accounts replies to a
-    customer. Each reply is at the gateway within 3 s (before: 98-110 s)."""
+    60-recipient bulk_send (120 s of sends at 5/s); 4 s in, each of 5 accounts replies to a
+    customer, 570 campaign messages ahead of it. Each reply is at the gateway within 3 s
+    (before the outbox, 8 s in: 98-110 s)."""
     sim = _simulator(simulators, supervisor, "v1")
-    stack = make_stack(sim, heartbeat_interval_s=3600)
+    stack = make_stack(sim, heartbeat_interval_s=3600, quiet_hours=QUIET_HOURS_OFF)
     assert (stack.settings.rate_per_second, stack.settings.burst) == (5, 10)
     r = redis_client(redis_url)
     accounts = [f"shop-{i}" for i in range(10)]
@@ -91,8 +96,8 @@ def test_replies_go_ahead_of_every_accounts_campaign(
         client.bulk_send(a, [f"wxid_{a}_{n:02d}" for n in range(60)], f"{a} 的新品")
         for a in accounts
     ]
-    wait_until(lambda: len(sim.sends()) >= 20, 30, what="the campaigns to be under way")
-    time.sleep(max(0.0, 8 - 20 / 5))  # replies come 8 s into the campaigns
+    # replies come 4 s into the campaigns: 30 sent at the global 5/s after its burst of 10
+    wait_until(lambda: len(sim.sends()) >= 30, 60, 0.1, what="the campaigns 4 s under way")
     enqueued: dict[str, float] = {}
     replies = []
     for a in accounts[:5]:
