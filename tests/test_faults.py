@@ -69,10 +69,12 @@ def test_redis_restart_mid_run_loses_nothing(
         stack.wait_workers(1)
         messages = [(accounts[i % 30], f"wxid_{i}", f"restart {i}") for i in range(200)]
         producer = Celery(broker=settings.broker_url, backend=settings.redis_url)
-        results = [
+        # task ids only: an AsyncResult kept past this Redis's life would try to unsubscribe
+        # from it when collected, in whichever test runs then
+        task_ids = [
             producer.send_task(
                 "wxtasks.send_text", queue="send", kwargs={"app_id": a, "to_wxid": t, "content": c}
-            )
+            ).id
             for a, t, c in messages
         ]
         wait_until(lambda: len(sim.sends()) >= 50, 60, what="the run under way")
@@ -84,7 +86,7 @@ def test_redis_restart_mid_run_loses_nothing(
         # listener may give up reconnecting across a Redis restart (that is Celery's
         # client, and the outcome is stored whatever a listener does)
         def outcomes_now() -> list[str | None]:
-            raws = r.mget([f"celery-task-meta-{res.id}" for res in results])
+            raws = r.mget([f"celery-task-meta-{task_id}" for task_id in task_ids])
             metas = [json.loads(raw) if raw else {} for raw in raws]
             return [m["result"]["status"] if m.get("status") == "SUCCESS" else None for m in metas]
 
@@ -146,10 +148,12 @@ def test_gateway_outage_backs_off_then_everything_goes_out_once(
         marked = sim.admin("stats")["calls"]
         messages = [(accounts[i % 20], f"wxid_{i}", f"outage {i}") for i in range(40)]
         producer = Celery(broker=settings.broker_url, backend=settings.redis_url)
-        results = [
+        # task ids only: an AsyncResult kept past this Redis's life would try to unsubscribe
+        # from it when collected, in whichever test runs then
+        task_ids = [
             producer.send_task(
                 "wxtasks.send_text", queue="send", kwargs={"app_id": a, "to_wxid": t, "content": c}
-            )
+            ).id
             for a, t, c in messages
         ]
         # let the outage last: one probe per interval (3 in 6 s), nothing per account (20
