@@ -250,6 +250,28 @@ def online(store: Any, *app_ids: str) -> None:
         store.transition(app_id, Event.LOGIN_SUCCEEDED)
 
 
+#: a token is taken in Redis and its send lands at the gateway a moment later; on a loaded
+#: two-core machine that moment varies by up to this much, so a window at the gateway can
+#: hold the tokens of a slightly wider window of admissions
+ARRIVAL_JITTER_S = 0.1
+
+
+def over_envelope(
+    times: list[float], burst: float, rate: float, widths: tuple[float, ...] = (0.25, 0.5, 1, 2, 5)
+) -> list[str]:
+    """Windows at the gateway that held more than the bucket lets through: burst + rate *
+    (T + the arrival jitter), + 1 for clock granularity. Empty when the envelope held."""
+    from wxtasks.metrics import max_in_window
+
+    bad = []
+    for width in widths:
+        seen = max_in_window(times, width)
+        allowed = burst + rate * (width + ARRIVAL_JITTER_S) + 1
+        if seen > allowed:
+            bad.append(f"T={width}s: {seen} > {burst} + {rate}*({width}+{ARRIVAL_JITTER_S}) + 1")
+    return bad
+
+
 def finished_tasks(r: redis.Redis, name: str) -> list[dict[str, Any]]:
     """Results of finished tasks named ``name`` in the result backend (result_extended)."""
     import json

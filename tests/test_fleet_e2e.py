@@ -22,12 +22,11 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.conftest import Stack, build, db
+from tests.conftest import Stack, build, db, over_envelope
 from wxtasks.accounts.machine import Event, State
 from wxtasks.config import Settings
 from wxtasks.dev.stack import Child, Supervisor, wait_until
 from wxtasks.events import read_events
-from wxtasks.metrics import max_in_window
 from wxtasks.runtime import redis_client
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -184,16 +183,6 @@ def _send(producer: Celery, app_id: str, content: str) -> Any:
     )
 
 
-def _within(times: list[float], burst: int, rate: float) -> list[str]:
-    """Windows where more went out than burst + rate * T (+1 for clock granularity)."""
-    bad = []
-    for width in (0.25, 0.5, 1.0, 2.0, 5.0):
-        seen = max_in_window(times, width)
-        if seen > burst + rate * width + 1:
-            bad.append(f"T={width}s: {seen} > {burst} + {rate}*{width}")
-    return bad
-
-
 def test_sends_go_to_their_own_gateway_within_each_bucket_and_the_fleets(
     fleet: dict[str, Any],
 ) -> None:
@@ -215,8 +204,8 @@ def test_sends_go_to_their_own_gateway_within_each_bucket_and_the_fleets(
         assert len(sends) == per_account * len(ids)
         times = [float(s["at"]) for s in sends]
         everything += times
-        assert _within(times, GW_BURST, GW_RATE) == [], f"gw-{i}'s bucket"
-    assert _within(everything, FLEET_BURST, FLEET_RATE) == [], "the fleet bucket"
+        assert over_envelope(times, GW_BURST, GW_RATE) == [], f"gw-{i}'s bucket"
+    assert over_envelope(everything, FLEET_BURST, FLEET_RATE) == [], "the fleet bucket"
     span = max(everything) - min(everything)
     print(
         f"\n{len(everything)} sends over {span:.1f}s: {len(everything) / span:.2f}/s "
