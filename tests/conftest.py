@@ -24,7 +24,15 @@ import requests
 
 from wxtasks.config import Settings
 from wxtasks.dev.redis_server import RedisServer, free_port
-from wxtasks.dev.stack import Child, Supervisor, celery_cmd, wait_until, worker_args
+from wxtasks.dev.stack import (
+    DISPATCHERS,
+    Child,
+    Supervisor,
+    celery_cmd,
+    dispatcher_cmd,
+    wait_until,
+    worker_args,
+)
 from wxtasks.runtime import Runtime, redis_client
 
 TOKEN = "test-token-5f1d"  # the simulator's token in tests; asserted never to leak
@@ -310,6 +318,19 @@ class Stack:
         self.children.append(child)
         return child
 
+    def dispatcher(self) -> Child:
+        child = self.supervisor.start(
+            f"dispatcher-{len(self.children)}",
+            dispatcher_cmd(),
+            self.env,
+        )
+        self.children.append(child)
+        return child
+
+    def dispatchers(self, n: int = DISPATCHERS) -> list[Child]:
+        """``n`` dispatcher processes (as a deployment runs), which split the shards."""
+        return [self.dispatcher() for _ in range(n)]
+
     def wait_workers(self, n: int, timeout_s: float = 30) -> None:
         from wxtasks.client import WxTasksClient
 
@@ -386,7 +407,7 @@ def _flush(url: str) -> None:
 def session_stack(
     redis_server: str, simulators: dict[str, Simulator], supervisor: Supervisor
 ) -> Iterator[Stack]:
-    """One worker (send and control, 2 processes) and one beat (its dispatcher) against the
+    """One worker (send and control, 2 processes), one beat and two dispatchers against the
     videosapi simulator, started once for every test that needs nothing else of a stack:
     see :func:`shared_stack`. Tests that kill workers, restart Redis or need settings of
     their own start their own with ``make_stack``."""
@@ -402,6 +423,7 @@ def session_stack(
     stack = Stack(settings, supervisor)
     stack.worker("send,control", "shared", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     yield stack
     stack.stop()

@@ -43,6 +43,7 @@ def _stack(
     )
     stack.worker("send,control", "w", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     return sim, stack, WxTasksClient.from_settings(stack.settings)
 

@@ -64,6 +64,7 @@ def test_send_exit_codes_follow_the_outcome(
     stack: Stack = make_stack(simulator)
     stack.worker("send,control", "exit", 1)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     sent = cli("send", "ex-1", "wxid_a", "hello", "--timeout", "30")
     assert sent.exit_code == 0 and json.loads(sent.stdout)["status"] == "sent"

@@ -17,7 +17,7 @@ import yaml
 
 from wxtasks.cli import main
 from wxtasks.config import ENV_NAMES
-from wxtasks.dev.stack import celery_cmd, worker_args
+from wxtasks.dev.stack import DISPATCHERS, celery_cmd, worker_args
 
 ROOT = Path(__file__).resolve().parents[1]
 # read by Flower and the redis image
@@ -39,6 +39,7 @@ def test_the_services_users_expect_exist() -> None:
         "worker-send",
         "worker-control",
         "beat",
+        "dispatcher",
         "flower",
         "metrics",
         "callbacks",
@@ -55,6 +56,7 @@ def test_the_services_users_expect_exist() -> None:
         "worker-send",
         "worker-control",
         "beat",
+        "dispatcher",
         "flower",
         "metrics",
         "callbacks",
@@ -81,6 +83,13 @@ def test_each_command_exists_in_the_code(name: str) -> None:
             assert command[command.index(flag) + 1] == expected[expected.index(flag) + 1]
     else:
         assert role in ("beat", "flower")
+
+
+def test_compose_runs_as_many_dispatchers_as_the_dev_stack_and_the_tests() -> None:
+    from tests.conftest import Stack
+
+    assert services()["dispatcher"]["deploy"]["replicas"] == DISPATCHERS == 2
+    assert Stack.dispatchers.__defaults__ == (DISPATCHERS,)
 
 
 def test_environment_names_are_ones_the_code_reads() -> None:

@@ -79,6 +79,7 @@ def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator
     stack = Stack(settings, supervisor)
     stack.worker("send,control", "console", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     yield stack
     stack.stop()

@@ -60,6 +60,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     victim = stack.worker("send", "a", 2)
     stack.worker("send,control", "b", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(2)
 
     # 300 messages: 10 s at the global 30/s, the kill a third of the way in

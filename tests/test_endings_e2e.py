@@ -71,6 +71,7 @@ def test_every_way_a_message_ends_writes_the_same_kinds_of_record(
     rt.accounts.transition("held", Event.LIVENESS_FAILED)  # RECONNECTING: its sends wait
     stack.worker("send,control", "w", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     client = WxTasksClient.from_settings(stack.settings)
     counts_before = r.hgetall(rt.keys.send_stats)

@@ -66,6 +66,7 @@ def test_redis_restart_mid_run_loses_nothing(
     try:
         stack.worker("send,control", "rr", 2)
         stack.beat()
+        stack.dispatchers()
         stack.wait_workers(1)
         messages = [(accounts[i % 30], f"wxid_{i}", f"restart {i}") for i in range(200)]
         producer = Celery(broker=settings.broker_url, backend=settings.redis_url)
@@ -139,6 +140,7 @@ def test_gateway_outage_backs_off_then_everything_goes_out_once(
     try:
         stack.worker("send,control", "go", 2)
         stack.beat()
+        stack.dispatchers()
         stack.wait_workers(1)
         sim.faults(outage=True)
         before = sim.admin("stats")["calls"]

@@ -110,6 +110,7 @@ def fleet(supervisor: Supervisor, redis_url: str) -> Iterator[dict[str, Any]]:
     stack.worker("send", "fsend", 2)
     stack.worker("control", "fctl", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(2)
     producer = Celery(broker=settings.broker_url, backend=settings.redis_url)
     yield {

@@ -58,6 +58,7 @@ def test_a_bulk_send_longer_than_the_deadline_runs_to_its_end(
     online(build(r, stack.settings).accounts, "shop")
     stack.worker("send,control", "w", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     client = WxTasksClient.from_settings(stack.settings)
     recipients = [f"wxid_{i:03d}" for i in range(200)]
@@ -96,6 +97,7 @@ def test_replies_go_ahead_of_every_accounts_campaign(
     online(build(r, stack.settings).accounts, *accounts)
     stack.worker("send,control", "w", 2)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(1)
     client = WxTasksClient.from_settings(stack.settings)
     campaigns = [

@@ -119,6 +119,7 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
     stack.worker("send", "hasend", 4)
     stack.worker("control", "hactl", 1)
     stack.beat()
+    stack.dispatchers()
     stack.wait_workers(2, timeout_s=60)
 
     client = WxTasksClient.from_settings(settings)

@@ -30,6 +30,22 @@ def _close_runtime(**_: Any) -> None:
     close_runtime(app)
 
 
+@signals.worker_init.connect
+def _check_layout(**_: Any) -> None:
+    """A worker refuses to start on a Redis of another key layout, saying what to run
+    (Redis away at start is no reason to refuse: the worker waits for it as it runs)."""
+    from wxtasks import layout
+    from wxtasks.runtime import Runtime
+
+    rt = Runtime(settings)
+    try:
+        layout.ensure(rt.redis, rt.keys)
+    except layout.LayoutError as exc:
+        raise SystemExit(f"wxtasks: {exc}") from None
+    finally:
+        rt.close()
+
+
 @signals.celeryd_after_setup.connect
 def _default_queue(sender: str, instance: Any, **_: Any) -> None:
     """A send worker also serves the default queue, where producers without routes land."""

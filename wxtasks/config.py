@@ -165,6 +165,7 @@ from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wxtasks.errors import ConfigError
+from wxtasks.keys import DEFAULT_SHARDS
 
 PROFILES = ("videosapi", "gewe", "v1")
 #: Redis Sentinel in WXTASKS_REDIS_URL / CELERY_BROKER_URL / CELERY_RESULT_BACKEND
@@ -433,6 +434,13 @@ class Settings:
     )
     key_prefix: str = _setting(
         "WXTASKS_KEY_PREFIX", "wx", "prefix of every Redis key", check=_key_prefix
+    )
+    shards: int = _setting(
+        "WXTASKS_SHARDS",
+        DEFAULT_SHARDS,
+        "account shards (fixed for a deployment: an account's keys name its shard); the "
+        "dispatchers split them among themselves",
+        check=_positive,
     )
     events_maxlen: int = _setting(
         "WXTASKS_EVENTS_MAXLEN", 10_000, "events stream cap (approximate)", check=_positive

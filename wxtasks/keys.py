@@ -1,23 +1,38 @@
 """Every Redis key wxtasks uses, in one place.
 
 Names are ``<prefix>:<kind>:<id>[:<sub>]``; the prefix (``WXTASKS_KEY_PREFIX``, default
-``wx``) lets several deployments or test runs share one Redis. Keys that one script uses
-together for one account share the ``{appId}`` hash tag.
+``wx``) lets several deployments or test runs share one Redis.
+
+**Shards.** Accounts are split into a fixed number of shards (``WXTASKS_SHARDS``, default
+64, fixed for a deployment): an account's shard is ``crc32(appId) % shards``
+(:func:`shard_of`). Each account's own state and every key one dispatch call touches for
+a shard carry that shard's hash tag, ``{s<shard>}`` (shown below as ``{s}``), so on a
+Redis Cluster a shard's keys live in one slot and each script's keys are in that slot.
+The keys without a shard tag are fleet-wide (a few sets every shard reads, the
+coordinators of the shared buckets, campaigns, dead letters, console and events); a
+dispatch call reads none of them but ``wx:gateways:down``, ``wx:campaigns:stopped`` and
+``wx:campaigns:jitter``. ``wx:layout`` names the layout, so a process started on a Redis
+written by an older release refuses to run and says to run ``wxtasks migrate``.
 
 =====================================  ======  =============================================
 key                                    type    content / TTL
 =====================================  ======  =============================================
 ``wx:accounts``                        set     every registered appId; no TTL
-``wx:acct:{appId}``                    hash    the account record: state, version,
+``wx:{s}:acct:<appId>``                hash    the account record: state, version,
                                                retry_count, rate, burst, note, tags,
                                                gateway (absent: default),
                                                last_heartbeat_at, pacing overrides,
                                                bulk_next_at (ms), bulk_wait (the closed
                                                pacing gate's answer), ...; no TTL
-``wx:bucket:{appId}``                  string  per-account token bucket (GCRA theoretical
+``wx:{s}:bucket:<appId>``              string  per-account token bucket (GCRA theoretical
                                                arrival time, ms); expires when full again
 ``wx:bucket:global``                   string  the global (fleet-wide) token bucket; same
-                                               shape
+                                               shape. The coordinator of the shards'
+                                               quotas: dispatchers borrow from it
+``wx:{s}:quota:global``                string  tokens the shard borrowed from the global
+                                               bucket, spent by its dispatch calls; PX the
+                                               refill period (unspent ones lapse)
+``wx:{s}:quota:gw:<gateway>``          string  the same for a gateway's bucket
 ``wx:bucket:gw:<gateway>``             string  a gateway's token bucket (its API's limit);
                                                same shape
 ``wx:gateways``                        set     registered gateway names (``default`` is
@@ -33,7 +48,7 @@ key                                    type    content / TTL
                                                up_at; no TTL
 ``wx:gateway:<gateway>:probe``         string  a down gateway's probe slot: whoever sets
                                                it (NX) probes; PX the probe interval
-``wx:claim:{appId}:<digest>``          hash    a send claim (dedup): owner task id, status
+``wx:{s}:claim:<appId>:<digest>``      hash    a send claim (dedup): owner task id, status
                                                inflight|sent|unknown, gateway ids;
                                                TTL ``WXTASKS_DEDUP_TTL_S``
 ``wx:schedule:heartbeat``              zset    appId -> next heartbeat due (unix seconds)
@@ -46,30 +61,40 @@ key                                    type    content / TTL
 ``wx:deadletters:order``               zset    task id -> time it was dead-lettered
 ``wx:inbound``                         list    received messages (JSON), newest first;
                                                capped at ``WXTASKS_INBOUND_MAXLEN``
-``wx:inbound:seen:{appId}:<newMsgId>`` string  the task that handled a received message;
+``wx:{s}:inbound:seen:<appId>:<new>``  string  the task that handled a received message;
                                                TTL one day (gateways resend)
 ``wx:stats:sends``                     hash    outcome -> count (sent, duplicate, failed,
                                                unknown), token_waits, token_wait_seconds
 ``wx:stats:heartbeat_lateness``        list    newest heartbeat lateness samples (s); capped
-``wx:seen:{appId}:<task id>``          string  when a message that carries no enqueue time
+``wx:{s}:seen:<appId>:<task id>``      string  when a message that carries no enqueue time
                                                was first seen (ms); TTL its lane's window
-``wx:outbox:messages``                 hash    task id -> a waiting or dispatched message
+``wx:{s}:outbox:messages``             hash    task id -> a waiting or dispatched message
                                                (JSON: task, kwargs, lane, enqueued, why)
-``wx:outbox:{appId}:<lane>``           zset    the account's waiting messages in one lane
+``wx:{s}:outbox:<appId>:<lane>``       zset    the account's waiting messages in one lane
                                                (interactive, bulk): task id -> first
                                                enqueued (ms), FIFO
-``wx:outbox:ready:<lane>``             zset    appId -> when the dispatcher should look at
+``wx:{s}:outbox:ready:<lane>``         zset    appId -> when the dispatcher should look at
                                                the account's lane next (ms)
-``wx:outbox:inflight``                 zset    dispatched task id -> lease end (ms); a
+``wx:{s}:outbox:inflight``             zset    dispatched task id -> lease end (ms); a
                                                lease that runs out is parked again
-``wx:outbox:campaign_of``              hash    waiting task id -> its campaign (targets only)
-``wx:outbox:to_group``                 set     waiting task ids whose recipient is a group
+``wx:{s}:outbox:campaign_of``          hash    waiting task id -> its campaign (targets only)
+``wx:{s}:outbox:to_group``             set     waiting task ids whose recipient is a group
                                                (their bulk spacing is a group's)
 ``wx:outbox:stats``                    hash    dispatcher figures per lane: dispatched,
                                                lag_ms, tick_at
-``wx:outbox:held``                     zset    messages of paused campaigns, set aside
+``wx:{s}:lease``                       string  the shard's lease: ``<dispatcher id> <fence>``;
+                                               PX the lease period (4 s), renewed by its
+                                               holder; every dispatch call checks it
+``wx:{s}:fence``                       string  the shard's fencing counter: +1 at each
+                                               new lease, so an old holder's token is stale
+``wx:dispatchers``                     zset    live dispatcher id -> alive until (ms)
+``wx:dispatcher:<id>``                 hash    a dispatcher's figures: host, pid, started,
+                                               shards, leases_at, dispatched, fenced,
+                                               rate, lag_ms, tick_at; TTL 1 minute
+``wx:layout``                          hash    version (the key layout), shards
+``wx:{s}:outbox:held``                 zset    messages of paused campaigns, set aside
                                                by the dispatcher: task id -> order
-``wx:bulkday:{appId}:<YYYYMMDD>``      string  bulk sends dispatched on that local day
+``wx:{s}:bulkday:<appId>:<YYYYMMDD>``  string  bulk sends dispatched on that local day
                                                (daily cap); TTL 2 days
 ``wx:campaigns``                       zset    campaign id -> created (unix seconds)
 ``wx:campaigns:stopped``               hash    campaign id -> paused | cancelled
@@ -121,9 +146,21 @@ characters (``*?[]``), ``:`` and white space cannot occur in a key through an ap
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 
 from wxtasks.errors import BadInputError
+
+#: shards when WXTASKS_SHARDS is not set; fixed for a deployment (an account's keys name it)
+DEFAULT_SHARDS = 64
+#: the key layout this release writes (``wx:layout``); 1 was the layout before shards
+LAYOUT_VERSION = 2
+
+
+def shard_of(app_id: str, shards: int) -> int:
+    """An account's shard: a stable hash of its appId (the same in every process)."""
+    return zlib.crc32(app_id.encode()) % shards
+
 
 APP_ID_RULE = "1 to 64 characters, each an ASCII letter, a digit or one of _ . @ -"
 #: :data:`APP_ID_RULE` as a regular expression (for a full match)
@@ -155,16 +192,31 @@ def validate_app_id(app_id: object) -> str:
 @dataclass(frozen=True)
 class Keys:
     prefix: str = "wx"
+    shards: int = DEFAULT_SHARDS
+
+    def shard(self, app_id: str) -> int:
+        return shard_of(app_id, self.shards)
+
+    def _tag(self, shard: int) -> str:
+        """``<prefix>:{s<shard>}``: what every key of one shard starts with."""
+        return f"{self.prefix}:{{s{shard}}}"
+
+    def _of(self, app_id: str) -> str:
+        return self._tag(self.shard(app_id))
+
+    @property
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
 
     @property
     def accounts(self) -> str:
         return f"{self.prefix}:accounts"
 
     def account(self, app_id: str) -> str:
-        return f"{self.prefix}:acct:{{{app_id}}}"
+        return f"{self._of(app_id)}:acct:{app_id}"
 
     def account_bucket(self, app_id: str) -> str:
-        return f"{self.prefix}:bucket:{{{app_id}}}"
+        return f"{self._of(app_id)}:bucket:{app_id}"
 
     @property
     def global_bucket(self) -> str:
@@ -191,7 +243,7 @@ class Keys:
         return f"{self.prefix}:gateway:{name}:probe"
 
     def claim(self, app_id: str, digest: str) -> str:
-        return f"{self.prefix}:claim:{{{app_id}}}:{digest}"
+        return f"{self._of(app_id)}:claim:{app_id}:{digest}"
 
     @property
     def heartbeat_schedule(self) -> str:
@@ -222,7 +274,7 @@ class Keys:
         return f"{self.prefix}:inbound"
 
     def inbound_seen(self, app_id: str, new_msg_id: str) -> str:
-        return f"{self.prefix}:inbound:seen:{{{app_id}}}:{new_msg_id}"
+        return f"{self._of(app_id)}:inbound:seen:{app_id}:{new_msg_id}"
 
     @property
     def send_stats(self) -> str:
@@ -233,40 +285,52 @@ class Keys:
         return f"{self.prefix}:stats:heartbeat_lateness"
 
     def seen(self, app_id: str, task_id: str) -> str:
-        return f"{self.prefix}:seen:{{{app_id}}}:{task_id}"
+        return f"{self._of(app_id)}:seen:{app_id}:{task_id}"
 
-    @property
-    def outbox_messages(self) -> str:
-        return f"{self.prefix}:outbox:messages"
+    def outbox_messages(self, shard: int) -> str:
+        return f"{self._tag(shard)}:outbox:messages"
 
     def outbox_lane(self, app_id: str, lane: str) -> str:
-        return f"{self.prefix}:outbox:{{{app_id}}}:{lane}"
+        return f"{self._of(app_id)}:outbox:{app_id}:{lane}"
 
-    def outbox_ready(self, lane: str) -> str:
-        return f"{self.prefix}:outbox:ready:{lane}"
+    def outbox_ready(self, shard: int, lane: str) -> str:
+        return f"{self._tag(shard)}:outbox:ready:{lane}"
 
-    @property
-    def outbox_inflight(self) -> str:
-        return f"{self.prefix}:outbox:inflight"
+    def outbox_inflight(self, shard: int) -> str:
+        return f"{self._tag(shard)}:outbox:inflight"
 
-    @property
-    def outbox_campaign_of(self) -> str:
-        return f"{self.prefix}:outbox:campaign_of"
+    def outbox_campaign_of(self, shard: int) -> str:
+        return f"{self._tag(shard)}:outbox:campaign_of"
 
-    @property
-    def outbox_to_group(self) -> str:
-        return f"{self.prefix}:outbox:to_group"
+    def outbox_to_group(self, shard: int) -> str:
+        return f"{self._tag(shard)}:outbox:to_group"
 
     @property
     def outbox_stats(self) -> str:
         return f"{self.prefix}:outbox:stats"
 
-    @property
-    def outbox_held(self) -> str:
-        return f"{self.prefix}:outbox:held"
+    def outbox_held(self, shard: int) -> str:
+        return f"{self._tag(shard)}:outbox:held"
 
     def bulk_day(self, app_id: str, day: str) -> str:
-        return f"{self.prefix}:bulkday:{{{app_id}}}:{day}"
+        return f"{self._of(app_id)}:bulkday:{app_id}:{day}"
+
+    def quota(self, shard: int, bucket: str) -> str:
+        """A shard's tokens borrowed from a shared bucket (``global`` or ``gw:<name>``)."""
+        return f"{self._tag(shard)}:quota:{bucket}"
+
+    def shard_lease(self, shard: int) -> str:
+        return f"{self._tag(shard)}:lease"
+
+    def shard_fence(self, shard: int) -> str:
+        return f"{self._tag(shard)}:fence"
+
+    @property
+    def dispatchers(self) -> str:
+        return f"{self.prefix}:dispatchers"
+
+    def dispatcher(self, dispatcher_id: str) -> str:
+        return f"{self.prefix}:dispatcher:{dispatcher_id}"
 
     @property
     def campaigns(self) -> str:

@@ -133,7 +133,7 @@ class Runtime:
 
     @cached_property
     def keys(self) -> Keys:
-        return Keys(self.settings.key_prefix)
+        return Keys(self.settings.key_prefix, self.settings.shards)
 
     @cached_property
     def scripts(self) -> Scripts:
@@ -246,11 +246,17 @@ class Runtime:
         self,
         publish: Callable[[list[Dispatched]], None],
         clock: Callable[[], float] | None = None,
+        me: str | None = None,
     ) -> Dispatcher:
-        """A dispatcher of this process's outbox that hands what it takes to ``publish``."""
+        """A dispatcher of this process's outbox that hands what it takes to ``publish``;
+        it takes its share of the shards (leases) at its first tick. ``me``: its id."""
         from wxtasks.send.dispatcher import Dispatcher
+        from wxtasks.send.leases import ShardLeases
 
-        return Dispatcher(self.settings, self.outbox, self.fleet, self.pacing, publish, clock=clock)
+        leases = ShardLeases(self.redis, self.keys, self.scripts, me)
+        return Dispatcher(
+            self.settings, self.outbox, self.fleet, self.pacing, publish, leases, clock=clock
+        )
 
     @cached_property
     def inbound(self) -> InboundStore:

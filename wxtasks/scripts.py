@@ -16,18 +16,21 @@ from redis.commands.core import Script
 
 _NAMES = (
     "admit",
+    "borrow",
     "breaker_trip",
     "bucket_levels",
     "campaign_add",
     "campaign_unhold",
     "claim_release",
     "dispatch",
+    "dispatchers",
     "due",
     "finish",
     "gateway_health",
     "heartbeat_ok",
     "hset_existing",
     "inbound_claim",
+    "lease",
     "login_attempt",
     "outbox_cancel",
     "park",
@@ -55,18 +58,21 @@ def _read(name: str) -> str:
 
 class Scripts:
     admit: Script
+    borrow: Script
     breaker_trip: Script
     bucket_levels: Script
     campaign_add: Script
     campaign_unhold: Script
     claim_release: Script
     dispatch: Script
+    dispatchers: Script
     due: Script
     finish: Script
     gateway_health: Script
     heartbeat_ok: Script
     hset_existing: Script
     inbound_claim: Script
+    lease: Script
     login_attempt: Script
     outbox_cancel: Script
     park: Script

@@ -291,9 +291,9 @@ class Campaigns:
             for index, app_id, _ in chunk:
                 self.scripts.campaign_unhold(
                     keys=[
-                        self.keys.outbox_held,
+                        self.keys.outbox_held(self.keys.shard(app_id)),
                         self.keys.outbox_lane(app_id, Lane.BULK),
-                        self.keys.outbox_ready(Lane.BULK),
+                        self.keys.outbox_ready(self.keys.shard(app_id), Lane.BULK),
                     ],
                     args=[task_id_of(campaign_id, index), app_id, repr(now_ms)],
                     client=pipe,

@@ -26,8 +26,10 @@ from wxtasks.cli import ops as _ops  # noqa: E402
 from wxtasks.cli import outbox as _outbox  # noqa: E402
 from wxtasks.cli import sends as _sends  # noqa: E402
 from wxtasks.cli.console import console as _console  # noqa: E402
+from wxtasks.cli.dispatcher import dispatcher as _dispatcher  # noqa: E402
 
 main.add_command(_console)
+main.add_command(_dispatcher)
 
 main.add_command(_accounts.accounts)
 main.add_command(_campaigns.campaigns)

@@ -136,6 +136,14 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+#: dispatcher processes a deployment runs (docker-compose's replicas; tests and dev too)
+DISPATCHERS = 2
+
+
+def dispatcher_cmd() -> list[str]:
+    return [sys.executable, "-m", "wxtasks", "dispatcher"]
+
+
 def celery_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers", *args]
 
@@ -333,6 +341,8 @@ class DevStack:
             "worker-control", worker_args("control", "control", self.control_concurrency), env
         )
         sup.start("beat", celery_cmd("beat", "-l", "INFO"), env)
+        for i in range(DISPATCHERS):
+            sup.start(f"dispatcher-{i + 1}", dispatcher_cmd(), env)
         # Flower asks the workers what they are once, at start: start it after they answer
         self._wait_workers(settings, 2)
         sup.start(

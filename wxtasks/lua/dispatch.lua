@@ -1,32 +1,45 @@
--- Dispatch from one lane of the given accounts (the most overdue first) what the gates of
--- lib/gates.lua let through now. Each message moves from its lane to the dispatched set
--- with a lease and is returned for publishing onto the send queue; its tokens are taken
--- (and a bulk one paced) here, so the send task admits it at once. A message of a paused
--- or cancelled campaign is moved aside to the held set (a resume puts it back in its place).
+-- Dispatch from one lane of one shard's given accounts (the most overdue first) what the
+-- gates of lib/gates.lua let through now. Each message moves from its lane to the
+-- dispatched set with a lease and is returned for publishing onto the send queue; its
+-- tokens are taken (and a bulk one paced) here, so the send task admits it at once. A
+-- message of a paused or cancelled campaign is moved aside to the held set (a resume puts
+-- it back in its place). Only the holder of the shard's lease may call it: the fencing
+-- token is checked first, so a dispatcher that was paused past its lease dispatches nothing.
+-- The shared buckets (the fleet's, each gateway's) are met as the shard's quotas of them.
 -- uses: gcra
 -- uses: gates
--- KEYS[1] = global bucket                 KEYS[2] = this lane's ready set
--- KEYS[3] = dispatched set (leases)       KEYS[4] = waiting messages (bodies)
+-- KEYS[1] = the shard's quota of the global bucket
+-- KEYS[2] = this lane's ready set         KEYS[3] = dispatched set (leases)
+-- KEYS[4] = waiting messages (bodies)
 -- KEYS[5] = stopped campaigns (hash: id -> paused | cancelled)
 -- KEYS[6] = held messages (zset)          KEYS[7] = gateways marked down (set)
 -- KEYS[8] = waiting messages' campaigns (hash: task id -> campaign id)
 -- KEYS[9] = waiting messages to groups (set of task ids)
 -- KEYS[10] = campaigns' own spacing (hash: campaign id -> "MIN-MAX" s)
--- KEYS[6 + 5i .. 10 + 5i] (i = 1..n) = account i's hash, bucket, lane, today's bulk count
---           (wx:bulkday:{appId}:<local date>), and its gateway's bucket (shared by the
---           gateway's accounts, so not in the account's hash slot)
+-- KEYS[11] = the shard's lease (wx:{s}:lease: "<dispatcher id> <fence>")
+-- KEYS[7 + 5i .. 11 + 5i] (i = 1..n) = account i's hash, bucket, lane, today's bulk count
+--           (wx:{s}:bulkday:<appId>:<local date>), and the shard's quota of its gateway's
+--           bucket (wx:{s}:quota:gw:<gateway>)
+if redis.call('GET', KEYS[11]) ~= ARGV[18] then
+  return {'fenced'}
+end
 local now = gcra_now(ARGV[1])       -- ms, or "" for Redis TIME
 local lease = tonumber(ARGV[2])     -- ms
-local g_rate, g_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
+local g_grant, lapse_at = tonumber(ARGV[3]), tonumber(ARGV[4])  -- global tokens borrowed
 local a_rate, a_burst = tonumber(ARGV[5]), tonumber(ARGV[6])  -- an account's defaults
 local lane_name = ARGV[7]           -- interactive | bulk
 local window = tonumber(ARGV[8])    -- the lane's window, ms
 local max_n = tonumber(ARGV[9])     -- most messages to dispatch
 local poll = tonumber(ARGV[10])     -- look again at a held account after, ms
 local policy = read_policy(ARGV, 11)  -- ARGV[11..17]: the fleet's pacing defaults
-local PER_ACCOUNT = 4               -- ARGV[18 + 4(i-1) ..]: appId, gateway, its rate, burst
--- returns {now, id, body, paid, id, body, paid, ...}; paid is "1" when the tokens were
--- taken. An account that is RECONNECTING, LOGGING_IN or on a gateway marked down is held
+-- ARGV[18] = the fencing token this caller holds the shard's lease with
+local PER_ACCOUNT = 4  -- ARGV[19 + 4(i-1) ..]: appId, gateway, "1" when the gateway has a
+                       -- limit of its own, gateway tokens borrowed for this call (once)
+-- returns {now, wants, id, body, paid, id, body, paid, ...}; paid is "1" when the tokens
+-- were taken; wants (JSON): per shared bucket ("global", "gw:<name>"), tokens the shard's
+-- accounts could have used now beyond its quota (what its dispatcher borrows next), or
+-- {"fenced"} when the caller does not hold the lease. An account that is RECONNECTING,
+-- LOGGING_IN or on a gateway marked down is held
 -- (only messages past their deadline leave, for the worker to fail); one that is IDLE,
 -- ERROR or gone releases everything, since the send task fails it with the reason; one
 -- whose gateway is not the one passed (it moved since the caller looked) waits for the
@@ -34,9 +47,18 @@ local PER_ACCOUNT = 4               -- ARGV[18 + 4(i-1) ..]: appId, gateway, its
 math.randomseed(policy.rand)
 local reserve = lane_reserve(lane_name)
 local paced = lane_name == BULK
-local global = bucket(KEYS[1], g_rate, g_burst, 'global_tokens', now)
-local out = {tostring(now)}
+local global = pool(KEYS[1], 'global_tokens', true, g_grant, lapse_at, now)
+local gateway_pools = {}
+local gateway_grants = {}  -- gateway -> tokens borrowed for this call (on any account's args)
+for a = 19, #ARGV, PER_ACCOUNT do
+  gateway_grants[ARGV[a + 1]] = (gateway_grants[ARGV[a + 1]] or 0) + tonumber(ARGV[a + 3])
+end
+local out = {tostring(now), ''}
 local n = 0
+local wants = {}
+local function want(name, more)
+  wants[name] = (wants[name] or 0) + more
+end
 
 -- the head of a lane that may go (a stopped campaign's messages are set aside, at most
 -- SET_ASIDE a call, so that a paused 100,000-target campaign never blocks Redis): its id
@@ -68,13 +90,13 @@ local function take(lane, id, paid)
   n = n + 1
 end
 
-for i = 1, (#ARGV - 17) / PER_ACCOUNT do
+for i = 1, (#ARGV - 18) / PER_ACCOUNT do
   if n >= max_n then
     break
   end
-  local a = 18 + PER_ACCOUNT * (i - 1)
+  local a = 19 + PER_ACCOUNT * (i - 1)
   local app, gateway = ARGV[a], ARGV[a + 1]
-  local k = 10 + 5 * (i - 1)
+  local k = 11 + 5 * (i - 1)
   local hash, lane, day = KEYS[k + 1], KEYS[k + 3], KEYS[k + 4]
   local acct = read_account(hash, lane_name)
   local closed = gate_registered(acct, gateway)
@@ -85,12 +107,15 @@ for i = 1, (#ARGV - 17) / PER_ACCOUNT do
   if closed == 'regateway' then
     next_at = now  -- nothing now: looked at again by the next call
   elseif not closed then
-    local buckets = {
-      bucket(KEYS[k + 2], tonumber(acct.rate or '') or a_rate,
-        tonumber(acct.burst or '') or a_burst, 'account_tokens', now),
-      global,
-      bucket(KEYS[k + 5], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), 'gateway_tokens', now),
-    }
+    local gw_pool = gateway_pools[gateway]
+    if not gw_pool then
+      gw_pool = pool(KEYS[k + 5], 'gateway_tokens', ARGV[a + 2] == '1', gateway_grants[gateway],
+        lapse_at, now)
+      gateway_pools[gateway] = gw_pool
+    end
+    local own = bucket(KEYS[k + 2], tonumber(acct.rate or '') or a_rate,
+      tonumber(acct.burst or '') or a_burst, 'account_tokens', now)
+    local buckets = {own, global, gw_pool}
     local sent_today = paced and tonumber(redis.call('GET', day) or '0') or 0
     local served = 0
     while n < max_n do
@@ -114,8 +139,20 @@ for i = 1, (#ARGV - 17) / PER_ACCOUNT do
           next_at = now + wait
           break
         elseif empty then
-          -- held by a shared bucket, the account keeps its place (most overdue first), so
-          -- the accounts share the fleet's and their gateway's buckets fairly
+          -- held by a shared bucket's quota, the account keeps its place (most overdue
+          -- first), so the accounts share the fleet's and their gateway's buckets fairly;
+          -- what it could send now is what the shard asks to borrow (one for a paced lane)
+          local could = 1
+          if not paced then
+            could = math.max(1, math.min(math.floor(gcra_tokens(own.tat, now, own.rate,
+              own.burst)), redis.call('ZCARD', lane)))
+          end
+          if global.tokens < 1 then
+            want('global', could)
+          end
+          if gw_pool.rate > 0 and gw_pool.tokens < 1 then
+            want('gw:' .. gateway, could)
+          end
           break
         end
         take_tokens(buckets, now)
@@ -156,5 +193,8 @@ for i = 1, (#ARGV - 17) / PER_ACCOUNT do
   elseif next_at then
     redis.call('ZADD', KEYS[2], next_at, app)
   end
+end
+if next(wants) ~= nil then
+  out[2] = cjson.encode(wants)
 end
 return out

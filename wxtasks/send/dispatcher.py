@@ -1,26 +1,42 @@
-"""The dispatcher: moves due messages from the outbox onto the send queue as the gates allow.
+"""The dispatcher: moves due messages from the outbox onto the send queue as the gates allow,
+from the shards it holds.
 
-``tick()`` runs often (the active beat calls it every ``TICK_S``); every step is one atomic
-script (``dispatch.lua``, which runs the same gates as admission, ``lua/lib/gates.lua``),
-so even two dispatchers at once never hand out one message twice. ``publish`` puts the
-dispatched send tasks on the broker.
+``tick()`` runs often (``wxtasks dispatcher`` calls it every ``TICK_S``). A dispatcher
+holds some of the shards (:mod:`wxtasks.send.leases`; any number of dispatchers split them)
+and for each lane, interactive first, dispatches from its shards the most overdue first.
+Every step is one atomic script (``dispatch.lua``, which runs the same gates as
+admission, ``lua/lib/gates.lua``, and checks the shard's fencing token first), so no
+message is ever handed out twice and a dispatcher whose lease passed to another hands out
+nothing. ``publish`` puts one call's dispatched send tasks on the broker together.
+
+The shared buckets (the fleet's, each gateway's) are not touched by a shard's dispatch
+call: each shard spends a quota of them, borrowed from the bucket (``borrow.lua``) for just
+what its due accounts could send now, and a borrowed token lapses unspent after
+:data:`REFILL_S`. So a shard with nothing waiting holds nothing, the busy ones get the
+tokens, and the gateway sees at most burst + rate * (T + REFILL_S) in any window T.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wxtasks.config import Settings
 from wxtasks.gateway.fleet import Fleet
 from wxtasks.send.gates import Lane
-from wxtasks.send.outbox import LANES, Outbox, Waiting
+from wxtasks.send.leases import ShardLeases
+from wxtasks.send.outbox import LANES, Dispatched, Outbox, Waiting
 from wxtasks.send.pacing import Policy
 from wxtasks.send.policy import HOLD_POLL_S
+
+__all__ = ["Dispatched", "Dispatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +47,20 @@ LEASE_S = 60.0
 #: most messages one dispatch call hands out, and most accounts it looks at
 DISPATCH_BATCH = 500
 ACCOUNTS_PER_CALL = 200
+#: a token a shard borrowed from a shared bucket lapses after this long unspent, so the
+#: gateway's envelope holds to within one refill period's worth of tokens
+REFILL_S = 0.1
+#: the dispatcher's own figures (``wx:dispatcher:<id>``) outlive it this long
+REPORT_TTL_S = 60
 
 
-@dataclass(frozen=True)
-class Dispatched:
-    waiting: Waiting
-    #: the dispatcher took the message's tokens at this Redis time (ms); None: not taken
-    paid_at_ms: float | None
+@dataclass
+class Grant:
+    """Tokens a shard borrowed for its next dispatch call, and when they lapse (ms)."""
+
+    lapse_at_ms: float
+    global_tokens: int = 0
+    gateway_tokens: dict[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -52,54 +75,116 @@ class Dispatcher:
         fleet: Fleet,
         pacing: Policy,
         publish: Callable[[list[Dispatched]], None],
+        leases: ShardLeases,
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
         """``fleet``: which gateway serves each account (its bucket's key and limits);
-        ``clock``: unix seconds, by default Redis ``TIME``, the clock of every bucket."""
+        ``leases``: the shards this dispatcher holds; ``clock``: unix seconds, by default
+        Redis ``TIME``, the clock of every bucket."""
         self.settings = settings
         self.outbox = outbox
         self.fleet = fleet
         self.pacing = pacing
         self.publish = publish
+        self.leases = leases
         self.clock = clock
         self._random = random.Random()
+        self.dispatched = 0
+        self.fenced = 0
+        self.lag_ms = 0.0
+        self._started = time.time()
+        self._reported = (time.monotonic(), 0)
+
+    def _now_arg(self) -> str:
+        return "" if self.clock is None else repr(self.clock() * 1000)
 
     def tick(self) -> int:
-        """Dispatch what is due now, for at most ``TICK_BUDGET_S`` (a backlog that is all
-        due at once goes out over several ticks, so the beat keeps its lock and no lease
-        runs out while its message waits to be published); returns how many went out.
-        A tick with nothing due costs one round trip (``due.lua``)."""
+        """Renew the leases when due, then dispatch what is due now in the held shards,
+        for at most ``TICK_BUDGET_S`` (a backlog that is all due at once goes out over
+        several ticks); returns how many went out. With nothing due it costs one round
+        trip (``due.lua`` for every held shard, pipelined)."""
+        if self.leases.due():
+            self.leases.cycle()
+            self._report()
+        shards = sorted(self.leases.held)
+        if not shards:
+            return 0
         ob, keys = self.outbox, self.outbox.keys
-        reply = ob.scripts.due(
-            keys=[keys.outbox_inflight, *(keys.outbox_ready(lane) for lane in LANES)],
-            args=["" if self.clock is None else repr(self.clock() * 1000)],
-        )
-        now_ms, leases_out, *due = float(reply[0]), int(reply[1]), *map(int, reply[2:])
-        if leases_out and self.reclaim(now_ms):
-            due = [1] * len(due)  # parked again just now: its lane has an account due
+        pipe = ob.redis.pipeline(transaction=False)
+        now_arg = self._now_arg()
+        for shard in shards:
+            ob.scripts.due(
+                keys=[
+                    keys.outbox_inflight(shard),
+                    *(keys.outbox_ready(shard, lane) for lane in LANES),
+                ],
+                args=[now_arg],
+                client=pipe,
+            )
+        due: dict[Lane, list[tuple[float, int]]] = {lane: [] for lane in LANES}
+        now_ms = 0.0
+        for shard, reply in zip(shards, pipe.execute(), strict=True):
+            now_ms = float(reply[0])
+            reclaimed = int(reply[1]) > 0 and self.reclaim(shard, now_ms) > 0
+            for i, lane in enumerate(LANES):
+                if int(reply[2 + 2 * i]) or reclaimed:
+                    due[lane].append((float(reply[3 + 2 * i] or now_ms), shard))
         sent = 0
         budget_ends = time.monotonic() + self.TICK_BUDGET_S
-        for lane, accounts_due in zip(LANES, due, strict=True):
-            while accounts_due:
-                n, full = self._dispatch_lane(lane, now_ms)
+        for lane in LANES:
+            if due[lane]:
+                shards_due = [s for _, s in sorted(due[lane])]
+                n = self._dispatch_lane(lane, shards_due, now_ms, budget_ends)
+                self._note(lane, now_ms - min(head for head, _ in due[lane]), now_ms, n)
                 sent += n
-                if not full or time.monotonic() > budget_ends:
-                    break
         return sent
 
-    def _dispatch_lane(self, lane: Lane, now_ms: float) -> tuple[int, bool]:
+    def _dispatch_lane(
+        self, lane: Lane, shards: list[int], now_ms: float, budget_ends: float
+    ) -> int:
+        """Dispatch one lane from ``shards`` (the most overdue first), borrowing from the
+        shared buckets what their due accounts could send, until nothing more goes."""
+        sent = 0
+        grants: dict[int, Grant] = {}
+        pending = shards
+        while pending:
+            wants: dict[int, dict[str, int]] = {}
+            again: set[int] = set()
+            for shard in pending:
+                n, full, want = self._dispatch(shard, lane, grants.get(shard), now_ms)
+                sent += n
+                if want:
+                    wants[shard] = want
+                elif full:
+                    again.add(shard)
+            if time.monotonic() > budget_ends:
+                break
+            grants = self._borrow(wants, lane) if wants else {}
+            pending = [s for s in pending if s in grants or s in again]
+        return sent
+
+    def _dispatch(
+        self, shard: int, lane: Lane, grant: Grant | None, now_ms: float
+    ) -> tuple[int, bool, dict[str, int]]:
+        """One dispatch call in one shard, with the accounts due at ``now_ms`` (the tick's
+        Redis time): (dispatched, a full batch, tokens wanted from each shared bucket)."""
         ob, keys, s = self.outbox, self.outbox.keys, self.settings
+        token = self.leases.held.get(shard)
+        if token is None:
+            return 0, False, {}
         due = ob.redis.zrangebyscore(
-            keys.outbox_ready(lane), "-inf", now_ms, start=0, num=ACCOUNTS_PER_CALL, withscores=True
+            keys.outbox_ready(shard, lane), "-inf", now_ms, start=0, num=ACCOUNTS_PER_CALL
         )
         if not due:
-            return 0, False
-        apps = [str(app_id) for app_id, _ in due]
-        day = self.pacing.day(now_ms / 1000)
+            return 0, False, {}
+        apps = [str(app_id) for app_id in due]
+        now_s = now_ms / 1000
+        day = self.pacing.day(now_s)
         # read now, checked again inside the script (an account that moved meanwhile waits
         # for the next call)
         gateway_of = self.fleet.gateways_of(apps)
+        granted = grant or Grant(0.0)
         account_keys: list[str] = []
         account_args: list[Any] = []
         for app_id in apps:
@@ -109,70 +194,180 @@ class Dispatcher:
                 keys.account_bucket(app_id),
                 keys.outbox_lane(app_id, lane),
                 keys.bulk_day(app_id, day),
-                keys.gateway_bucket(gateway),
+                keys.quota(shard, f"gw:{gateway}"),
             ]
-            account_args += [app_id, gateway, *self.fleet.limits(gateway)]
+            account_args += [
+                app_id,
+                gateway,
+                "1" if self.fleet.limits(gateway)[0] > 0 else "0",
+                granted.gateway_tokens.pop(gateway, 0),
+            ]
         reply = ob.scripts.dispatch(
             keys=[
-                keys.global_bucket,
-                keys.outbox_ready(lane),
-                keys.outbox_inflight,
-                keys.outbox_messages,
+                keys.quota(shard, "global"),
+                keys.outbox_ready(shard, lane),
+                keys.outbox_inflight(shard),
+                keys.outbox_messages(shard),
                 keys.campaigns_stopped,
-                keys.outbox_held,
+                keys.outbox_held(shard),
                 keys.gateways_down,
-                keys.outbox_campaign_of,
-                keys.outbox_to_group,
+                keys.outbox_campaign_of(shard),
+                keys.outbox_to_group(shard),
                 keys.campaigns_jitter,
+                keys.shard_lease(shard),
                 *account_keys,
             ],
             args=[
-                repr(now_ms),
+                self._now_arg(),
                 int(LEASE_S * 1000),
-                s.rate_per_second,
-                s.burst,
+                granted.global_tokens,
+                repr(granted.lapse_at_ms),
                 s.account_rate_per_second,
                 s.account_burst,
                 lane.value,
                 int(lane.window_s(s) * 1000),
                 DISPATCH_BATCH,
                 int(HOLD_POLL_S * 1000),
-                *self.pacing.args(now_ms / 1000, self._random.randrange(1 << 30)),
+                *self.pacing.args(now_s, self._random.randrange(1 << 30)),
+                token,
                 *account_args,
             ],
         )
+        if reply[0] == "fenced":
+            self.fenced += 1
+            self.leases.lost(shard)
+            return 0, False, {}
         at = float(reply[0])
+        want: dict[str, int] = {}
+        if reply[1]:
+            want = {str(k): int(v) for k, v in json.loads(reply[1]).items()}
         batch = [
             Dispatched(Waiting.from_body(reply[i + 1]), at if reply[i + 2] == "1" else None)
-            for i in range(1, len(reply), 3)
+            for i in range(2, len(reply), 3)
             if reply[i + 1]
         ]
-        lag_ms = max(0.0, now_ms - min(score for _, score in due))
-        pipe = ob.redis.pipeline(transaction=False)
-        pipe.hset(keys.outbox_stats, f"{lane.value}:lag_ms", f"{lag_ms:.0f}")
-        pipe.hset(keys.outbox_stats, f"{lane.value}:tick_at", f"{now_ms:.0f}")
-        if batch:
-            pipe.hincrby(keys.outbox_stats, f"{lane.value}:dispatched", len(batch))
-        pipe.execute()
         if batch:
             self.publish(batch)
-        return len(batch), len(reply) // 3 >= DISPATCH_BATCH
+            self.dispatched += len(batch)
+        return len(batch), (len(reply) - 2) // 3 >= DISPATCH_BATCH, want
 
-    def reclaim(self, now_ms: float, limit: int = 500) -> int:
-        """Park again what was dispatched and whose lease ran out (its holder died, or
-        the dispatcher died before publishing it); the claim keeps it from going out
-        twice."""
+    def _borrow(self, wants: dict[int, dict[str, int]], lane: Lane) -> dict[int, Grant]:
+        """Borrow from the shared buckets what each shard wants, the fleet's first (a
+        gateway's tokens for a shard that got none of the fleet's would only lapse), in the
+        order the shards are in (the most overdue first); the bulk lane leaves one token in
+        each bucket, so a reply always finds it."""
+        reserve = 1 if lane is Lane.BULK else 0
+        grants: dict[int, Grant] = {}
+        got_global = self._borrow_from(
+            [
+                (shard, "global", want["global"])
+                for shard, want in wants.items()
+                if "global" in want
+            ],
+            reserve,
+            grants,
+        )
+        gateway_asks = []
+        for shard, want in wants.items():
+            for name, n in want.items():
+                if name.startswith("gw:"):
+                    cap = got_global.get(shard, 0) if "global" in want else n
+                    if cap > 0:
+                        gateway_asks.append((shard, name, min(n, cap)))
+        self._borrow_from(gateway_asks, reserve, grants)
+        return grants
+
+    def _borrow_from(
+        self, asks: list[tuple[int, str, int]], reserve: int, grants: dict[int, Grant]
+    ) -> dict[int, int]:
+        """One pipelined round trip of ``borrow.lua`` calls; adds to ``grants``; returns
+        shard -> tokens granted."""
+        if not asks:
+            return {}
+        ob, keys, s = self.outbox, self.outbox.keys, self.settings
+        pipe = ob.redis.pipeline(transaction=False)
+        now_arg = self._now_arg()
+        for _, name, n in asks:
+            if name == "global":
+                key, (rate, burst) = keys.global_bucket, (s.rate_per_second, s.burst)
+            else:
+                key, (rate, burst) = keys.gateway_bucket(name[3:]), self.fleet.limits(name[3:])
+            ob.scripts.borrow(
+                keys=[key],
+                args=[rate, burst, reserve, min(n, DISPATCH_BATCH), now_arg],
+                client=pipe,
+            )
+        got: dict[int, int] = {}
+        for (shard, name, _), (granted, now) in zip(asks, pipe.execute(), strict=True):
+            if not int(granted):
+                continue
+            lapse_at = float(now) + REFILL_S * 1000
+            grant = grants.setdefault(shard, Grant(lapse_at))
+            grant.lapse_at_ms = min(grant.lapse_at_ms, lapse_at)
+            if name == "global":
+                grant.global_tokens += int(granted)
+            else:
+                grant.gateway_tokens[name[3:]] = int(granted)
+            got[shard] = got.get(shard, 0) + int(granted)
+        return got
+
+    def _note(self, lane: Lane, lag_ms: float, now_ms: float, dispatched: int) -> None:
+        """The lane's dispatch figures, for status and metrics."""
+        keys = self.outbox.keys
+        self.lag_ms = max(0.0, lag_ms)
+        pipe = self.outbox.redis.pipeline(transaction=False)
+        pipe.hset(keys.outbox_stats, f"{lane.value}:lag_ms", f"{self.lag_ms:.0f}")
+        pipe.hset(keys.outbox_stats, f"{lane.value}:tick_at", f"{now_ms:.0f}")
+        if dispatched:
+            pipe.hincrby(keys.outbox_stats, f"{lane.value}:dispatched", dispatched)
+        pipe.execute()
+
+    def _report(self) -> None:
+        """This dispatcher's own figures (``wx:dispatcher:<id>``): its shards, when its
+        leases were renewed, what it dispatched, how fast, how late, how often fenced."""
+        at, before = self._reported
+        now = time.monotonic()
+        self._reported = (now, self.dispatched)
+        leases, keys = self.leases, self.outbox.keys
+        key = keys.dispatcher(leases.me)
+        pipe = self.outbox.redis.pipeline(transaction=False)
+        pipe.hset(
+            key,
+            mapping={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": f"{self._started:.3f}",
+                "shards": ",".join(map(str, sorted(leases.held))),
+                "leases_at": f"{leases.renewed_at_ms:.0f}",
+                "dispatched": self.dispatched,
+                "fenced": self.fenced,
+                "rate": f"{(self.dispatched - before) / max(now - at, 1e-3):.1f}",
+                "lag_ms": f"{self.lag_ms:.0f}",
+            },
+        )
+        pipe.expire(key, REPORT_TTL_S)
+        pipe.execute()
+
+    def stop(self) -> None:
+        """Give the shards up at once (their next holders need not wait for the leases)."""
+        self.leases.leave()
+        self.outbox.redis.delete(self.outbox.keys.dispatcher(self.leases.me))
+
+    def reclaim(self, shard: int, now_ms: float, limit: int = 500) -> int:
+        """Park again what was dispatched from ``shard`` and whose lease ran out (its
+        holder died, or the dispatcher died before publishing it); the claim keeps it
+        from going out twice."""
         ob, keys = self.outbox, self.outbox.keys
         expired = ob.redis.zrangebyscore(
-            keys.outbox_inflight, "-inf", now_ms, start=0, num=limit, withscores=True
+            keys.outbox_inflight(shard), "-inf", now_ms, start=0, num=limit, withscores=True
         )
         if not expired:
             return 0
-        bodies = ob.redis.hmget(keys.outbox_messages, [task_id for task_id, _ in expired])
+        bodies = ob.redis.hmget(keys.outbox_messages(shard), [task_id for task_id, _ in expired])
         taken = 0
         for (task_id, lease_end), body in zip(expired, bodies, strict=True):
             if body is None:  # finished meanwhile
-                ob.redis.zrem(keys.outbox_inflight, task_id)
+                ob.redis.zrem(keys.outbox_inflight(shard), task_id)
                 continue
             waiting = Waiting.from_body(body)
             if ob.park_again(waiting, repr(lease_end)):

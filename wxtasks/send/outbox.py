@@ -96,14 +96,15 @@ class Outbox:
     def _park(
         self, waiting: Waiting, due_in_s: float, mode: str, lease_by: str, client: Any
     ) -> int:
+        k, shard = self.keys, self.keys.shard(waiting.app_id)
         reply = self.scripts.park(
             keys=[
-                self.keys.outbox_messages,
-                self.keys.outbox_lane(waiting.app_id, waiting.lane),
-                self.keys.outbox_ready(waiting.lane),
-                self.keys.outbox_inflight,
-                self.keys.outbox_campaign_of,
-                self.keys.outbox_to_group,
+                k.outbox_messages(shard),
+                k.outbox_lane(waiting.app_id, waiting.lane),
+                k.outbox_ready(shard, waiting.lane),
+                k.outbox_inflight(shard),
+                k.outbox_campaign_of(shard),
+                k.outbox_to_group(shard),
             ],
             args=[
                 waiting.task_id,
@@ -131,21 +132,32 @@ class Outbox:
         self, app_id: str | None = None, lane: str | None = None, limit: int = 1000
     ) -> list[Waiting]:
         """Waiting messages (not the dispatched ones), oldest first per account's lane."""
+        k = self.keys
         lanes: list[Lane] = [Lane(lane)] if lane else list(LANES)
         pairs: list[tuple[str, str]] = []
-        for ln in lanes:
-            apps = [app_id] if app_id else self.redis.zrange(self.keys.outbox_ready(ln), 0, -1)
-            pairs.extend((str(a), ln.value) for a in apps)
+        if app_id:
+            pairs = [(app_id, ln.value) for ln in lanes]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(k.shards):
+                for ln in lanes:
+                    pipe.zrange(k.outbox_ready(shard, ln), 0, -1)
+            found = iter(pipe.execute())
+            pairs = [
+                (str(a), ln.value) for _ in range(k.shards) for ln in lanes for a in next(found)
+            ]
         pipe = self.redis.pipeline(transaction=False)
         for a, lane_name in pairs:
-            pipe.zrange(self.keys.outbox_lane(a, lane_name), 0, limit - 1)
-        ids = [i for chunk in (pipe.execute() if pairs else []) for i in chunk]
-        out: list[Waiting] = []
-        for start in range(0, min(len(ids), limit), 1000):
-            chunk = ids[start : min(start + 1000, limit)]
-            for body in self.redis.hmget(self.keys.outbox_messages, chunk):
-                if body:
-                    out.append(Waiting.from_body(body))
+            pipe.zrange(k.outbox_lane(a, lane_name), 0, limit - 1)
+        ids = [
+            (a, i)
+            for (a, _), chunk in zip(pairs, pipe.execute() if pairs else [], strict=True)
+            for i in chunk
+        ][:limit]
+        pipe = self.redis.pipeline(transaction=False)
+        for a, task_id in ids:
+            pipe.hget(k.outbox_messages(k.shard(a)), task_id)
+        out = [Waiting.from_body(body) for body in (pipe.execute() if ids else []) if body]
         # a bulk message held by its account's pacing says so (quiet hours, warm-up, ...)
         held = {w.app_id for w in out if w.lane == Lane.BULK}
         if held:
@@ -163,7 +175,12 @@ class Outbox:
         return out
 
     def get(self, task_id: str) -> Waiting | None:
-        body = self.redis.hget(self.keys.outbox_messages, task_id)
+        """The waiting or dispatched message ``task_id`` (its shard is not known from the
+        id: one pipelined look in every shard; an operator's command, not a hot path)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(self.keys.shards):
+            pipe.hget(self.keys.outbox_messages(shard), task_id)
+        body = next((b for b in pipe.execute() if b), None)
         return Waiting.from_body(body) if body else None
 
     def take_out(self, task_id: str) -> Waiting | None:
@@ -178,13 +195,14 @@ class Outbox:
     def take_out_queued(self, task_id: str, app_id: str, lane: str, pipe: Any) -> Any:
         """:meth:`take_out` of a message whose account and lane the caller knows, queued
         on ``pipe`` (its reply: the body, or nothing when it was not waiting)."""
+        k, shard = self.keys, self.keys.shard(app_id)
         return self.scripts.outbox_cancel(
             keys=[
-                self.keys.outbox_messages,
-                self.keys.outbox_lane(app_id, lane),
-                self.keys.outbox_held,
-                self.keys.outbox_campaign_of,
-                self.keys.outbox_to_group,
+                k.outbox_messages(shard),
+                k.outbox_lane(app_id, lane),
+                k.outbox_held(shard),
+                k.outbox_campaign_of(shard),
+                k.outbox_to_group(shard),
             ],
             args=[task_id],
             client=pipe,
@@ -203,16 +221,20 @@ class Outbox:
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per lane: backlog, accounts with a backlog, the oldest waiting message's age,
         dispatch lag (how long the most overdue account has been due), dispatched."""
+        k = self.keys
         now_s, now_us = self.redis.time()
         now_ms = now_s * 1000 + now_us / 1000
         out: dict[str, dict[str, Any]] = {}
-        figures = self.redis.hgetall(self.keys.outbox_stats)
+        figures = self.redis.hgetall(k.outbox_stats)
         for ln in LANES:
-            ready = self.redis.zrange(self.keys.outbox_ready(ln), 0, -1, withscores=True)
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(k.shards):
+                pipe.zrange(k.outbox_ready(shard, ln), 0, -1, withscores=True)
+            ready = [pair for chunk in pipe.execute() for pair in chunk]
             pipe = self.redis.pipeline(transaction=False)
             for a, _ in ready:
-                pipe.zcard(self.keys.outbox_lane(a, ln))
-                pipe.zrange(self.keys.outbox_lane(a, ln), 0, 0, withscores=True)
+                pipe.zcard(k.outbox_lane(a, ln))
+                pipe.zrange(k.outbox_lane(a, ln), 0, 0, withscores=True)
             replies = pipe.execute() if ready else []
             backlog = sum(int(n) for n in replies[0::2])
             heads = [h[0][1] for h in replies[1::2] if h]
@@ -224,5 +246,8 @@ class Outbox:
                 "dispatch_lag_s": round(max(overdue) / 1000, 3) if overdue else 0.0,
                 "dispatched": int(figures.get(f"{ln.value}:dispatched", 0)),
             }
-        out["inflight"] = {"dispatched": int(self.redis.zcard(self.keys.outbox_inflight))}
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in range(k.shards):
+            pipe.zcard(k.outbox_inflight(shard))
+        out["inflight"] = {"dispatched": sum(int(n) for n in pipe.execute())}
         return out

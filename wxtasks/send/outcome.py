@@ -254,14 +254,15 @@ class Endings:
 
     def _finish(self, e: Ending, pipe: Any) -> Any:
         r, k = e.result, self.keys
+        shard = k.shard(str(r.app_id))
         keys = [
             k.send_stats,
             k.deadletters,
             k.deadletters_order,
-            k.outbox_messages,
-            k.outbox_inflight,
-            k.outbox_campaign_of,
-            k.outbox_to_group,
+            k.outbox_messages(shard),
+            k.outbox_inflight(shard),
+            k.outbox_campaign_of(shard),
+            k.outbox_to_group(shard),
             k.events,
             k.trends(minute_of(now := time.time())),
         ]

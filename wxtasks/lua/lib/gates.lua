@@ -113,13 +113,39 @@ local function bucket(key, rate, burst, answer, now)
   return b
 end
 
+-- a shard's quota of a shared bucket, as the gates see it: tokens its dispatcher borrowed
+-- from the bucket (wxtasks.send.quotas); `grant` more were borrowed just now and lapse at
+-- `lapse_at` (ms), so a token is spent within one refill period of leaving the shared
+-- bucket or never. `limited` false: the bucket does not bind (a gateway of no own limit).
+local function pool(key, answer, limited, grant, lapse_at, now)
+  local p = {key = key, answer = answer, pool = true, rate = 0, tokens = 0}
+  if not limited then
+    return p
+  end
+  p.rate = 1
+  p.tokens = tonumber(redis.call('GET', key) or '0')
+  if grant > 0 and lapse_at > now then
+    p.tokens = p.tokens + grant
+    redis.call('SET', key, p.tokens, 'PX', math.ceil(lapse_at - now))
+  end
+  return p
+end
+
+-- a quota with no token holds until its dispatcher borrows more (the next call, ms away)
+local POOL_EMPTY_MS = 1e9
+
 -- buckets in the order a tie is told: {account, global, gateway}. nil when each has a
 -- token (leaving `reserve`), else the answer of the one that holds longest, and ms
 local function gate_buckets(buckets, now, reserve)
   local answer, longest = nil, 0
   for _, b in ipairs(buckets) do
     if b.rate > 0 then
-      local wait = gcra_wait(b.tat, now, b.rate, b.burst, reserve)
+      local wait
+      if b.pool then
+        wait = b.tokens >= 1 and 0 or POOL_EMPTY_MS
+      else
+        wait = gcra_wait(b.tat, now, b.rate, b.burst, reserve)
+      end
       if wait > longest then
         answer, longest = b.answer, wait
       end
@@ -130,7 +156,12 @@ end
 
 local function take_tokens(buckets, now)
   for _, b in ipairs(buckets) do
-    if b.rate > 0 then
+    if b.pool then
+      if b.rate > 0 then
+        b.tokens = b.tokens - 1
+        redis.call('DECR', b.key)
+      end
+    elseif b.rate > 0 then
       b.tat = gcra_take(b.key, b.tat, now, b.rate)
     end
   end
