@@ -112,7 +112,8 @@ class Rig:
 
     def end(self, task_id: str) -> None:
         """A dispatched message ended sent (as its send task would record it)."""
-        result = SendResult(Status.SENT, "-", "-", task_id)
+        app_id = next(d.waiting.app_id for d in self.dispatched() if d.waiting.task_id == task_id)
+        result = SendResult(Status.SENT, app_id, "-", task_id)
         self.rt.endings.end(Ending(result, from_outbox=True), store_result=False)
 
     def done(self) -> None:
@@ -167,7 +168,7 @@ def test_each_accounts_bucket_bounds_its_own_dispatch(redis_url: str, r: redis.R
     assert len(times["slow"]) >= 3 + 2 * 4.95 - 1
     assert len(times["fast"]) >= 5 + 20 * 4.95 - 1
     # an account waiting for its own bucket is looked at again when it refills, not before
-    ready = r.zscore(rig.keys.outbox_ready(Lane.INTERACTIVE), "slow")
+    ready = r.zscore(rig.keys.outbox_ready(rig.keys.shard("slow"), Lane.INTERACTIVE), "slow")
     assert ready is not None and ready > rig.t * 1000
 
 
@@ -303,7 +304,9 @@ def test_an_account_that_cannot_send_releases_its_messages_to_fail(
         f"{a}-{i}" for a in ("idle", "broken", "removed", "never-registered") for i in (1, 2)
     )
     assert all(d.paid_at_ms is None for d in rig.dispatched())  # no token spent on them
-    assert rig.r.zcard(rig.keys.outbox_ready(Lane.INTERACTIVE)) == 0
+    assert not any(
+        rig.r.zcard(rig.keys.outbox_ready(s, Lane.INTERACTIVE)) for s in range(rig.keys.shards)
+    )
 
 
 # -- leases ------------------------------------------------------------------------------------
@@ -321,8 +324,8 @@ def test_a_dispatched_message_whose_lease_ran_out_goes_out_again(
     assert rig.tick(T0 + LEASE_S - 1) == []
     assert rig.ids(T0 + LEASE_S + 1) == ["lost"]  # reclaimed and dispatched again
     assert rig.tick(T0 + LEASE_S + 2) == []
-    assert r.zcard(rig.keys.outbox_inflight) == 1  # the second lease
-    assert rig.dispatcher.reclaim((T0 + 2 * LEASE_S + 2) * 1000) == 1
+    assert r.zcard(rig.keys.outbox_inflight(rig.keys.shard("a1"))) == 1  # the second lease
+    assert rig.dispatcher.reclaim(rig.keys.shard("a1"), (T0 + 2 * LEASE_S + 2) * 1000) == 1
 
 
 def test_two_dispatchers_never_hand_out_one_message_twice(redis_url: str, r: redis.Redis) -> None:
@@ -345,10 +348,17 @@ def test_two_dispatchers_never_hand_out_one_message_twice(redis_url: str, r: red
     handed: list[list[Dispatched]] = [[], []]
     clients = [redis_client(redis_url) for _ in handed]
     errors: list[BaseException] = []
+    dispatchers = [
+        build(clients[k], rig.settings).dispatcher(handed[k].extend, clock=clock) for k in (0, 1)
+    ]
+    for _ in range(2):  # both are live: they split the shards between them
+        for d in dispatchers:
+            d.leases.cycle()
+    assert sorted(len(d.leases.held) for d in dispatchers) == [32, 32]
 
     def run(k: int) -> None:
         try:
-            dispatcher = build(clients[k], rig.settings).dispatcher(handed[k].extend, clock=clock)
+            dispatcher = dispatchers[k]
             for _ in range(3000):
                 dispatcher.tick()
                 if sum(len(h) for h in handed) >= len(ids):
@@ -370,6 +380,31 @@ def test_two_dispatchers_never_hand_out_one_message_twice(redis_url: str, r: red
     assert handed[0] and handed[1]  # both took part
 
 
+def test_a_dispatcher_whose_leases_passed_to_another_dispatches_nothing(
+    redis_url: str, r: redis.Redis
+) -> None:
+    rig = Rig(redis_url, r, rate_per_second=1000, burst=1000)
+    apps = [f"a{i:02}" for i in range(40)]
+    rig.online(*apps)
+    old = rig.dispatcher
+    old.leases.cycle()
+    assert len(old.leases.held) == rig.keys.shards  # alone: it holds every shard
+    # it is paused past its leases (SIGSTOP): they run out, and it drops out of the split
+    r.delete(*(rig.keys.shard_lease(s) for s in range(rig.keys.shards)), rig.keys.dispatchers)
+    new = build(r, rig.settings).dispatcher(rig.batches.append, clock=lambda: rig.t)
+    new.leases.cycle()
+    assert len(new.leases.held) == rig.keys.shards
+    for i, app in enumerate(apps):
+        rig.park(f"m{i}", app)
+    # resumed, it still believes it holds its shards (its next lease cycle is not due)
+    old.leases._next_cycle = float("inf")
+    assert old.tick() == 0 and rig.dispatched() == []
+    busy = {rig.keys.shard(a) for a in apps}
+    assert old.fenced == len(busy)  # each call refused by the fencing token ...
+    assert not busy & set(old.leases.held)  # ... and those shards given up
+    assert new.tick() == 40  # the new holder dispatches everything, once
+
+
 # -- campaigns and operators ---------------------------------------------------------------------
 
 
@@ -389,7 +424,7 @@ def test_a_paused_campaign_is_set_aside_and_resumes_in_order(
     assert rig.ids(T0) == ["c1:0", "c1:1"]  # the account's burst, less the reply reserve
     campaigns.pause("c1")
     assert rig.tick(T0 + 1) == []
-    held = r.zrange(rig.keys.outbox_held, 0, -1)
+    held = r.zrange(rig.keys.outbox_held(rig.keys.shard("a1")), 0, -1)
     assert len(held) == 10 and rig.outbox.waiting("a1") == []  # set aside within one tick
     # a reply on the same account is not held up by the paused campaign
     rig.park("reply", "a1", enqueued_at=T0 + 1)
@@ -427,7 +462,7 @@ def test_cancelling_a_campaign_counts_what_had_not_gone_out(redis_url: str, r: r
     assert [e["status"] for e in campaigns.report("c1")][2:] == ["cancelled"] * 6
     for s in range(2, 10):
         assert rig.tick(T0 + s) == []
-    assert r.zcard(rig.keys.outbox_held) == 0 and rig.outbox.waiting() == []
+    assert r.zcard(rig.keys.outbox_held(rig.keys.shard("a1"))) == 0 and rig.outbox.waiting() == []
 
 
 def test_an_operator_cancels_only_a_waiting_message(redis_url: str, r: redis.Redis) -> None:
@@ -459,7 +494,7 @@ def test_an_operator_can_cancel_a_paused_campaigns_message(redis_url: str, r: re
     )
     campaigns.pause("c1")
     rig.tick(T0)
-    assert r.zcard(rig.keys.outbox_held) == 4
+    assert r.zcard(rig.keys.outbox_held(rig.keys.shard("a1"))) == 4
     cancelled = rig.rt.endings.cancel_waiting(rig.outbox, "c1:3", CANCELLED_BY_OPERATOR)
     assert cancelled is not None and cancelled["task_id"] == "c1:3"
     assert campaigns.show("c1")["cancelled"] == 1
