@@ -66,6 +66,9 @@ Public names (other teams' deploy scripts and docker-compose use them):
     a QR login older than this gives up
 ``WXTASKS_KEY_PREFIX`` (default ``wx``)
     prefix of every Redis key
+``WXTASKS_SHARDS`` (default ``64``)
+    account shards (fixed for a deployment: an account's keys name its shard); the
+    dispatchers split them among themselves
 ``WXTASKS_EVENTS_MAXLEN`` (default ``10000``)
     events stream cap (approximate)
 ``WXTASKS_ALERT_WEBHOOK_URL`` (default empty)

@@ -19,6 +19,11 @@ wxtasks_outbox_oldest_age_seconds{lane}    gauge   age of the oldest waiting mes
 wxtasks_outbox_dispatch_lag_seconds{lane}  gauge   how long the most overdue account has
                                                    been due (buckets or dispatcher behind)
 wxtasks_outbox_dispatched_total{lane}      counter messages dispatched from the outbox
+wxtasks_shards_unheld                      gauge   shards no dispatcher holds a lease on
+wxtasks_dispatcher_shards{dispatcher}      gauge   shards each live dispatcher holds
+wxtasks_dispatcher_lease_age_seconds{..}   gauge   since it last renewed its leases
+wxtasks_dispatcher_rate{dispatcher}        gauge   messages it dispatched per second, lately
+wxtasks_dispatcher_lag_seconds{dispatcher} gauge   how long its most overdue account waited
 wxtasks_redis_memory_used_bytes            gauge   memory Redis uses
 wxtasks_redis_maxmemory_bytes              gauge   Redis's maxmemory (0: none; alert at 80%)
 wxtasks_gateway_up{gateway}                gauge   1 when the gateway answers, 0 marked down
@@ -44,6 +49,7 @@ from prometheus_client.registry import Collector
 from wxtasks import redismemory
 from wxtasks.runtime import Runtime
 from wxtasks.send.buckets import levels
+from wxtasks.send.leases import dispatchers_view
 from wxtasks.send.outbox import LANES
 from wxtasks.trends import SAMPLED, TTL_S, minute_of, read
 
@@ -154,6 +160,7 @@ class RedisCollector(Collector):
         for lane in LANES:
             dispatched.add_metric([lane.value], float(lanes[lane.value]["dispatched"]))
         yield dispatched
+        yield from self._dispatchers()
         used, limit = redismemory.usage(self.redis)
         yield GaugeMetricFamily("wxtasks_redis_memory_used_bytes", "Memory Redis uses", value=used)
         yield GaugeMetricFamily(
@@ -180,6 +187,33 @@ class RedisCollector(Collector):
         for name in sorted({*names, *(k[3:] for k in last if k.startswith("gw:"))}):
             per_gateway.add_metric([name], last.get(f"gw:{name}", 0.0))
         yield per_gateway
+
+    def _dispatchers(self) -> Iterator[Metric]:
+        view = dispatchers_view(self.redis, self.keys)
+        yield GaugeMetricFamily(
+            "wxtasks_shards_unheld",
+            "Shards no dispatcher holds a lease on now",
+            value=view["unheld_shards"],
+        )
+        families = [
+            ("wxtasks_dispatcher_shards", "Shards the dispatcher holds", "shards"),
+            (
+                "wxtasks_dispatcher_lease_age_seconds",
+                "Since the dispatcher last renewed its leases",
+                "lease_age_s",
+            ),
+            (
+                "wxtasks_dispatcher_rate",
+                "Messages the dispatcher moved to the send queue per second, lately",
+                "rate_per_s",
+            ),
+            ("wxtasks_dispatcher_lag_seconds", "How long its most overdue account waited", "lag_s"),
+        ]
+        for name, doc, field in families:
+            family = GaugeMetricFamily(name, doc, labels=["dispatcher"])
+            for one in view["dispatchers"]:
+                family.add_metric([one["id"]], float(one[field] or 0))
+            yield family
 
 
 def serve(rt: Runtime, port: int, host: str = "127.0.0.1") -> None:

@@ -48,6 +48,7 @@ def queue_depths() -> dict[str, int | None]:
 def status_snapshot() -> dict[str, Any]:
     from wxtasks.events import read_events
     from wxtasks.send.buckets import levels
+    from wxtasks.send.leases import dispatchers_view
 
     rt = runtime()
     s = rt.settings
@@ -89,6 +90,7 @@ def status_snapshot() -> dict[str, Any]:
         "gateways": gateways,
         "queues": depths,
         "outbox": rt.outbox.stats(),
+        "dispatch": dispatchers_view(rt.redis, rt.keys),
         "global_bucket": {
             "tokens": round(global_level.tokens, 2),
             "rate_per_second": s.rate_per_second,
@@ -177,6 +179,17 @@ def status(as_json: bool) -> None:
             f"outbox     {lane:<11} waiting {o['backlog']} ({o['accounts']} accounts), "
             f"oldest {o['oldest_age_s']}s, dispatch lag {o['dispatch_lag_s']}s, "
             f"dispatched {o['dispatched']}"
+        )
+    d = snap["dispatch"]
+    click.echo(
+        f"dispatch   {len(d['dispatchers'])} dispatchers, {d['shards']} shards"
+        + (f" ({d['unheld_shards']} held by none)" if d["unheld_shards"] else "")
+    )
+    for one in d["dispatchers"]:
+        click.echo(
+            f"  {one['id']}  shards {one['shards']}  lease age {one['lease_age_s']}s  "
+            f"{one['rate_per_s']}/s  lag {one['lag_s']}s  dispatched {one['dispatched']}"
+            + (f"  fenced {one['fenced']}" if one["fenced"] else "")
         )
     for busy in snap["busiest_account_buckets"]:
         click.echo(f"  busy     appId={busy['app_id']} next slot in {busy['next_slot_in_s']}s")

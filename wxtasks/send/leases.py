@@ -123,3 +123,39 @@ class ShardLeases:
         self.scripts.dispatchers(keys=[k.dispatchers], args=["leave", self.me, 0], client=pipe)
         pipe.execute()
         self.held.clear()
+
+
+def dispatchers_view(client: Any, keys: Keys) -> dict[str, Any]:
+    """What status and metrics show of the dispatchers: each live one's shards, lease age,
+    dispatch rate and lag, and how many shards no dispatcher holds now."""
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    live = [str(m) for m in client.zrangebyscore(keys.dispatchers, now_ms, "+inf")]
+    pipe = client.pipeline(transaction=False)
+    for me in live:
+        pipe.hgetall(keys.dispatcher(me))
+    for shard in range(keys.shards):
+        pipe.exists(keys.shard_lease(shard))
+    replies = pipe.execute()
+    figures, held = replies[: len(live)], replies[len(live) :]
+    out = []
+    for me, f in zip(live, figures, strict=True):
+        shards = [int(s) for s in (f.get("shards") or "").split(",") if s]
+        leases_at = float(f.get("leases_at") or 0)
+        out.append(
+            {
+                "id": me,
+                "shards": len(shards),
+                "shard_list": shards,
+                "lease_age_s": round(max(0.0, now_ms - leases_at) / 1000, 3) if leases_at else None,
+                "rate_per_s": float(f.get("rate") or 0),
+                "lag_s": round(float(f.get("lag_ms") or 0) / 1000, 3),
+                "dispatched": int(f.get("dispatched") or 0),
+                "fenced": int(f.get("fenced") or 0),
+            }
+        )
+    return {
+        "shards": keys.shards,
+        "unheld_shards": sum(1 for h in held if not int(h)),
+        "dispatchers": out,
+    }

@@ -1,7 +1,8 @@
 """The dispatcher process, ``wxtasks dispatcher``: a role of its own, any number of them.
 
 Each one takes its share of the shards (leases, :mod:`wxtasks.send.leases`) and moves
-their due messages from the outbox onto the send queue every ``Dispatcher.TICK_S``. Two
+their due messages from the outbox onto the send queue every ``Dispatcher.TICK_S``, each
+dispatch call's messages published together (:mod:`wxtasks.worker.publish`). Two
 or more run in production (docker-compose and ``wxtasks dev`` run 2): when one dies, the
 others dispatch its shards within about 5 s; when one joins, it takes its share within a
 second or two. Send workers do not dispatch: see the README's "Dispatchers".
@@ -16,62 +17,17 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from wxtasks import layout
-from wxtasks.campaigns.store import Campaigns
 from wxtasks.config import Settings
 from wxtasks.runtime import Runtime
 from wxtasks.send.dispatcher import Dispatcher
-from wxtasks.send.outbox import Dispatched
-from wxtasks.worker.celeryconf import (
-    ATTEMPT_HEADER,
-    CAMPAIGN_HEADER,
-    ENQUEUED_HEADER,
-    OUTBOX_HEADER,
-    PAID_HEADER,
-    SEND_QUEUE,
-)
+from wxtasks.worker.publish import batch_publisher
 
 logger = logging.getLogger(__name__)
 
 #: after an error (Redis or the broker away) the dispatcher tries again this often
 RETRY_S = 1.0
-
-
-def publisher(app: Any, campaigns: Campaigns) -> Callable[[list[Dispatched]], None]:
-    """Publish dispatched messages as send tasks under their own task ids (a campaign's
-    target gets the campaign's content)."""
-
-    def publish(batch: list[Dispatched]) -> None:
-        contents: dict[str, dict[str, str]] = {}
-        with app.producer_or_acquire() as producer:
-            for d in batch:
-                w = d.waiting
-                headers: dict[str, Any] = {
-                    ENQUEUED_HEADER: w.enqueued_at,
-                    ATTEMPT_HEADER: w.attempt,
-                    OUTBOX_HEADER: "1",
-                }
-                if d.paid_at_ms is not None:
-                    headers[PAID_HEADER] = d.paid_at_ms
-                kwargs = w.kwargs
-                if w.campaign:
-                    headers[CAMPAIGN_HEADER] = w.campaign
-                    if w.campaign not in contents:
-                        contents[w.campaign] = campaigns.content(w.campaign)
-                    kwargs = {**contents[w.campaign], **kwargs}
-                app.send_task(
-                    w.task,
-                    kwargs=kwargs,
-                    task_id=w.task_id,
-                    queue=SEND_QUEUE,
-                    headers=headers,
-                    producer=producer,
-                )
-
-    return publish
 
 
 def run(settings: Settings, stop: threading.Event | None = None) -> None:
@@ -82,7 +38,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
             signal.signal(sig, lambda *_: stop.set())
     rt = Runtime(settings)
     layout.ensure(rt.redis, rt.keys)
-    dispatcher = rt.dispatcher(publisher(rt.celery, rt.campaigns))
+    dispatcher = rt.dispatcher(batch_publisher(rt.celery, rt.campaigns))
     logger.info(
         "dispatcher %s: starting (%d shards, split with the other dispatchers)",
         dispatcher.leases.me,
