@@ -54,6 +54,7 @@ COUNTED = (
     "campaign_of_filled",
     "to_group_filled",
     "orphans_dropped",
+    "deadletter_claim_keys",
     "unreadable",
 )
 
@@ -119,6 +120,7 @@ def migrate(client: Any, keys: Keys, *, dry_run: bool = False, force: bool = Fal
         report.moved[name] = _rename(client, keys, scripts, kind)
     report.moved["ready"] = _split_ready(client, keys, scripts)
     _messages(client, keys, scripts, report.moved)
+    report.moved["deadletter_claim_keys"] = _deadletter_claims(client, keys, dry_run)
     if not dry_run:
         report.moved["orphans_dropped"] = _drop_orphans(client, keys)
         layout.mark(client, keys)
@@ -276,3 +278,29 @@ def _drop_orphans(client: Any, keys: Keys) -> int:
                 remove = {"zset": client.zrem, "hash": client.hdel, "set": client.srem}[kind]
                 dropped += int(remove(key, *gone))
     return dropped
+
+
+def _deadletter_claims(client: Any, keys: Keys, dry_run: bool) -> int:
+    """Rename the send claim an ``unknown`` dead letter names (``claim_key``, which a
+    requeue drops): the claim itself moved to its layout-2 name."""
+    shape = re.compile(re.escape(f"{keys.prefix}:claim:") + r"\{([^{}]+)\}:(.+)")
+    renamed = 0
+    cursor = 0
+    while True:
+        cursor, entries = client.hscan(keys.deadletters, cursor, count=BATCH)
+        pipe = client.pipeline(transaction=False)
+        for task_id, raw in entries.items():
+            try:
+                entry = json.loads(raw)
+                m = shape.fullmatch(str(entry.get("claim_key") or ""))
+            except (ValueError, AttributeError):
+                continue
+            if m is None:
+                continue
+            renamed += 1
+            entry["claim_key"] = keys.claim(m.group(1), m.group(2))
+            pipe.hset(keys.deadletters, task_id, json.dumps(entry, ensure_ascii=False))
+        if not dry_run:
+            pipe.execute()
+        if int(cursor) == 0:
+            return renamed
