@@ -32,6 +32,9 @@ _NAMES = (
     "inbound_claim",
     "lease",
     "login_attempt",
+    "migrate_messages",
+    "migrate_rename",
+    "migrate_split",
     "outbox_cancel",
     "park",
     "register",
@@ -74,6 +77,9 @@ class Scripts:
     inbound_claim: Script
     lease: Script
     login_attempt: Script
+    migrate_messages: Script
+    migrate_rename: Script
+    migrate_split: Script
     outbox_cancel: Script
     park: Script
     register: Script

@@ -22,6 +22,7 @@ from wxtasks.cli import campaigns as _campaigns  # noqa: E402
 from wxtasks.cli import dev as _dev  # noqa: E402
 from wxtasks.cli import gateways as _gateways  # noqa: E402
 from wxtasks.cli import inbound as _inbound  # noqa: E402
+from wxtasks.cli import migrate as _migrate  # noqa: E402
 from wxtasks.cli import ops as _ops  # noqa: E402
 from wxtasks.cli import outbox as _outbox  # noqa: E402
 from wxtasks.cli import sends as _sends  # noqa: E402
@@ -45,6 +46,7 @@ for _command in (
     _ops.events,
     _ops.check,
     _ops.metrics,
+    _migrate.migrate,
     _dev.simulator,
     _dev.dev,
 ):
