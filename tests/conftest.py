@@ -268,15 +268,18 @@ def over_envelope(
     times: list[float], burst: float, rate: float, widths: tuple[float, ...] = (0.25, 0.5, 1, 2, 5)
 ) -> list[str]:
     """Windows at the gateway that held more than the bucket lets through: burst + rate *
-    (T + the arrival jitter), + 1 for clock granularity. Empty when the envelope held."""
+    (T + one quota refill period + the arrival jitter), + 1 for clock granularity (a
+    shard's borrowed tokens are spent within REFILL_S of leaving the shared bucket). Empty
+    when the envelope held."""
     from wxtasks.metrics import max_in_window
+    from wxtasks.send.dispatcher import REFILL_S
 
+    slack = REFILL_S + ARRIVAL_JITTER_S
     bad = []
     for width in widths:
         seen = max_in_window(times, width)
-        allowed = burst + rate * (width + ARRIVAL_JITTER_S) + 1
-        if seen > allowed:
-            bad.append(f"T={width}s: {seen} > {burst} + {rate}*({width}+{ARRIVAL_JITTER_S}) + 1")
+        if seen > burst + rate * (width + slack) + 1:
+            bad.append(f"T={width}s: {seen} > {burst} + {rate}*({width}+{slack}) + 1")
     return bad
 
 

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
 import redis
 
 from tests.conftest import build
@@ -403,6 +404,23 @@ def test_a_dispatcher_whose_leases_passed_to_another_dispatches_nothing(
     assert old.fenced == len(busy)  # each call refused by the fencing token ...
     assert not busy & set(old.leases.held)  # ... and those shards given up
     assert new.tick() == 40  # the new holder dispatches everything, once
+
+
+def test_a_batch_the_broker_refused_is_parked_again_at_once(redis_url: str, r: redis.Redis) -> None:
+    rig = Rig(redis_url, r, rate_per_second=1000, burst=1000)
+    rig.online("a1")
+    rig.park("m1", "a1")
+    rig.park("m2", "a1")
+
+    def broker_away(batch: list[Dispatched]) -> None:
+        raise ConnectionError("broker away")
+
+    rig.dispatcher.publish = broker_away
+    with pytest.raises(ConnectionError):
+        rig.tick(T0)
+    assert sorted(w.task_id for w in rig.outbox.waiting()) == ["m1", "m2"]  # not lost for 60 s
+    rig.dispatcher.publish = rig.batches.append
+    assert rig.ids(T0 + 5) == ["m1", "m2"]  # (their first tokens were spent)
 
 
 # -- campaigns and operators ---------------------------------------------------------------------

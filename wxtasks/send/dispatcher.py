@@ -247,7 +247,11 @@ class Dispatcher:
             if reply[i + 1]
         ]
         if batch:
-            self.publish(batch)
+            try:
+                self.publish(batch)
+            except Exception:
+                ob.unpublished([d.waiting for d in batch], repr(at + LEASE_S * 1000))
+                raise
             self.dispatched += len(batch)
         return len(batch), (len(reply) - 2) // 3 >= DISPATCH_BATCH, want
 

@@ -126,6 +126,15 @@ class Outbox:
         False when it is no longer dispatched with such a lease."""
         return self._park(waiting, 0.0, "soon", lease_end, None) >= 0
 
+    def unpublished(self, batch: list[Waiting], lease_end: str) -> None:
+        """Park a dispatched batch again at once: publishing it failed (the broker away),
+        so nobody holds it; some may have reached the broker all the same, and the claim
+        keeps those from going out twice."""
+        pipe = self.redis.pipeline(transaction=False)
+        for waiting in batch:
+            self._park(waiting, 0.0, "soon", lease_end, pipe)
+        pipe.execute()
+
     # -- operators -----------------------------------------------------------------------------
 
     def waiting(

@@ -18,6 +18,8 @@ import signal
 import threading
 import time
 
+import redis
+
 from wxtasks import layout
 from wxtasks.config import Settings
 from wxtasks.runtime import Runtime
@@ -30,6 +32,17 @@ logger = logging.getLogger(__name__)
 RETRY_S = 1.0
 
 
+def _layout_checked(rt: Runtime) -> bool:
+    """True once the Redis's layout is this release's (raises LayoutError when it is not);
+    False while Redis cannot be reached (a dispatcher started before Redis waits for it)."""
+    try:
+        layout.ensure(rt.redis, rt.keys)
+        return True
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logger.warning("dispatcher: cannot reach Redis yet (%s); waiting", exc)
+        return False
+
+
 def run(settings: Settings, stop: threading.Event | None = None) -> None:
     """Dispatch until ``stop`` is set (or SIGTERM / SIGINT, when on the main thread)."""
     stop = stop or threading.Event()
@@ -37,7 +50,8 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     rt = Runtime(settings)
-    layout.ensure(rt.redis, rt.keys)
+    while not _layout_checked(rt) and not stop.wait(RETRY_S):
+        pass
     dispatcher = rt.dispatcher(batch_publisher(rt.celery, rt.campaigns))
     logger.info(
         "dispatcher %s: starting (%d shards, split with the other dispatchers)",
