@@ -348,6 +348,16 @@ class Stack:
         finally:
             app.close()
 
+    def log_tails(self, lines: int = 15) -> str:
+        """The last lines of each child's log, to print when a test fails."""
+        out = []
+        for child in self.children:
+            if child.log_path and os.path.exists(child.log_path):
+                with open(child.log_path, errors="replace") as f:
+                    tail = f.readlines()[-lines:]
+                out.append(f"--- {child.name} (alive: {child.alive})\n" + "".join(tail))
+        return "\n".join(out)
+
     def stop(self) -> None:
         self.supervisor.stop_many(self.children, timeout_s=10)
         self.children.clear()

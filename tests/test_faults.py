@@ -96,6 +96,8 @@ def test_redis_restart_mid_run_loses_nothing(
         finally:
             dead = DeadLetters(r, Keys(settings.key_prefix)).list()
             lost, twice = figures("redis restart", messages, sim, dead)
+            if lost:
+                print(stack.log_tails())
         outcomes = Counter(done)
         assert lost == [] and twice == []
         assert sum(outcomes.values()) == 200

@@ -46,3 +46,38 @@ def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -
         if line.startswith('wxtasks_outbox_oldest_age_seconds{lane="bulk"}')
     )
     assert 29 <= age <= 40
+
+
+def test_status_and_metrics_show_each_dispatchers_shards_rate_and_lag(
+    redis_url: str, r: redis.Redis
+) -> None:
+    from wxtasks.send.leases import dispatchers_view
+
+    settings = Settings.from_env({}, redis_url=redis_url, rate_per_second=1000, burst=1000)
+    rt = build(r, settings)
+    handed: list[object] = []
+    one, two = (rt.dispatcher(handed.extend, me=me) for me in ("host-a:1:aa", "host-b:2:bb"))
+    assert dispatchers_view(r, rt.keys)["unheld_shards"] == 64  # none runs yet
+    for _ in range(2):  # both live: each takes half
+        one.tick()
+        two.tick()
+    store = rt.accounts
+    for i in range(8):
+        store.register(f"a{i}")
+        store.transition(f"a{i}", Event.LOGIN_SUCCEEDED)
+        rt.outbox.park(Waiting(f"m{i}", "wxtasks.send_text", {}, f"a{i}", "interactive", 1.0), 0)
+    one.leases._next_cycle = two.leases._next_cycle = 0  # report now
+    one.tick()
+    two.tick()
+    view = dispatchers_view(r, rt.keys)
+    assert view["unheld_shards"] == 0
+    shown = {d["id"]: d for d in view["dispatchers"]}
+    assert {d["shards"] for d in shown.values()} == {32}
+    assert sum(d["dispatched"] for d in shown.values()) == len(handed) == 8
+    assert all(0 <= d["lease_age_s"] < 4 for d in shown.values())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(Runtime(settings)))
+    text = generate_latest(registry).decode()
+    assert 'wxtasks_dispatcher_shards{dispatcher="host-a:1:aa"} 32.0' in text
+    assert "wxtasks_shards_unheld 0.0" in text
+    assert 'wxtasks_dispatcher_lag_seconds{dispatcher="host-b:2:bb"}' in text

@@ -104,9 +104,15 @@ class Dispatcher:
         for at most ``TICK_BUDGET_S`` (a backlog that is all due at once goes out over
         several ticks); returns how many went out. With nothing due it costs one round
         trip (``due.lua`` for every held shard, pipelined)."""
-        if self.leases.due():
-            self.leases.cycle()
+        if not self.leases.due():
+            return self._tick()
+        self.leases.cycle()
+        try:
+            return self._tick()
+        finally:
             self._report()
+
+    def _tick(self) -> int:
         shards = sorted(self.leases.held)
         if not shards:
             return 0
