@@ -13,6 +13,13 @@ from wxtasks.send.outbox import Waiting
 from wxtasks.send.pipeline import Message
 
 
+def scrape(settings: Settings) -> str:
+    """What Prometheus reads from the exporter now."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(Runtime(settings)))
+    return generate_latest(registry).decode()
+
+
 def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -> None:
     settings = Settings.from_env({}, redis_url=redis_url, rate_per_second=5, burst=10)
     store = build(r, settings).accounts
@@ -30,9 +37,7 @@ def test_metrics_describe_the_fleet_from_redis(redis_url: str, r: redis.Redis) -
     waiting = Waiting("b1", "wxtasks.send_text", {"app_id": "a1"}, "a1", "bulk", now_s - 30.0)
     build(r, settings).outbox.park(waiting, 0)
     r.lpush(store.keys.heartbeat_lateness, "0.5", "1.5")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(Runtime(settings)))
-    text = generate_latest(registry).decode()
+    text = scrape(settings)
     assert 'wxtasks_accounts{state="ONLINE"} 1.0' in text
     assert 'wxtasks_accounts{state="IDLE"} 1.0' in text
     assert 'wxtasks_sends_total{outcome="sent"} 1.0' in text
@@ -75,9 +80,7 @@ def test_status_and_metrics_show_each_dispatchers_shards_rate_and_lag(
     assert {d["shards"] for d in shown.values()} == {32}
     assert sum(d["dispatched"] for d in shown.values()) == len(handed) == 8
     assert all(0 <= d["lease_age_s"] < 4 for d in shown.values())
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(Runtime(settings)))
-    text = generate_latest(registry).decode()
+    text = scrape(settings)
     assert 'wxtasks_dispatcher_shards{dispatcher="host-a:1:aa"} 32.0' in text
     assert "wxtasks_shards_unheld 0.0" in text
     assert 'wxtasks_dispatcher_lag_seconds{dispatcher="host-b:2:bb"}' in text
