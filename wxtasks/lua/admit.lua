@@ -2,16 +2,16 @@
 -- and claim the dedup key. All or nothing.
 -- uses: gcra
 -- uses: gates
--- KEYS[1] = account hash              (wx:acct:{appId})
--- KEYS[2] = account bucket            (wx:bucket:{appId})
+-- KEYS[1] = account hash              (wx:{s}:acct:<appId>)
+-- KEYS[2] = account bucket            (wx:{s}:bucket:<appId>)
 -- KEYS[3] = global bucket             (wx:bucket:global)
--- KEYS[4] = send claim                (wx:claim:{appId}:<digest>)
--- KEYS[5] = the message's lane        (wx:outbox:{appId}:<lane>)
--- KEYS[6] = first-seen mark           (wx:seen:{appId}:<task id>)
+-- KEYS[4] = send claim                (wx:{s}:claim:<appId>:<digest>)
+-- KEYS[5] = the message's lane        (wx:{s}:outbox:<appId>:<lane>)
+-- KEYS[6] = first-seen mark           (wx:{s}:seen:<appId>:<task id>)
 -- KEYS[7] = stopped campaigns         (wx:campaigns:stopped)  hash: id -> paused|cancelled
 -- KEYS[8] = the account's gateway's bucket (wx:bucket:gw:<gateway>)
 -- KEYS[9] = gateways marked down      (wx:gateways:down)  set
--- KEYS[10] = the account's bulk sends today (wx:bulkday:{appId}:<YYYYMMDD>, local day)
+-- KEYS[10] = the account's bulk sends today (wx:{s}:bulkday:<appId>:<YYYYMMDD>, local day)
 -- KEYS[11] = campaigns' own spacing   (wx:campaigns:jitter)  hash: id -> "MIN-MAX" s
 --   KEYS[3], [7], [8], [9], [11] are not in the account's hash slot: a gateway's bucket
 --   and the fleet's are shared by many accounts.

@@ -1,5 +1,5 @@
 -- Trip an account's bulk circuit breaker, once: its bulk lane cools off until then.
--- KEYS[1] = account hash              (wx:acct:{appId})
+-- KEYS[1] = account hash              (wx:{s}:acct:<appId>)
 -- ARGV[1] = now (unix seconds)        ARGV[2] = cool off until (unix seconds)
 -- ARGV[3] = why
 -- returns 1 when this call tripped it, 0 when it was already cooling off (or no account)

@@ -1,6 +1,6 @@
 -- Read bucket levels the way admission computes them (for status and metrics).
 -- uses: gcra
--- KEYS[i] = a bucket (wx:bucket:global or wx:bucket:{appId})
+-- KEYS[i] = a bucket (wx:bucket:global or wx:{s}:bucket:<appId>)
 -- ARGV[1] = now ms, or "" for Redis TIME
 -- ARGV[2i], ARGV[2i + 1] = bucket i's rate per second and burst
 -- returns {tokens_1, next_token_ms_1, tokens_2, ...} as strings: tokens it could hand out

@@ -4,16 +4,16 @@
 -- ends (the send task, an operator's cancel, a campaign's cancel) comes through here.
 -- KEYS[1] = send counts               (wx:stats:sends)  hash: status -> n
 -- KEYS[2] = dead letters              (wx:deadletters)  KEYS[3] = their order (zset)
--- KEYS[4] = waiting messages          (wx:outbox:messages)
--- KEYS[5] = dispatched messages       (wx:outbox:inflight)
--- KEYS[6] = waiting messages' campaigns (wx:outbox:campaign_of)
--- KEYS[7] = waiting messages to groups (wx:outbox:to_group)
+-- KEYS[4] = waiting messages          (wx:{s}:outbox:messages)
+-- KEYS[5] = dispatched messages       (wx:{s}:outbox:inflight)
+-- KEYS[6] = waiting messages' campaigns (wx:{s}:outbox:campaign_of)
+-- KEYS[7] = waiting messages to groups (wx:{s}:outbox:to_group)
 -- KEYS[8] = the events stream         (wx:events)
 -- KEYS[9] = this minute's trend bucket (wx:trends:<minute>, the console's Overview)
 -- then, in this order, only those the ARGV flags ask for:
---   its send claim (wx:claim:{appId}:<digest>)                        when ARGV[4] ~= ""
+--   its send claim (wx:{s}:claim:<appId>:<digest>)                        when ARGV[4] ~= ""
 --   its campaign, counts and outcomes (wx:campaign:{id}[:counts|:results])  ARGV[9] ~= ""
---   its account (wx:acct:{appId}), a bulk send that went out           ARGV[12] == "1"
+--   its account (wx:{s}:acct:<appId>), a bulk send that went out           ARGV[12] == "1"
 --     (its breaker's count starts over; its next bulk send waits its gap from now)
 local task_id = ARGV[1]
 local status = ARGV[2]           -- sent | duplicate | failed | unknown | cancelled

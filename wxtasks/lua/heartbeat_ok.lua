@@ -1,7 +1,7 @@
 -- Record a heartbeat batch in one call: each successful liveness probe (unless its account
 -- left ONLINE meanwhile), and the batch's lateness samples.
 -- KEYS[1] = heartbeat lateness samples (wx:stats:heartbeat_lateness)  list, newest first
--- KEYS[2..] = the hashes of the accounts whose probe succeeded (wx:acct:{appId})
+-- KEYS[2..] = the hashes of the accounts whose probe succeeded (wx:{s}:acct:<appId>)
 -- ARGV[1] = now, unix seconds as text
 -- ARGV[2] = how many lateness samples to keep
 -- ARGV[3..] = this batch's lateness samples (seconds as text)

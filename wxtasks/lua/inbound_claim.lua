@@ -1,5 +1,5 @@
 -- Claim a received message (dedupe on appId + NewMsgId) and record it, once.
--- KEYS[1] = seen key                  (wx:inbound:seen:{appId}:<newMsgId>)
+-- KEYS[1] = seen key                  (wx:{s}:inbound:seen:<appId>:<newMsgId>)
 -- KEYS[2] = received messages list    (wx:inbound)
 -- ARGV[1] = owner: the task id handling it
 -- ARGV[2] = seen TTL, seconds

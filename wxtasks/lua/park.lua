@@ -1,11 +1,11 @@
 -- Park a message in its account's lane of the outbox, to be dispatched again when the
 -- buckets allow (or, for a retry, not before its backoff ends).
--- KEYS[1] = waiting messages          (wx:outbox:messages)  hash: task id -> body (JSON)
--- KEYS[2] = the lane                  (wx:outbox:{appId}:<lane>)  zset: task id -> order
--- KEYS[3] = the lane's ready set      (wx:outbox:ready:<lane>)  zset: appId -> look at, ms
--- KEYS[4] = dispatched messages       (wx:outbox:inflight)  zset: task id -> lease end, ms
--- KEYS[5] = waiting messages' campaigns (wx:outbox:campaign_of)  hash: task id -> campaign
--- KEYS[6] = waiting messages to groups (wx:outbox:to_group)  set of task ids
+-- KEYS[1] = waiting messages          (wx:{s}:outbox:messages)  hash: task id -> body (JSON)
+-- KEYS[2] = the lane                  (wx:{s}:outbox:<appId>:<lane>)  zset: task id -> order
+-- KEYS[3] = the lane's ready set      (wx:{s}:outbox:ready:<lane>)  zset: appId -> look at, ms
+-- KEYS[4] = dispatched messages       (wx:{s}:outbox:inflight)  zset: task id -> lease end, ms
+-- KEYS[5] = waiting messages' campaigns (wx:{s}:outbox:campaign_of)  hash: task id -> campaign
+-- KEYS[6] = waiting messages to groups (wx:{s}:outbox:to_group)  set of task ids
 -- ARGV[1] = task id    ARGV[2] = body (JSON)
 -- ARGV[3] = order in the lane: when it was first enqueued, ms (FIFO)
 -- ARGV[4] = appId      ARGV[5] = in how many ms the dispatcher should look at the account

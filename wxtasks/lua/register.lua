@@ -1,5 +1,5 @@
 -- Register an account, or update the options of one that exists. Atomic.
--- KEYS[1] = account hash              (wx:acct:{appId})
+-- KEYS[1] = account hash              (wx:{s}:acct:<appId>)
 -- KEYS[2] = heartbeat schedule        (wx:schedule:heartbeat)
 -- KEYS[3] = registry set              (wx:accounts)
 -- ARGV[1] = appId

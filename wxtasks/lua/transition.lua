@@ -1,5 +1,5 @@
 -- Compare-and-set one account state transition, and publish it.
--- KEYS[1] = account hash              (wx:acct:{appId})
+-- KEYS[1] = account hash              (wx:{s}:acct:<appId>)
 -- KEYS[2] = events stream             (wx:events)
 -- ARGV[1] = expected version
 -- ARGV[2] = new state
