@@ -1,10 +1,11 @@
 """Shard leases: how any number of dispatchers split the shards among themselves.
 
-Every dispatcher says it is alive in ``wx:dispatchers`` each :data:`CYCLE_S`; the live
-ones, sorted by id, split the shards round-robin (shard ``s`` is the ``s % n``-th one's).
-A dispatcher holds a shard by its lease (``wx:{s}:lease``, :data:`LEASE_S`, renewed each
-cycle), and gives up at once a shard the split gives to another, which takes it at its
-next cycle: a dispatcher that joins or leaves is balanced in within about a second. One
+Every dispatcher says it is alive in ``wx:dispatchers`` each :data:`CYCLE_S`; each live
+one's share is an even split of the shards (:func:`share`). A dispatcher holds a shard by
+its lease (``wx:{s}:lease``, :data:`LEASE_S`, renewed each cycle); each cycle it keeps
+what it holds up to its share, gives up the rest, and takes shards nobody holds up to its
+share. So a dispatcher that joins gets its share within a cycle or two (the others give
+shards up as their share shrinks), and only shards that must move do. One
 that dies (or is paused) drops out of the split after :data:`MEMBER_TTL_S` and its leases
 run out after :data:`LEASE_S`, so its shards dispatch again within ``LEASE_S + CYCLE_S``.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -41,13 +43,14 @@ def dispatcher_id() -> str:
     return f"{host[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def split(members: list[str], shards: int) -> dict[str, list[int]]:
-    """Which shards each live dispatcher should hold: round-robin over the sorted ids."""
+def share(members: list[str], me: str, shards: int) -> int:
+    """How many shards ``me`` should hold: an even split among the live dispatchers (the
+    first ``shards % n`` of them by id hold one more); 0 when it is not among them."""
     ordered = sorted(members)
-    out: dict[str, list[int]] = {m: [] for m in ordered}
-    for shard in range(shards):
-        out[ordered[shard % len(ordered)]].append(shard)
-    return out
+    if me not in ordered:
+        return 0
+    base, extra = divmod(shards, len(ordered))
+    return base + (1 if ordered.index(me) < extra else 0)
 
 
 class ShardLeases:
@@ -60,6 +63,7 @@ class ShardLeases:
         self.me = me or dispatcher_id()
         self.held: dict[int, str] = {}
         self.members: list[str] = []
+        self._random = random.Random()
         #: when the leases were last renewed (Redis time, ms)
         self.renewed_at_ms = 0.0
         self._next_cycle = 0.0
@@ -68,27 +72,36 @@ class ShardLeases:
         return time.monotonic() >= self._next_cycle
 
     def cycle(self) -> None:
-        """Say this dispatcher is alive, and take, keep or give up shards as the split of
-        the live dispatchers says (two round trips)."""
+        """Say this dispatcher is alive, and keep, give up or take shards towards its even
+        share (two round trips). Sticky: it keeps what it holds up to its share and takes
+        only shards nobody holds (random ones, so two dispatchers rarely reach for the
+        same), so a dispatcher that joins or leaves moves only the shards it must."""
         self._next_cycle = time.monotonic() + CYCLE_S
         k = self.keys
-        reply = self.scripts.dispatchers(
-            keys=[k.dispatchers], args=["join", self.me, int(MEMBER_TTL_S * 1000)]
-        )
-        now_ms, self.members = float(reply[0]), [str(m) for m in reply[1:]]
-        mine = set(split(self.members, k.shards).get(self.me, []))
-        lease_ms = int(LEASE_S * 1000)
-        asks: list[int] = []
         pipe = self.redis.pipeline(transaction=False)
-        for shard in sorted(mine | set(self.held)):
-            token = self.held.get(shard, "")
-            mode = "acquire" if not token else ("renew" if shard in mine else "release")
+        self.scripts.dispatchers(
+            keys=[k.dispatchers], args=["join", self.me, int(MEMBER_TTL_S * 1000)], client=pipe
+        )
+        for shard in range(k.shards):
+            pipe.exists(k.shard_lease(shard))
+        reply, *leased = pipe.execute()
+        now_ms, self.members = float(reply[0]), [str(m) for m in reply[1:]]
+        target = share(self.members, self.me, k.shards)
+        kept = sorted(self.held)[:target]
+        free = [s for s in range(k.shards) if not int(leased[s]) and s not in self.held]
+        self._random.shuffle(free)
+        plan = [(s, "renew") for s in kept]
+        plan += [(s, "release") for s in sorted(self.held)[target:]]
+        plan += [(s, "acquire") for s in free[: max(0, target - len(kept))]]
+        lease_ms = int(LEASE_S * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard, mode in plan:
             self.scripts.lease(
                 keys=[k.shard_lease(shard), k.shard_fence(shard)],
-                args=[mode, self.me, lease_ms, token],
+                args=[mode, self.me, lease_ms, self.held.get(shard, "")],
                 client=pipe,
             )
-            asks.append(shard)
+        asks = [shard for shard, _ in plan]
         before = set(self.held)
         for shard, token in zip(asks, pipe.execute() if asks else [], strict=True):
             if token:
