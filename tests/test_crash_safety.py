@@ -63,9 +63,9 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     stack.dispatchers()
     stack.wait_workers(2)
 
-    # 300 messages: 10 s at the global 30/s, the kill a third of the way in
-    distinct = [(accounts[i % 10], f"wxid_{i % 7}", f"message {i}") for i in range(270)]
-    repeats = [distinct[i * 9] for i in range(30)]
+    # 600 messages: 20 s at the global 30/s, the kill a third of the way in
+    distinct = [(accounts[i % 10], f"wxid_{i % 7}", f"message {i}") for i in range(540)]
+    repeats = [distinct[i * 9] for i in range(60)]
     if on_rabbit.get("quorum_queues"):
         # quorum queues must be declared with their arguments: a configured producer
         producer = WxTasksClient.from_settings(stack.settings).app
@@ -78,7 +78,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
         for a, t, c in distinct + repeats
     ]
 
-    wait_until(lambda: len(sim.sends()) >= 100, 60, what="the run to be under way")
+    wait_until(lambda: len(sim.sends()) >= 200, 60, what="the run to be under way")
     supervisor.kill(victim)  # SIGKILL the worker instance's main process
     killed_at = time.monotonic()
     stack.worker("send", "c", 2)  # and a new one comes up, as an orchestrator would
@@ -106,7 +106,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_limit_holds_across_workers(
     assert twice == []
     assert sum(outcomes.values()) == len(distinct) + len(repeats)
     assert all(e["status"] in ("failed", "unknown") and e["error"] for e in dead)
-    assert outcomes["duplicate"] >= 30 - outcomes["unknown"]
+    assert outcomes["duplicate"] >= 60 - outcomes["unknown"]
 
     # the gateway never saw more than the bucket lets through in any window
     times = [s["at"] for s in sends]
