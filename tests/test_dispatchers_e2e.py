@@ -26,7 +26,6 @@ from tests.conftest import (
     Simulator,
     Stack,
     _flush,
-    _simulator,
     db,
     online,
     over_envelope,
@@ -55,49 +54,50 @@ STOP_S = 1.0
 #: how long a paused or cancelled campaign is watched past STOP_S: running, it sends
 #: RATE a second, so this window would hold ~30
 WATCH_S = 1.5
+#: bulk sends paced by the buckets alone: no spacing, quiet hours or warm-up
+BUCKET_PACED_BULK: dict[str, Any] = {
+    "bulk_jitter_s": "0-0",
+    "group_jitter_s": "0-0",
+    "quiet_hours": QUIET_HOURS_OFF,
+    "warmup_s": 0,
+}
 
 
 @pytest.fixture(scope="module")
-def sim(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
-    return _simulator(simulators, supervisor, "v1")
-
-
-@pytest.fixture(scope="module")
-def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator[Stack]:
+def stack(redis_server: str, v1_simulator: Simulator, supervisor: Supervisor) -> Iterator[Stack]:
+    """The module's stack, on the suite's first databases (flushed before and after)."""
     settings = settings_for(
         redis_server,
-        sim,
+        v1_simulator,
         rate_per_second=RATE,
         burst=BURST,
-        account_rate_per_second=50,
+        account_rate_per_second=50,  # far above each account's share of the fleet's
         account_burst=50,
         heartbeat_interval_s=3600,
-        bulk_jitter_s="0-0",
-        group_jitter_s="0-0",
-        quiet_hours=QUIET_HOURS_OFF,
-        warmup_s=0,
+        **BUCKET_PACED_BULK,
     )
     _flush(redis_server)
     _flush(db(redis_server, 1))
     runtime = Runtime(settings)
     runtime.gateways.add(  # the same simulator, behind a bucket of its own
         SLOW_GW,
-        base_url=sim.url,
-        profile=sim.profile,
+        base_url=v1_simulator.url,
+        profile=v1_simulator.profile,
         token_env="VIDEOS_API_TOKEN",
         rate=GW_RATE,
         burst=GW_BURST,
     )
     runtime.redis.close()
-    stack = Stack(settings, supervisor)
-    stack.worker("send,control", "disp", 2)
-    stack.beat()
-    stack.dispatchers(2)
-    stack.wait_workers(1)
+    stack = Stack(settings, supervisor).full("disp")
     yield stack
     stack.stop()
     _flush(redis_server)
     _flush(db(redis_server, 1))
+
+
+@pytest.fixture
+def sim(v1_simulator: Simulator) -> Simulator:
+    return v1_simulator
 
 
 def _dispatcher_children(stack: Stack) -> list[Child]:
