@@ -292,8 +292,10 @@ def test_sigstop_past_the_lease_dispatches_nothing_it_lost_then_rejoins(
     paused, other = _dispatcher_children(stack)
     paused_id, other_id = _id_of(rt, paused), _id_of(rt, other)
 
-    # stopped while nothing is waiting, right after a report of its figures: what it had
-    # dispatched is all in that report
+    # stopped right after a report of its figures, while nothing waits (the traffic starts
+    # once it is stopped): what it had dispatched is all in that report, so any rise of
+    # the figure before it holds leases again would be a dispatch from a lost shard
+    assert rt.outbox.waiting() == []
     last = _figures(rt, paused_id)["leases_at"]
     wait_until(lambda: _figures(rt, paused_id)["leases_at"] != last, 5, 0.002, "a report")
     os.kill(paused.process.pid, signal.SIGSTOP)
@@ -337,8 +339,9 @@ def test_sigstop_past_the_lease_dispatches_nothing_it_lost_then_rejoins(
         f"{first['fenced']}; back to 32 shards {rejoin_s:.2f}s after SIGCONT; campaign "
         f"{done['sent']}/{total} sent"
     )
-    # nothing dispatched between SIGCONT and its first report: any call it made with the
-    # tokens of its lost leases was fenced
+    # nothing dispatched between SIGCONT and its first report (written right after its
+    # first lease cycle, before any dispatch call on a new lease): any call it made with
+    # the tokens of its lost leases was fenced
     assert first["dispatched"] == before["dispatched"]
     assert done["sent"] == total and done["waiting"] == 0
     _exactly_once(sim, "s_", set(targets))
