@@ -208,6 +208,12 @@ def simulator(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simul
     return _simulator(simulators, supervisor, "videosapi")
 
 
+@pytest.fixture(scope="module")
+def v1_simulator(simulators: dict[str, Simulator], supervisor: Supervisor) -> Simulator:
+    """The v1-profile simulator, for a module's own stack (its tests reset it)."""
+    return _simulator(simulators, supervisor, "v1")
+
+
 @pytest.fixture(params=["videosapi", "gewe", "v1"])
 def any_simulator(
     request: pytest.FixtureRequest, simulators: dict[str, Simulator], supervisor: Supervisor
@@ -333,6 +339,15 @@ class Stack:
     def dispatchers(self, n: int = DISPATCHERS) -> list[Child]:
         """``n`` dispatcher processes (as a deployment runs), which split the shards."""
         return [self.dispatcher() for _ in range(n)]
+
+    def full(self, name: str = "w", concurrency: int = 2) -> Stack:
+        """A worker (send and control), a beat and the dispatchers, as a deployment runs;
+        returns once the worker answers."""
+        self.worker("send,control", name, concurrency)
+        self.beat()
+        self.dispatchers()
+        self.wait_workers(1)
+        return self
 
     def wait_workers(self, n: int, timeout_s: float = 30) -> None:
         from wxtasks.client import WxTasksClient

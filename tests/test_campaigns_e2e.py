@@ -44,11 +44,7 @@ def stack(redis_server: str, sim: Simulator, supervisor: Supervisor) -> Iterator
         group_jitter_s="0.2-0.5",
         quiet_hours=QUIET_HOURS_OFF,
     )
-    stack = Stack(settings, supervisor)
-    stack.worker("send,control", "camp", 2)
-    stack.beat()
-    stack.dispatchers()
-    stack.wait_workers(1)
+    stack = Stack(settings, supervisor).full("camp")
     yield stack
     stack.stop()
 
