@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: a lease not renewed within this long passes to another dispatcher (Inngest: 4 s)
 LEASE_S = 4.0
-#: leases are renewed, and the split looked at, this often
-CYCLE_S = 0.5
+#: leases are renewed, and the split looked at, this often (a dead dispatcher's shards
+#: dispatch again within LEASE_S + CYCLE_S)
+CYCLE_S = 0.25
 #: a dispatcher not heard from within this long is out of the split
 MEMBER_TTL_S = 3.0
 
@@ -73,23 +74,26 @@ class ShardLeases:
 
     def cycle(self) -> None:
         """Say this dispatcher is alive, and keep, give up or take shards towards its even
-        share (two round trips). Sticky: it keeps what it holds up to its share and takes
-        only shards nobody holds (random ones, so two dispatchers rarely reach for the
-        same), so a dispatcher that joins or leaves moves only the shards it must."""
+        share (two round trips; three while it is short of its share). Sticky: it keeps
+        what it holds up to its share and takes only shards nobody holds (random ones, so
+        two dispatchers rarely reach for the same), so a dispatcher that joins or leaves
+        moves only the shards it must."""
         self._next_cycle = time.monotonic() + CYCLE_S
         k = self.keys
-        pipe = self.redis.pipeline(transaction=False)
-        self.scripts.dispatchers(
-            keys=[k.dispatchers], args=["join", self.me, int(MEMBER_TTL_S * 1000)], client=pipe
+        reply = self.scripts.dispatchers(
+            keys=[k.dispatchers], args=["join", self.me, int(MEMBER_TTL_S * 1000)]
         )
-        for shard in range(k.shards):
-            pipe.exists(k.shard_lease(shard))
-        reply, *leased = pipe.execute()
         now_ms, self.members = float(reply[0]), [str(m) for m in reply[1:]]
         target = share(self.members, self.me, k.shards)
         kept = sorted(self.held)[:target]
-        free = [s for s in range(k.shards) if not int(leased[s]) and s not in self.held]
-        self._random.shuffle(free)
+        free: list[int] = []
+        if len(kept) < target:  # short of its share: which shards does nobody hold?
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in range(k.shards):
+                pipe.exists(k.shard_lease(shard))
+            leased = pipe.execute()
+            free = [s for s in range(k.shards) if not int(leased[s]) and s not in self.held]
+            self._random.shuffle(free)
         plan = [(s, "renew") for s in kept]
         plan += [(s, "release") for s in sorted(self.held)[target:]]
         plan += [(s, "acquire") for s in free[: max(0, target - len(kept))]]
