@@ -98,6 +98,7 @@ def test_check_fails_without_workers_and_names_the_failing_part(cli: Any) -> Non
     lines = {line.split()[1]: line.split()[0] for line in out.output.splitlines()}
     assert lines["redis"] == "ok" and lines["broker"] == "ok" and lines["gateway"] == "ok"
     assert lines["workers"] == "FAIL"
+    assert lines["dispatch"] == "FAIL" and "start `wxtasks dispatcher`" in out.output
 
 
 def test_redis_down_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -276,7 +276,8 @@ def events(
 @click.command()
 @click.option("--timeout-s", type=float, default=3.0, show_default=True)
 def check(timeout_s: float) -> None:
-    """Redis, broker, gateway token, live workers: one line each; exit 0 when all pass."""
+    """Redis, broker, gateway token, live workers and dispatchers: one line each; exit 0
+    when all pass."""
     results = run_checks(timeout_s)
     for name, ok, detail in results:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {name:<8} {detail}")
@@ -357,7 +358,24 @@ def run_checks(timeout_s: float = 3.0) -> list[tuple[str, bool, str]]:
             + (f"; nobody consumes {', '.join(sorted(missing))}" if missing else ""),
         )
     )
+    results.append(dispatch_check())
     return results
+
+
+def dispatch_check() -> tuple[str, bool, str]:
+    """Live dispatchers, and every shard held by one (else waiting messages stay put)."""
+    from wxtasks.send.leases import dispatchers_view
+
+    rt = runtime()
+    try:
+        view = dispatchers_view(rt.redis, rt.keys)
+    except Exception as exc:
+        return ("dispatch", False, f"cannot read the dispatchers: {exc}")
+    live, unheld = len(view["dispatchers"]), view["unheld_shards"]
+    detail = f"{live} dispatcher(s) hold {view['shards'] - unheld} of {view['shards']} shards"
+    if not live:
+        detail += "; start `wxtasks dispatcher` (waiting messages are not sent meanwhile)"
+    return ("dispatch", live > 0 and unheld == 0, detail)
 
 
 @click.command()
