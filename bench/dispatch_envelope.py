@@ -10,22 +10,40 @@ each window width T, how many windows ``[t, t + T]`` (one starting at each send)
 than burst + rate * T + slack sends, slack = rate * REFILL_S + 1 (a borrowed token lapses
 after REFILL_S); and the long-run rate against the bucket's.
 
+Then the cost per message of the whole path with the same processes and limits so high
+they never bind (``--cost-n``, 3,000 over the same accounts; the capacity model in the
+README is built from it): worker CPU (psutil, every process of both instances),
+dispatcher CPU, Redis CPU (INFO cpu) and Redis commands (INFO commandstats, those inside
+Lua included) per message, from the first enqueue to the last send at the gateway.
+
 Measured (2-core shared machine)::
 
     see below (filled in from the run)
 
-    python bench/dispatch_envelope.py [--rate 50] [--burst 10] [--n 2500]
+    python bench/dispatch_envelope.py [--rate 50] [--burst 10] [--n 2500] [--cost-n 3000]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
-from harness import bench, dispatcher_procs, max_in_window, table, windows_over
+from harness import (
+    Bench,
+    bench,
+    cpu_seconds,
+    dispatcher_procs,
+    high_limits,
+    max_in_window,
+    redis_cpu,
+    table,
+    windows_over,
+)
 from send_pipeline import enqueue, producer, wait_sends
 
 from wxtasks.keys import shard_of
+from wxtasks.runtime import Runtime
 from wxtasks.send.dispatcher import REFILL_S
 
 WIDTHS = (0.25, 0.5, 1.0, 2.0, 5.0)
@@ -37,6 +55,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10)
     parser.add_argument("--accounts", type=int, default=256)
     parser.add_argument("--n", type=int, default=2_500)
+    parser.add_argument("--cost-n", type=int, default=3_000)
     args = parser.parse_args()
     rate, burst = args.rate, args.burst
     slack = rate * REFILL_S + 1
@@ -44,8 +63,8 @@ def main() -> None:
         settings = b.settings(rate_per_second=rate, burst=burst)
         accounts = b.online_accounts(settings, args.accounts)
         shards = {shard_of(a, settings.shards) for a in accounts}
-        workers = b.workers(settings, instances=2, concurrency=4)
-        dispatcher_procs(b.supervisor, b.env(settings), 2, "envelope")
+        procs = b.workers(settings, instances=2, concurrency=4)
+        procs += dispatcher_procs(b.supervisor, b.env(settings), 2, "envelope")
         messages = [
             (accounts[i % len(accounts)], f"wxid_{i}", f"envelope {i}") for i in range(args.n)
         ]
@@ -53,7 +72,8 @@ def main() -> None:
         enqueue(producer(b, settings), "wxtasks.send_text", messages)
         sends = wait_sends(b, args.n, args.n / rate * 2 + 60)
         wall = time.monotonic() - t0
-        b.stop_workers(workers)
+        b.supervisor.stop_many(procs)
+        cost_figures = cost(b, args.accounts, args.cost_n) if args.cost_n else None
     times = sorted(s["at"] for s in sends)
     rows = []
     total_over = 0
@@ -73,6 +93,70 @@ def main() -> None:
         f"({(long_run / rate - 1) * 100:+.1f} % of {rate:g}/s); slack {slack:g}; "
         f"windows over the envelope: {total_over} (goal 0)"
     )
+
+    if cost_figures:
+        c = cost_figures
+        print(
+            f"\n== cost per message, outbox path, limits never binding: {c['n']:,} msgs, "
+            f"{c['rate']:,.0f} msgs/s at the gateway =="
+        )
+        print(
+            table(
+                [
+                    ["send workers (2 x 4 procs)", f"{c['worker'] * 1000:.2f} ms"],
+                    ["dispatchers (2)", f"{c['dispatcher'] * 1000:.2f} ms"],
+                    ["Redis server (state + broker)", f"{c['redis'] * 1000:.2f} ms"],
+                    ["Redis commands (Lua's included)", f"{c['commands']:.1f}"],
+                ],
+                ["per message", "CPU / commands"],
+            )
+        )
+
+
+def cost(b: Bench, n_accounts: int, n: int) -> dict[str, Any]:
+    """CPU and Redis commands per message through the whole path (admit, park, dispatch,
+    send, finish), limits never binding."""
+    b.reset()
+    settings = b.settings(**high_limits())
+    accounts = b.online_accounts(settings, n_accounts)
+    workers = b.workers(settings, instances=2, concurrency=4)
+    dispatchers = dispatcher_procs(b.supervisor, b.env(settings), 2, "cost")
+    time.sleep(2.0)  # the dispatchers split the shards
+    rt = Runtime(settings)
+    state = rt.redis
+    before = (
+        cpu_seconds([c.process.pid for c in workers]),
+        cpu_seconds([c.process.pid for c in dispatchers]),
+        redis_cpu(state),
+        commands(state),
+    )
+    messages = [(accounts[i % n_accounts], f"wxid_c{i}", f"cost {i}") for i in range(n)]
+    t0 = time.time()
+    enqueue(producer(b, settings), "wxtasks.send_text", messages)
+    sends = wait_sends(b, n, 600)
+    after = (
+        cpu_seconds([c.process.pid for c in workers]),
+        cpu_seconds([c.process.pid for c in dispatchers]),
+        redis_cpu(state),
+        commands(state),
+    )
+    done = len(sends)
+    last = max(s["at"] for s in sends)
+    b.supervisor.stop_many(workers + dispatchers)
+    rt.close()
+    return {
+        "n": done,
+        "rate": done / max(last - t0, 1e-6),
+        "worker": (after[0] - before[0]) / done,
+        "dispatcher": (after[1] - before[1]) / done,
+        "redis": (after[2] - before[2]) / done,
+        "commands": (after[3] - before[3]) / done,
+    }
+
+
+def commands(client: Any) -> int:
+    """Commands the Redis server ran so far (INFO commandstats; inside Lua included)."""
+    return sum(int(v["calls"]) for v in client.info("commandstats").values())
 
 
 if __name__ == "__main__":
