@@ -15,9 +15,10 @@ The cost per message (the capacity model in the README is built from it): worker
 commands of the state Redis (state and Celery results) and of the broker (a second
 redis-server here, so the two are told apart; commands from INFO commandstats, those
 inside Lua included), from the first enqueue to the last send at the gateway, less the
-processes' idle rate (3 s measured before the load). Twice: the envelope run above (every message through the
-outbox: admitted, parked, dispatched, sent), and ``--cost-n`` (3,000) more with limits
-so high they never bind (a send admitted at once goes straight to the gateway).
+processes' idle rate (3 s measured before the load). Twice: the envelope run above
+(every message through the outbox: admitted, parked, dispatched, sent), and
+``--cost-n`` (3,000) more with limits so high they never bind (a send admitted at once
+goes straight to the gateway).
 
 Measured (2-core shared machine)::
 
