@@ -70,7 +70,7 @@ from harness import (
     cpu_seconds,
     dispatcher_procs,
     fill_outbox,
-    high_limits,
+    high_settings,
     queue_length,
     rabbitmq_vhost,
     redis_cpu,
@@ -226,9 +226,7 @@ def main() -> None:
     me = [sys.executable, os.path.abspath(__file__), "--child"]
     results: dict[str, dict[str, Any]] = {}
     with layout.redis_server().RedisServer() as server:
-        settings = Settings.from_env(
-            {}, redis_url=server.url, broker_url=server.url[:-1] + "1", **high_limits()
-        )
+        settings = high_settings(server)
         plan: list[tuple[str, int, list[str] | None]] = [
             ("redis, batched", 1, None),
             ("redis, batched", 2, None),

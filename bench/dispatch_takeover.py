@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 import layout
-from harness import BENCH_DIR, dispatcher_procs, fill_outbox, high_limits, table, waiting
+from harness import BENCH_DIR, dispatcher_procs, fill_outbox, high_settings, table, waiting
 
 from wxtasks.config import Settings
 from wxtasks.runtime import Runtime
@@ -166,9 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     results = []
     with layout.redis_server().RedisServer() as server:
-        settings = Settings.from_env(
-            {}, redis_url=server.url, broker_url=server.url[:-1] + "1", **high_limits()
-        )
+        settings = high_settings(server)
         for k in range(args.runs):
             r = one_run(settings, k, args.rate, args.warm)
             results.append(r)

@@ -25,9 +25,8 @@ import time
 from typing import Any
 
 import layout
-from harness import fill_outbox, high_limits, redis_cpu, table
+from harness import fill_outbox, high_settings, redis_cpu, table
 
-from wxtasks.config import Settings
 from wxtasks.runtime import Runtime
 
 
@@ -80,12 +79,7 @@ def main() -> None:
     n_accounts, n = (100, 10_000) if args.quick else (1_000, 100_000)
     rows = []
     with layout.redis_server().RedisServer() as server:
-        settings = Settings.from_env(
-            {},
-            redis_url=server.url,
-            broker_url=server.url[:-1] + "1",
-            **high_limits(),
-        )
+        settings = high_settings(server)
         for label, lane, real in (
             ("interactive, collect", "interactive", None),
             ("bulk (gates), collect", "bulk", None),

@@ -294,6 +294,14 @@ def high_limits() -> dict[str, Any]:
     }
 
 
+def high_settings(server: Any) -> Settings:
+    """Settings for a bench's throwaway redis-server (state db 0, broker db 1), every
+    bucket never binding."""
+    return Settings.from_env(
+        {}, redis_url=server.url, broker_url=server.url[:-1] + "1", **high_limits()
+    )
+
+
 def waiting(**fields: Any) -> Any:
     """An outbox entry (``Waiting``) with the fields this tree's outbox knows."""
     import dataclasses
