@@ -14,6 +14,14 @@ one by one (``send_task`` per message, as the beat did) and batched
 (``wxtasks.worker.publish.batch_publisher``, as ``wxtasks dispatcher`` does). The
 Dispatcher takes all the shards' leases at its first tick (it is the only one).
 
+Measured (2-core shared machine; 100,000 over 1,000 accounts)::
+
+    interactive, collect            34,378 msgs/s wall   35,599 per core    28 us CPU/msg
+    bulk (gates), collect            9,171               10,451             96
+    interactive, one by one          1,506                1,692            591
+    interactive, batched             3,624                4,630            216  (2.7x)
+    longest tick 0.6-1.3 s (TICK_BUDGET_S 0.5 is checked between rounds of shards)
+
     python bench/dispatcher_cost.py [--quick]      # --quick: 10,000 over 100 accounts
 """
 
