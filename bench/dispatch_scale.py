@@ -33,8 +33,9 @@ average 3.0; 100,000 msgs over 1,000 accounts; Redis CPU = state + broker)::
     RabbitMQ, batched        x1   2,338 msgs/s  disp 0.24 ms CPU/msg  (RabbitMQ's own CPU
                              x2   2,719 msgs/s  not counted; 2/1 = 1.16: the broker shares
                                                 the same 2 cores and is the limit)
-    --quick (10,000 over 100 accounts): x1 5,427, x2 5,953, x4 7,490 msgs/s (runs of ~2 s:
-    start-up and the split dominate)
+    --quick (10,000 over 100 accounts) is a smoke check only: runs of 2-4 s, start-up
+    and the split dominate (x1 5,427 / 4,379, x2 5,953 / 2,692, x4 7,490 / 5,070 msgs/s
+    in two runs)
 
 Why 2 processes do better than 2x one: one process is not CPU-bound (18.1 s CPU in 27.4
 s wall, 66 % of a core). Under cProfile, 21,475 dispatch calls for 100,000 messages, and
