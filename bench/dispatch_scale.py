@@ -33,6 +33,8 @@ average 3.0; 100,000 msgs over 1,000 accounts; Redis CPU = state + broker)::
     RabbitMQ, batched        x1   2,338 msgs/s  disp 0.24 ms CPU/msg  (RabbitMQ's own CPU
                              x2   2,719 msgs/s  not counted; 2/1 = 1.16: the broker shares
                                                 the same 2 cores and is the limit)
+    second run (--no-rabbit, load average 3.5): x1 3,964, x2 7,325 (2/1 = 1.85, after
+    split 1.95), x4 6,860 (4/1 = 1.73), one by one 1,280 (batched 3.10x)
     --quick (10,000 over 100 accounts) is a smoke check only: runs of 2-4 s, start-up
     and the split dominate (x1 5,427 / 4,379, x2 5,953 / 2,692, x4 7,490 / 5,070 msgs/s
     in two runs)
