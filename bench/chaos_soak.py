@@ -4,9 +4,10 @@ accounted for.
 
 Processes: a Redis started by the bench with AOF (``appendonly yes``, ``everysec``) that is
 both the state store and the broker; the simulator (videosapi); 2 send workers x 2
-processes, 1 control worker x 2, 2 beats (one active). Settings at their defaults (limits
-5/s burst 10 and 1/s burst 2, deadlines, visibility timeout, heartbeat 30 s, bulk spacing
-1-3 s), except quiet hours off for the simulated accounts.
+processes, 1 control worker x 2, 1 beat (the schedule) and 2 dispatcher processes
+(``python -m wxtasks dispatcher``: they split the shards by leases). Settings at their
+defaults (limits 5/s burst 10 and 1/s burst 2, deadlines, visibility timeout, heartbeat
+30 s, bulk spacing 1-3 s), except quiet hours off for the simulated accounts.
 
 Load, from plain Celery producers (``Celery(broker, backend).send_task``, as other teams'
 apps) and ``WxTasksClient``, half each: ~2 replies a second (``send_text``, each with its
@@ -16,16 +17,26 @@ as a careful app would.
 
 Chaos thread: SIGKILL a random send or control worker's main process about every 30 s
 and start a replacement; restart Redis once (SIGTERM, same port, the AOF brings it back)
-at 40 % of the run; SIGKILL the active beat once at 60 % (its standby takes over; a new
-standby is started); the gateway answers 503 for 20 s once at 25 % (simulator fault
-``outage``).
+at 40 % of the run; SIGKILL the beat once at 60 % (a new one is started; it dispatches
+nothing, only the schedule); SIGKILL a dispatcher at 70 % (a new one is started; the
+other takes its shards when its leases run out); SIGSTOP a dispatcher for 10 s at 80 %
+(its leases pass to the other; when it wakes, its dispatch calls are fenced); the gateway
+answers 503 for 20 s once at 25 % (simulator fault ``outage``).
 
 After the load stops, a drain period (until every message has an outcome, at most
 ``--drain`` s), then from the simulator's record of sends, the dead-letter list, the
 send results and the campaigns' reports: enqueued, sent exactly once, dead-lettered
 (reasons grouped), unknown, lost (goal 0), sent twice outside ``unknown`` (goal 0).
 
+Measured (``--minutes 2``, 2-core shared machine): every fault injected (3 worker
+SIGKILLs, 20 s outage, Redis restart, beat SIGKILL: the new beat active 10.5 s later,
+dispatcher SIGKILL: every shard held again 3.9 s later, dispatcher SIGSTOP 10 s: every
+shard held by the other 3.9 s later, and the paused one, woken, held 0 then rejoined);
+321 enqueued (241 replies + 80 bulk targets), 321 sent exactly once, 0 dead-lettered,
+0 unknown, lost 0, twice 0: PASS.
+
     python bench/chaos_soak.py [--minutes 10] [--drain 300] [--seed N]
+    # --minutes 2: the shortest that still injects every fault
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ import json
 import os
 import random
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -42,11 +54,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
-from harness import BENCH_DIR, Bench, SendLog, bench, no_quiet_hours, table
+from harness import (
+    BENCH_DIR,
+    Bench,
+    SendLog,
+    bench,
+    dispatcher_procs,
+    no_quiet_hours,
+    table,
+)
 
 from wxtasks.client import WxTasksClient
 from wxtasks.dev.stack import celery_cmd, worker_args
 from wxtasks.runtime import Runtime
+from wxtasks.send.leases import dispatchers_view
 
 ACCOUNTS = 20
 REPLIES_PER_S = 2.0
@@ -74,6 +95,7 @@ class Procs:
     send: list[Any] = field(default_factory=list)
     control: list[Any] = field(default_factory=list)
     beats: list[Any] = field(default_factory=list)
+    dispatchers: list[Any] = field(default_factory=list)
     n: int = 0
     #: where each beat's log starts for this run (a log file may hold earlier runs)
     log_from: dict[str, int] = field(default_factory=dict)
@@ -95,6 +117,12 @@ class Procs:
         self.log_from[name] = os.path.getsize(path) if os.path.exists(path) else 0
         child = self.b.supervisor.start(name, celery_cmd("beat", "-l", "INFO"), self.beat_env)
         self.beats.append(child)
+        return child
+
+    def start_dispatcher(self) -> Any:
+        self.n += 1
+        child = dispatcher_procs(self.b.supervisor, self.beat_env, 1, f"chaos-{self.n}")[0]
+        self.dispatchers.append(child)
         return child
 
     def active_beat(self) -> Any | None:
@@ -190,7 +218,13 @@ class Chaos(threading.Thread):
 
     def run(self) -> None:
         d = self.duration
-        plan = [(d * 0.25, "outage"), (d * 0.4, "redis"), (d * 0.6, "beat")]
+        plan = [
+            (d * 0.25, "outage"),
+            (d * 0.4, "redis"),
+            (d * 0.6, "beat"),
+            (d * 0.7, "dispatcher"),
+            (d * 0.8, "pause"),
+        ]
         t = 30.0
         while t < d - 10:
             plan.append((t + self.rand.uniform(-5, 5), "kill"))
@@ -235,7 +269,7 @@ class Chaos(threading.Thread):
             active = next(c for c in self.procs.beats if c.alive)
         self.b.supervisor.kill(active)
         killed = time.monotonic()
-        self.note(f"SIGKILL the active beat {active.name}")
+        self.note(f"SIGKILL the beat {active.name}")
         self.procs.start_beat()
         while time.monotonic() - killed < 60:
             now_active = self.procs.active_beat()
@@ -246,6 +280,51 @@ class Chaos(threading.Thread):
                 return
             time.sleep(0.5)
         self.note("no beat took over within 60 s")
+
+    def do_dispatcher(self) -> None:
+        victim = self.rand.choice([c for c in self.procs.dispatchers if c.alive])
+        self.b.supervisor.kill(victim)
+        self.note(f"SIGKILL dispatcher {victim.name} (pid {victim.process.pid})")
+        self.wait_all_held(time.monotonic(), victim.process.pid, "after the kill")
+        self.procs.start_dispatcher()
+        self.note("started a new dispatcher")
+
+    def do_pause(self) -> None:
+        victim = self.rand.choice([c for c in self.procs.dispatchers if c.alive])
+        os.kill(victim.process.pid, signal.SIGSTOP)
+        paused = time.monotonic()
+        self.note(f"SIGSTOP dispatcher {victim.name} (pid {victim.process.pid})")
+        self.wait_all_held(paused, victim.process.pid, "after the pause")
+        self.stop.wait(max(0.0, paused + 10.0 - time.monotonic()))
+        os.kill(victim.process.pid, signal.SIGCONT)
+        self.note("SIGCONT: the paused dispatcher goes on (fenced until it rejoins)")
+
+    def wait_all_held(self, since: float, pid: int, what: str) -> None:
+        """Until the dispatchers other than ``pid`` hold every shard (``dispatchers_view``;
+        its own figures say it holds its shards until it drops out of the split)."""
+        settings = self.procs.b.settings()
+        rt = Runtime(settings)
+        try:
+            time.sleep(0.5)
+            while time.monotonic() - since < 30:
+                try:
+                    view = dispatchers_view(rt.redis, rt.keys)
+                except Exception:
+                    time.sleep(0.2)
+                    continue
+                counts = [
+                    d["shards"] for d in view["dispatchers"] if d["id"].split(":")[-2] != str(pid)
+                ]
+                if not view["unheld_shards"] and sum(counts) >= rt.keys.shards:
+                    self.note(
+                        f"every shard held again {time.monotonic() - since:.1f} s "
+                        f"{what} (shards per dispatcher {counts})"
+                    )
+                    return
+                time.sleep(0.2)
+            self.note(f"shards still unheld 30 s {what}")
+        finally:
+            rt.close()
 
 
 def account(b: Bench, rt: Runtime, ledger: Ledger, log: SendLog) -> dict[str, Any]:
@@ -326,8 +405,8 @@ def main() -> None:
         for role in ("send", "send", "control"):
             procs.start_worker(role)
         procs.start_beat()
-        time.sleep(2.0)
-        procs.start_beat()
+        for _ in range(2):
+            procs.start_dispatcher()
         probe = WxTasksClient.from_settings(settings).app
         deadline = time.monotonic() + 90
         while len(probe.control.ping(timeout=0.5) or []) < 3:
@@ -386,7 +465,8 @@ def main() -> None:
 
         print(
             f"\n== chaos soak: {args.minutes:g} min load ({load_s:.0f} s), drain "
-            f"{drain_s:.0f} s; 2 send + 1 control workers x 2 procs, 2 beats, Redis with AOF "
+            f"{drain_s:.0f} s; 2 send + 1 control workers x 2 procs, 1 beat, 2 dispatchers, "
+            "Redis with AOF "
             "(state + broker), simulator =="
         )
         print("chaos:")

@@ -280,6 +280,93 @@ def close(rt: Runtime) -> None:
         rt.redis.close()
 
 
+#: bucket rates so high they never bind: what is measured is the dispatcher itself
+HIGH = 1_000_000
+
+
+def high_limits() -> dict[str, Any]:
+    """Settings overrides: every bucket (global, gateway default, account) at :data:`HIGH`."""
+    return {
+        "rate_per_second": HIGH,
+        "burst": HIGH,
+        "account_rate_per_second": HIGH,
+        "account_burst": HIGH,
+    }
+
+
+def high_settings(server: Any) -> Settings:
+    """Settings for a bench's throwaway redis-server (state db 0, broker db 1), every
+    bucket never binding."""
+    return Settings.from_env(
+        {}, redis_url=server.url, broker_url=server.url[:-1] + "1", **high_limits()
+    )
+
+
+def waiting(**fields: Any) -> Any:
+    """An outbox entry (``Waiting``) with the fields this tree's outbox knows."""
+    import dataclasses
+
+    cls = layout.outbox().Waiting
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in fields.items() if k in known})
+
+
+def fill_outbox(
+    rt: Runtime, n_accounts: int, n: int, lane: str, tag: str = "", due_in_s: float = 0.0
+) -> list[str]:
+    """``n`` waiting messages over ``n_accounts`` ONLINE accounts (quiet hours and bulk
+    spacing off), parked in the outbox as the send task parks them."""
+    store = rt.accounts
+    apps = [f"acct-{i:05d}" for i in range(n_accounts)]
+    for a in apps:
+        store.register(a, pacing={"quiet_hours": "", "bulk_jitter": "0-0"})
+        store.transition(a, Event.LOGIN_SUCCEEDED)
+    now = time.time()
+    pipe = rt.redis.pipeline(transaction=False)
+    for i in range(n):
+        a = apps[i % n_accounts]
+        w = waiting(
+            task_id=f"t{tag}-{lane}-{i}",
+            task="wxtasks.send_text",
+            kwargs={"app_id": a, "to_wxid": f"wxid_{i}", "content": f"消息 {i}", "lane": lane},
+            app_id=a,
+            lane=lane,
+            enqueued_at=now + i * 1e-5,
+        )
+        rt.outbox.park(w, due_in_s, client=pipe)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    return apps
+
+
+def queue_length(broker: Any, queue: str = "send") -> int:
+    """Messages on a Redis broker's queue (kombu's priority lists included)."""
+    pipe = broker.pipeline(transaction=False)
+    for key in (queue, *(f"{queue}\x06\x16{p}" for p in (3, 6, 9))):
+        pipe.llen(key)
+    return sum(int(n) for n in pipe.execute())
+
+
+def dispatcher_procs(b_supervisor: Any, env: dict[str, str], n: int, tag: str) -> list[Any]:
+    """``n`` real dispatcher processes (``python -m wxtasks dispatcher``)."""
+    cmd = layout.stack().dispatcher_cmd()
+    return [b_supervisor.start(f"{tag}-dispatcher-{i + 1}", cmd, env) for i in range(n)]
+
+
+def windows_over(times: list[float], width_s: float, allowed: float) -> int:
+    """How many windows ``[t, t + width_s]`` starting at an event see more than
+    ``allowed`` events (0 when the envelope holds)."""
+    import bisect
+
+    ordered = sorted(times)
+    return sum(
+        1
+        for i, t in enumerate(ordered)
+        if bisect.bisect_right(ordered, t + width_s + 1e-9) - i > allowed
+    )
+
+
 def table(rows: list[list[Any]], header: list[str]) -> str:
     """A plain text table, columns aligned."""
     cells = [header, *[[str(c) for c in row] for row in rows]]
