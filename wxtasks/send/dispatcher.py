@@ -149,25 +149,31 @@ class Dispatcher:
     def _dispatch_lane(
         self, lane: Lane, shards: list[int], now_ms: float, budget_ends: float
     ) -> int:
-        """Dispatch one lane from ``shards`` (the most overdue first), borrowing from the
-        shared buckets what their due accounts could send, until nothing more goes."""
+        """Dispatch one lane from ``shards``, the most overdue first, in rounds of one call
+        per shard (so one busy shard does not take a round's tokens from the others). A
+        shard whose call wanted shared tokens borrows them just before its next call, so
+        they are spent within milliseconds of leaving the shared bucket; one that got none
+        is done for this tick."""
         sent = 0
-        grants: dict[int, Grant] = {}
+        wants: dict[int, dict[str, int]] = {}
         pending = shards
         while pending:
-            wants: dict[int, dict[str, int]] = {}
-            again: set[int] = set()
+            again: list[int] = []
             for shard in pending:
-                n, full, want = self._dispatch(shard, lane, grants.get(shard), now_ms)
+                if time.monotonic() > budget_ends:
+                    return sent
+                grant = None
+                if shard in wants:
+                    grant = self._borrow({shard: wants.pop(shard)}, lane).get(shard)
+                    if grant is None:  # nothing to lend now: the next tick asks again
+                        continue
+                n, full, want = self._dispatch(shard, lane, grant, now_ms)
                 sent += n
                 if want:
                     wants[shard] = want
-                elif full:
-                    again.add(shard)
-            if time.monotonic() > budget_ends:
-                break
-            grants = self._borrow(wants, lane) if wants else {}
-            pending = [s for s in pending if s in grants or s in again]
+                if want or full:
+                    again.append(shard)
+            pending = again
         return sent
 
     def _dispatch(
