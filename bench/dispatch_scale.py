@@ -22,40 +22,21 @@ CPU per message): the best any number of dispatchers could do on this machine.
 ``--profile``: one more 1-process run under cProfile (``--child profile:PATH``), top
 functions by own time.
 
-Measured (2-core shared machine, other sessions running test suites beside it, load
-average 3.0; 100,000 msgs over 1,000 accounts; Redis CPU = state + broker)::
+Measured (2-core shared machine, load average 1.0; 100,000 msgs over 1,000 accounts;
+Redis CPU = state + broker)::
 
-    Redis broker, batched    x1   3,698 msgs/s  disp 0.18 ms CPU/msg  Redis 0.03 ms/msg
-                             x2   7,074 msgs/s  (after split 7,388)   2/1 = 1.91 (2.00)
-                             x4  10,158 msgs/s  (after split 10,713)  4/1 = 2.75 (2.90)
-    Redis broker, one by one x1   1,508 msgs/s  disp 0.52 ms CPU/msg  Redis 0.10 ms/msg
-                                  batched / one by one = 2.45
-    RabbitMQ, batched        x1   2,338 msgs/s  disp 0.24 ms CPU/msg  (RabbitMQ's own CPU
-                             x2   2,719 msgs/s  not counted; 2/1 = 1.16: the broker shares
-                                                the same 2 cores and is the limit)
-    second run (--no-rabbit, load average 3.5): x1 3,964, x2 7,325 (2/1 = 1.85, after
-    split 1.95), x4 6,860 (4/1 = 1.73), one by one 1,280 (batched 3.10x)
-    --quick (10,000 over 100 accounts) is a smoke check only: runs of 2-4 s, start-up
-    and the split dominate (x1 5,427 / 4,379, x2 5,953 / 2,692, x4 7,490 / 5,070 msgs/s
-    in two runs)
+    Redis broker, batched    x1   5,728 msgs/s  disp 0.16 ms CPU/msg  Redis 0.02 ms/msg
+                             x2  11,639 msgs/s  (after split 12,214)  2/1 = 2.03 (2.13)
+                             x4  10,946 msgs/s  (after split 11,415)  4/1 = 1.91: 2 cores full
+    Redis broker, one by one x1   1,720 msgs/s  disp 0.50 ms CPU/msg  Redis 0.08 ms/msg
+                                  batched / one by one = 3.33
 
-Why 2 processes do better than 2x one: one process is not CPU-bound (18.1 s CPU in 27.4
-s wall, 66 % of a core). Under cProfile, 21,475 dispatch calls for 100,000 messages, and
-only 200 of them dispatched anything (500 each): ``_dispatch_lane`` borrows the global
-bucket for every due shard in one round, then calls each shard in turn, and each call
-publishes its batch before the next (~75 ms for 500 messages, 240 ms under the
-profiler); a borrowed grant lapses after REFILL_S (0.1 s), so by the second or third
-shard of the round the grants have lapsed and the calls come back empty, asking to
-borrow again (in process: 1,091 calls made with a lapsed grant, 429 without one, 72
-productive, for 30,000 messages). Each empty call is 3 round trips (ZRANGEBYSCORE, the
-gateways' HGETs, dispatch.lua with ~16 accounts' keys): the process waits on Redis.
-With fewer shards per process (x2, x4) fewer grants lapse per round, and the waits of
-several processes overlap. Where the CPU goes (cProfile, own time): socket recv/sendall
-33 s of 130, redis-py packing commands 17 s, Celery's message building (saferepr of
-args for the log/headers, ``as_task_v2``) 18 s, ``publish`` 48 s of 130 cumulative.
-
-    python bench/dispatch_scale.py [--quick] [--profile] [--no-rabbit]
-    # --quick: 10,000 over 100 accounts
+Before each shard borrowed its tokens just ahead of its own dispatch call, a round
+borrowed for every shard at once and the grants lapsed (REFILL_S) while the earlier
+shards published: one process then managed 3,698 msgs/s at 0.66 of a core, two 7,074.
+RabbitMQ (an earlier run): x1 2,338, x2 2,719 msgs/s (RabbitMQ shares the 2 cores and is
+the limit). ``--quick`` (10,000 over 100 accounts) is a smoke check only: start-up and
+the split dominate its 2-4 s runs.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
          ▼
      outbox: per account, lanes  interactive > bulk,  FIFO in a lane
          ▲                                 │
-         │ lease ran out (holder died)     ▼  Dispatcher.tick (in the active beat): what
+         │ lease ran out (holder died)     ▼  Dispatcher.tick (`wxtasks dispatcher`): what
          └──────── dispatched (lease) ◀─── the buckets allow, interactive first, the most
                                             overdue account first ──▶ send queue ──▶ admit
 

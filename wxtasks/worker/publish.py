@@ -15,7 +15,7 @@ headers, protocol 2), but does per batch what ``send_task`` does per message:
   no batch there); with ``confirm_publish`` each publish still waits for its confirm;
 - it does not call the result backend's ``on_task_call``: on a Redis backend that
   SUBSCRIBEs the publishing process to every task's result channel, for an AsyncResult
-  nobody in the beat ever waits on. Workers store results exactly as before.
+  nobody in the dispatcher ever waits on. Workers store results exactly as before.
 
 Any other transport publishes the batch one by one. Broker errors are raised, never
 swallowed: the dispatcher's leases park again what did not go out. A Redis flush that
