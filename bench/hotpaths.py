@@ -362,7 +362,7 @@ class Stack:
 
     def dispatch(self, lane: str) -> dict[str, float]:
         import dispatcher_cost
-        from harness import close
+        from harness import HIGH, close, fill_outbox
 
         from wxtasks.runtime import Runtime, redis_client
 
@@ -370,17 +370,17 @@ class Stack:
             redis_url=_db(self.state_server.url, DISPATCH_STATE_DB),
             broker_url=_db(self.b.redis.url, DISPATCH_BROKER_DB),
             result_backend_url=_db(self.b.redis.url, DISPATCH_BROKER_DB),
-            rate_per_second=dispatcher_cost.HIGH,
-            burst=dispatcher_cost.HIGH,
-            account_rate_per_second=dispatcher_cost.HIGH,
-            account_burst=dispatcher_cost.HIGH,
+            rate_per_second=HIGH,
+            burst=HIGH,
+            account_rate_per_second=HIGH,
+            account_burst=HIGH,
         )
         broker = redis_client(settings.broker_url)
         rt = Runtime(settings)
         try:
             rt.redis.flushdb()
             broker.flushdb()
-            dispatcher_cost.fill(rt, DISPATCH_ACCOUNTS, DISPATCH_MESSAGES, lane)
+            fill_outbox(rt, DISPATCH_ACCOUNTS, DISPATCH_MESSAGES, lane)
             publish = dispatcher_cost.publisher(rt)
             r = dispatcher_cost.drain(rt, DISPATCH_MESSAGES, publish, timeout_s=30)
             on_broker = int(broker.llen("send"))
