@@ -7,7 +7,7 @@
 -- KEYS[1] = the shared bucket (wx:bucket:global, wx:bucket:gw:<name>)
 -- ARGV[1] = rate /s   ARGV[2] = burst   ARGV[3] = tokens to leave   ARGV[4] = tokens wanted
 -- ARGV[5] = now in ms, or "" for Redis TIME (the clock of every bucket)
--- returns {granted, now}
+-- returns {granted, now, ms until the bucket has a token again (<= 0: it has one now)}
 local now = gcra_now(ARGV[5])
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local reserve, wanted = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -20,4 +20,4 @@ end
 if granted > 0 then
   redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
 end
-return {granted, tostring(now)}
+return {granted, tostring(now), tostring(gcra_wait(tat, now, rate, burst, reserve))}

@@ -141,9 +141,17 @@ for i = 1, (#ARGV - 18) / PER_ACCOUNT do
         elseif empty then
           -- held by a shared bucket's quota, the account keeps its place (most overdue
           -- first), so the accounts share the fleet's and their gateway's buckets fairly;
-          -- what it could send now is what the shard asks to borrow (one for a paced lane)
+          -- what it could send now is what the shard asks to borrow: one for a paced lane
+          -- that keeps a gap between sends, else what its own bucket and lane hold
           local could = 1
-          if not paced then
+          local gapless = not paced
+          if paced then
+            local campaign = redis.call('HGET', KEYS[8], id)
+            local _, hi = bulk_gap(acct, policy, redis.call('SISMEMBER', KEYS[9], id) == 1,
+              campaign and redis.call('HGET', KEYS[10], campaign) or '')
+            gapless = hi == 0
+          end
+          if gapless then
             could = math.max(1, math.min(math.floor(gcra_tokens(own.tat, now, own.rate,
               own.burst)), redis.call('ZCARD', lane)))
           end

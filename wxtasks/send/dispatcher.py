@@ -63,6 +63,11 @@ class Grant:
     gateway_tokens: dict[str, int] = field(default_factory=dict)
 
 
+def _reserve(lane: Lane) -> int:
+    """Tokens a lane's borrowing leaves in each shared bucket (a reply always finds one)."""
+    return 1 if lane is Lane.BULK else 0
+
+
 class Dispatcher:
     TICK_S = 0.05
     #: a tick stops taking more batches after this long (interactive gets its batch first)
@@ -94,6 +99,10 @@ class Dispatcher:
         self.fenced = 0
         self.lag_ms = 0.0
         self._started = time.time()
+        #: per lane: shard -> the shared tokens its last dispatch call wanted
+        self._wants: dict[Lane, dict[int, dict[str, int]]] = {lane: {} for lane in LANES}
+        #: (shared bucket, tokens left) -> until when it is known empty (bucket clock, ms)
+        self._empty_until: dict[tuple[str, int], float] = {}
         self._reported = (time.monotonic(), 0)
 
     def _now_arg(self) -> str:
@@ -155,7 +164,9 @@ class Dispatcher:
         they are spent within milliseconds of leaving the shared bucket; one that got none
         is done for this tick."""
         sent = 0
-        wants: dict[int, dict[str, int]] = {}
+        wants = self._wants[lane]  # what each shard's last call wanted, this tick or before
+        for shard in set(wants) - set(shards):
+            del wants[shard]  # no longer due: what it wanted is stale
         pending = shards
         while pending:
             again: list[int] = []
@@ -164,6 +175,8 @@ class Dispatcher:
                     return sent
                 grant = None
                 if shard in wants:
+                    if self._dry(wants[shard], lane, now_ms):
+                        continue  # its buckets are known empty just now: no call at all
                     grant = self._borrow({shard: wants.pop(shard)}, lane).get(shard)
                     if grant is None:  # nothing to lend now: the next tick asks again
                         continue
@@ -175,6 +188,13 @@ class Dispatcher:
                     again.append(shard)
             pending = again
         return sent
+
+    def _dry(self, want: dict[str, int], lane: Lane, now_ms: float) -> bool:
+        """True when a shared bucket ``want`` names was found empty until after ``now_ms``
+        (the bucket clock): with the fleet's bucket binding, the waiting shards then cost
+        no round trip each, only the one that finds the next token."""
+        reserve = _reserve(lane)
+        return any(self._empty_until.get((name, reserve), 0.0) > now_ms for name in want)
 
     def _dispatch(
         self, shard: int, lane: Lane, grant: Grant | None, now_ms: float
@@ -272,7 +292,7 @@ class Dispatcher:
         gateway's tokens for a shard that got none of the fleet's would only lapse), in the
         order the shards are in (the most overdue first); the bulk lane leaves one token in
         each bucket, so a reply always finds it."""
-        reserve = 1 if lane is Lane.BULK else 0
+        reserve = _reserve(lane)
         grants: dict[int, Grant] = {}
         got_global = self._borrow_from(
             [
@@ -314,7 +334,9 @@ class Dispatcher:
                 client=pipe,
             )
         got: dict[int, int] = {}
-        for (shard, name, _), (granted, now) in zip(asks, pipe.execute(), strict=True):
+        for (shard, name, _), (granted, now, empty_ms) in zip(asks, pipe.execute(), strict=True):
+            if float(empty_ms) > 0:
+                self._empty_until[(name, reserve)] = float(now) + float(empty_ms)
             if not int(granted):
                 continue
             lapse_at = float(now) + REFILL_S * 1000

@@ -261,12 +261,9 @@ local function gate_pacing(acct, now, policy, sent_today)
   return closed, opens
 end
 
--- after a bulk send was let through: count it for the day and draw the gap before the
--- account's next one (from now, and again from when it comes back from the gateway). The gap: the campaign's own jitter, else the account's (or the
--- fleet's) for a group or for a person.
-local function pace(acct, hash, day_key, now, policy, to_group, campaign_jitter)
-  redis.call('INCR', day_key)
-  redis.call('PEXPIRE', day_key, 2 * DAY_MS)
+-- the gap an account's bulk sends keep (lo, hi ms; nil when it cannot be read): the
+-- campaign's own jitter, else the account's (or the fleet's) for a group or for a person
+local function bulk_gap(acct, policy, to_group, campaign_jitter)
   local lo, hi = span_ms(campaign_jitter)
   if not lo then
     if to_group then
@@ -275,6 +272,16 @@ local function pace(acct, hash, day_key, now, policy, to_group, campaign_jitter)
       lo, hi = span_ms(acct.bulk_jitter ~= '' and acct.bulk_jitter or policy.bulk_jitter)
     end
   end
+  return lo, hi
+end
+
+-- after a bulk send was let through: count it for the day and draw the gap before the
+-- account's next one (from now, and again from when it comes back from the gateway). The gap: the campaign's own jitter, else the account's (or the
+-- fleet's) for a group or for a person.
+local function pace(acct, hash, day_key, now, policy, to_group, campaign_jitter)
+  redis.call('INCR', day_key)
+  redis.call('PEXPIRE', day_key, 2 * DAY_MS)
+  local lo, hi = bulk_gap(acct, policy, to_group, campaign_jitter)
   if lo and hi > 0 then
     local gap = lo + (hi - lo) * math.random()
     acct.bulk_next_at = tostring(now + gap)
