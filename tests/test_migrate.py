@@ -180,7 +180,9 @@ def add_campaign(r: redis.Redis, settings: Settings, sends: set[tuple[str, str]]
         Content.parse("text", {"content": "双11 活动"}),
         targets,
         start_at=time.time() + 3600,
+        jitter="0-0",
     )
+    r.hdel(rt.keys.campaigns_jitter, CAMPAIGN)  # created before that index existed
     now = time.time()
     pipe = r.pipeline(transaction=False)
     pipe.hset(rt.keys.campaign(CAMPAIGN), mapping={"state": "running", "started_at": f"{now:.3f}"})
@@ -266,6 +268,8 @@ def test_a_migrated_redis_carries_on_where_the_old_release_stopped(
     assert moved["campaign_of_filled"] == targets // 2 and moved["to_group_filled"] == 1
     assert moved["bulkday"] == moved["seen"] == moved["inbound_seen"] == 1
     assert moved["deadletter_claim_keys"] == 1 and moved["unreadable"] == 0
+    assert moved["campaign_jitter_filled"] == 1
+    assert r.hget(keys.campaigns_jitter, CAMPAIGN) == "0-0"  # its own spacing, read by the gates
 
     # nothing of layout 1 is left; TTLs came along
     leftover = [k for k in r.scan_iter(count=1000) if ":{s" not in k and "{" in k.split(":")[-1]]

@@ -55,6 +55,7 @@ COUNTED = (
     "to_group_filled",
     "orphans_dropped",
     "deadletter_claim_keys",
+    "campaign_jitter_filled",
     "unreadable",
 )
 
@@ -121,10 +122,30 @@ def migrate(client: Any, keys: Keys, *, dry_run: bool = False, force: bool = Fal
     report.moved["ready"] = _split_ready(client, keys, scripts)
     _messages(client, keys, scripts, report.moved)
     report.moved["deadletter_claim_keys"] = _deadletter_claims(client, keys, dry_run)
+    report.moved["campaign_jitter_filled"] = _campaign_jitter(client, keys, dry_run)
     if not dry_run:
         report.moved["orphans_dropped"] = _drop_orphans(client, keys)
         layout.mark(client, keys)
     return report
+
+
+def _campaign_jitter(client: Any, keys: Keys, dry_run: bool) -> int:
+    """Campaigns created before their own spacing had a fleet-wide index
+    (``wx:campaigns:jitter``, which the gates read) get their entry from their record."""
+    filled = 0
+    ids = [str(c) for c in client.zrange(keys.campaigns, 0, -1)]
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        pipe = client.pipeline(transaction=False)
+        for campaign_id in chunk:
+            pipe.hget(keys.campaign(campaign_id), "jitter")
+        jitters = pipe.execute()
+        known = client.hmget(keys.campaigns_jitter, chunk)
+        missing = {c: j for c, j, k in zip(chunk, jitters, known, strict=True) if j and k is None}
+        if missing and not dry_run:
+            client.hset(keys.campaigns_jitter, mapping=missing)
+        filled += len(missing)
+    return filled
 
 
 def _rename(client: Any, keys: Keys, scripts: Scripts | None, kind: str) -> int:
