@@ -566,3 +566,33 @@ def test_a_campaign_cancelled_while_it_loads_stays_cancelled_and_sends_nothing(
     assert summary["cancelled"] == summary["total"] == 1000
     assert rig.outbox.waiting(app_id="a1") == []
     assert rig.ids(rig.t) == []  # the dispatcher hands out none of it
+
+
+def test_each_shard_holds_a_copy_of_what_a_dispatch_call_reads_fleet_wide(
+    redis_url: str, r: redis.Redis
+) -> None:
+    from wxtasks import mirrors
+
+    rig = Rig(redis_url, r, rate_per_second=1000, burst=1000)
+    rig.online("a1")
+    keys = rig.keys
+    # a writer that died between marking the gateway down and copying it: the beat's
+    # refresh (every second) copies it into every shard
+    r.sadd(keys.gateways_down, "default")
+    assert mirrors.refresh(r, keys, rig.scripts) == keys.shards
+    assert all(r.sismember(keys.mirror_gateways_down(s), "default") for s in range(keys.shards))
+    assert mirrors.refresh(r, keys, rig.scripts) == 0  # up to date: nothing rewritten
+    rig.park("held", "a1")
+    assert rig.tick(T0) == []  # the shard's copy says its gateway is down
+    rig.rt.fleet.answered("default", force=True)  # not marked down in its health: no edge
+    r.srem(keys.gateways_down, "default")
+    assert mirrors.refresh(r, keys, rig.scripts) == keys.shards
+    assert rig.ids(T0 + 2) == ["held"]
+    # a campaign's pause is copied at once by the pause itself
+    campaigns = rig.rt.campaigns
+    campaigns.create("c1", Content.parse("text", {"content": "hi"}), [("a1", "w1")])
+    campaigns.pause("c1")
+    shard = keys.shard("a1")
+    assert r.hget(keys.mirror_campaigns_stopped(shard), "c1") == "paused"
+    campaigns.resume("c1")
+    assert r.hget(keys.mirror_campaigns_stopped(shard), "c1") is None

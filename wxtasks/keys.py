@@ -7,12 +7,13 @@ Names are ``<prefix>:<kind>:<id>[:<sub>]``; the prefix (``WXTASKS_KEY_PREFIX``, 
 64, fixed for a deployment): an account's shard is ``crc32(appId) % shards``
 (:func:`shard_of`). Each account's own state and every key one dispatch call touches for
 a shard carry that shard's hash tag, ``{s<shard>}`` (shown below as ``{s}``), so on a
-Redis Cluster a shard's keys live in one slot and each script's keys are in that slot.
-The keys without a shard tag are fleet-wide (a few sets every shard reads, the
+Redis Cluster a shard's keys live in one slot and each dispatch call's keys are in that
+slot. The keys without a shard tag are fleet-wide (a few sets every shard reads, the
 coordinators of the shared buckets, campaigns, dead letters, console and events); a
-dispatch call reads none of them but ``wx:gateways:down``, ``wx:campaigns:stopped`` and
-``wx:campaigns:jitter``. ``wx:layout`` names the layout, so a process started on a Redis
-written by an older release refuses to run and says to run ``wxtasks migrate``.
+dispatch call reads none of them: the three sets it needs (gateways down, campaigns
+stopped, campaigns' own spacing) are copied into each shard (:mod:`wxtasks.mirrors`).
+``wx:layout`` names the layout, so a process started on a Redis written by an older
+release refuses to run and says to run ``wxtasks migrate``.
 
 =====================================  ======  =============================================
 key                                    type    content / TTL
@@ -82,6 +83,13 @@ key                                    type    content / TTL
                                                (their bulk spacing is a group's)
 ``wx:outbox:stats``                    hash    dispatcher figures per lane: dispatched,
                                                lag_ms, tick_at
+``wx:{s}:campaigns:stopped``           hash    the shard's copy of ``wx:campaigns:stopped``,
+``wx:{s}:gateways:down``               set     ``wx:gateways:down`` and
+``wx:{s}:campaigns:jitter``            hash    ``wx:campaigns:jitter`` (what dispatch.lua
+                                               reads, so a dispatch call stays in its
+                                               shard's slot); copied by whoever changes
+                                               them, and every second by the active beat
+``wx:{s}:mirrors``                     string  digest of what the shard's copies hold
 ``wx:{s}:lease``                       string  the shard's lease: ``<dispatcher id> <fence>``;
                                                PX the lease period (4 s), renewed by its
                                                holder; every dispatch call checks it
@@ -318,6 +326,18 @@ class Keys:
     def quota(self, shard: int, bucket: str) -> str:
         """A shard's tokens borrowed from a shared bucket (``global`` or ``gw:<name>``)."""
         return f"{self._tag(shard)}:quota:{bucket}"
+
+    def mirror_campaigns_stopped(self, shard: int) -> str:
+        return f"{self._tag(shard)}:campaigns:stopped"
+
+    def mirror_gateways_down(self, shard: int) -> str:
+        return f"{self._tag(shard)}:gateways:down"
+
+    def mirror_campaigns_jitter(self, shard: int) -> str:
+        return f"{self._tag(shard)}:campaigns:jitter"
+
+    def mirror_digest(self, shard: int) -> str:
+        return f"{self._tag(shard)}:mirrors"
 
     def shard_lease(self, shard: int) -> str:
         return f"{self._tag(shard)}:lease"

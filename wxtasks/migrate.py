@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from wxtasks import layout
+from wxtasks import layout, mirrors
 from wxtasks.errors import WxTasksError
 from wxtasks.keys import LAYOUT_VERSION, Keys, validate_app_id
 from wxtasks.scripts import Scripts
@@ -125,6 +125,7 @@ def migrate(client: Any, keys: Keys, *, dry_run: bool = False, force: bool = Fal
     report.moved["campaign_jitter_filled"] = _campaign_jitter(client, keys, dry_run)
     if not dry_run:
         report.moved["orphans_dropped"] = _drop_orphans(client, keys)
+        mirrors.refresh(client, keys, Scripts(client))  # paused campaigns stay paused
         layout.mark(client, keys)
     return report
 

@@ -32,6 +32,7 @@ _NAMES = (
     "inbound_claim",
     "lease",
     "login_attempt",
+    "mirror",
     "migrate_messages",
     "migrate_rename",
     "migrate_split",
@@ -77,6 +78,7 @@ class Scripts:
     inbound_claim: Script
     lease: Script
     login_attempt: Script
+    mirror: Script
     migrate_messages: Script
     migrate_rename: Script
     migrate_split: Script

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from wxtasks import mirrors
 from wxtasks.config import Settings
 from wxtasks.errors import BadInputError, WxTasksError
 from wxtasks.events import publish_alert
@@ -176,6 +177,8 @@ class Campaigns:
         if jitter:
             pipe.hsetnx(self.keys.campaigns_jitter, campaign_id, jitter)
         stored = pipe.execute()[len(meta)]
+        if jitter:
+            self._mirror()
         if stored["state"] != CampaignState.LOADING:
             return self.show(campaign_id)  # created before: nothing more to do
         starts = float(stored["start_at"] or 0)
@@ -262,6 +265,11 @@ class Campaigns:
 
     # -- control -----------------------------------------------------------------------------
 
+    def _mirror(self) -> None:
+        """Copy the stopped campaigns and their own spacing into every shard now (what
+        a dispatch call reads): a pause takes effect everywhere at once."""
+        mirrors.refresh(self.redis, self.keys, self.scripts)
+
     def pause(self, campaign_id: str) -> dict[str, Any]:
         """Stop new dispatches now (the dispatcher's next tick, well within 1 s)."""
         meta = self._meta(campaign_id)
@@ -273,6 +281,7 @@ class Campaigns:
                 mapping={"state": CampaignState.PAUSED.value, "paused_from": meta["state"]},
             )
             pipe.execute()
+            self._mirror()
         return self.show(campaign_id)
 
     def resume(self, campaign_id: str) -> dict[str, Any]:
@@ -285,6 +294,7 @@ class Campaigns:
         pipe.hdel(self.keys.campaigns_stopped, campaign_id)
         pipe.hset(self.keys.campaign(campaign_id), "state", back.value)
         pipe.execute()
+        self._mirror()
         now_ms = self.clock() * 1000
         for chunk in self._targets(campaign_id):
             pipe = self.redis.pipeline(transaction=False)
@@ -320,6 +330,7 @@ class Campaigns:
         pipe.hset(self.keys.campaign(campaign_id), "state", CampaignState.CANCELLED.value)
         pipe.zrem(self.keys.campaigns_scheduled, campaign_id)
         pipe.execute()
+        self._mirror()
         for chunk in self._targets(campaign_id):
             if started:
                 pipe = self.redis.pipeline(transaction=False)
@@ -379,6 +390,7 @@ class Campaigns:
         pipe.hset(key, "state", final.value)
         pipe.hdel(self.keys.campaigns_stopped, campaign_id)
         pipe.execute()
+        self._mirror()
         summary = self.show(campaign_id)
         counts = ", ".join(f"{k} {summary[k]}" for k in OUTCOMES if summary[k])
         publish_alert(

@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from wxtasks import mirrors
 from wxtasks.config import Settings
 from wxtasks.errors import ConfigError, GatewayAuthError
 from wxtasks.gateway.client import GatewayClient
@@ -198,6 +199,7 @@ class Fleet:
         )
         if edge == "down":
             self._down = (self._down[0] | {name}, self._down[1])
+            mirrors.refresh(self.redis, self.keys, self.scripts)  # every shard holds it now
         return edge
 
     def answered(self, name: str, *, force: bool = False) -> str:
@@ -214,6 +216,7 @@ class Fleet:
         )
         if edge == "up":
             self._down = (self._down[0] - {name}, self._down[1])
+            mirrors.refresh(self.redis, self.keys, self.scripts)
         return edge
 
     def health(self, name: str) -> dict[str, Any]:

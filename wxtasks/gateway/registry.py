@@ -35,9 +35,11 @@ from urllib.parse import urlsplit
 
 import redis
 
+from wxtasks import mirrors
 from wxtasks.config import PROFILES, SECRET_NAME, Settings
 from wxtasks.errors import BadInputError, ConfigError, WxTasksError
 from wxtasks.keys import Keys, validate_gateway_name
+from wxtasks.scripts import Scripts
 
 DEFAULT = "default"
 
@@ -271,7 +273,9 @@ class GatewayRegistry:
             self.keys.gateway_probe(name),
         )
         pipe.srem(self.keys.gateways_down, name)
-        return bool(pipe.execute()[0])
+        removed = bool(pipe.execute()[0])
+        mirrors.refresh(self.redis, self.keys, Scripts(self.redis))
+        return removed
 
     def exists(self, name: str) -> bool:
         return name == DEFAULT or bool(self.redis.sismember(self.keys.gateways, name))

@@ -11,11 +11,12 @@
 -- KEYS[1] = the shard's quota of the global bucket
 -- KEYS[2] = this lane's ready set         KEYS[3] = dispatched set (leases)
 -- KEYS[4] = waiting messages (bodies)
--- KEYS[5] = stopped campaigns (hash: id -> paused | cancelled)
--- KEYS[6] = held messages (zset)          KEYS[7] = gateways marked down (set)
+-- KEYS[5] = stopped campaigns, the shard's copy (hash: id -> paused | cancelled)
+-- KEYS[6] = held messages (zset)          KEYS[7] = gateways marked down, the shard's copy
 -- KEYS[8] = waiting messages' campaigns (hash: task id -> campaign id)
 -- KEYS[9] = waiting messages to groups (set of task ids)
--- KEYS[10] = campaigns' own spacing (hash: campaign id -> "MIN-MAX" s)
+-- KEYS[10] = campaigns' own spacing, the shard's copy (hash: campaign id -> "MIN-MAX" s)
+-- (every key is the shard's: one hash slot; wxtasks.mirrors keeps the copies)
 -- KEYS[11] = the shard's lease (wx:{s}:lease: "<dispatcher id> <fence>")
 -- KEYS[7 + 5i .. 11 + 5i] (i = 1..n) = account i's hash, bucket, lane, today's bulk count
 --           (wx:{s}:bulkday:<appId>:<local date>), and the shard's quota of its gateway's

@@ -1,7 +1,8 @@
 """A Celery beat scheduler that runs only while it holds a Redis lock (one active beat).
 
 The active beat sends the schedule (heartbeat sweeps) and runs the chores: scheduled
-campaigns' starts and the Redis memory check. It does not dispatch: dispatchers are their
+campaigns' starts, the shards' copies of the fleet-wide sets (:mod:`wxtasks.mirrors`)
+and the Redis memory check. It does not dispatch: dispatchers are their
 own processes (``wxtasks dispatcher``, :mod:`wxtasks.worker.dispatcher`).
 
 Start as many beats as you like (``celery -A workers beat``); the one holding
@@ -22,7 +23,7 @@ import redis
 from celery import beat
 from redis.exceptions import LockError
 
-from wxtasks import layout, redismemory
+from wxtasks import layout, mirrors, redismemory
 from wxtasks.runtime import close_runtime, runtime_for
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,9 @@ class LockedScheduler(beat.Scheduler):
         try:
             if time.monotonic() - self._chores_at >= CHORES_EVERY_S:
                 self._chores_at = time.monotonic()
-                runtime_for(self.app).campaigns.tick()
+                rt = runtime_for(self.app)
+                rt.campaigns.tick()
+                mirrors.refresh(rt.redis, rt.keys, rt.scripts)
             if time.monotonic() - self._memory_at >= redismemory.CHECK_EVERY_S:
                 self._memory_at = time.monotonic()
                 rt = runtime_for(self.app)

@@ -20,7 +20,7 @@ import time
 
 import redis
 
-from wxtasks import layout
+from wxtasks import layout, mirrors
 from wxtasks.config import Settings
 from wxtasks.runtime import Runtime
 from wxtasks.send.dispatcher import Dispatcher
@@ -52,6 +52,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     rt = Runtime(settings)
     while not _layout_checked(rt) and not stop.wait(RETRY_S):
         pass
+    mirrors.refresh(rt.redis, rt.keys, rt.scripts)  # whatever a dead writer left uncopied
     dispatcher = rt.dispatcher(batch_publisher(rt.celery, rt.campaigns))
     logger.info(
         "dispatcher %s: starting (%d shards, split with the other dispatchers)",
