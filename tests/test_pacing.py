@@ -16,6 +16,7 @@ import redis
 
 from tests.conftest import build
 from tests.test_outbox import Rig
+from wxtasks import mirrors
 from wxtasks.accounts.machine import Event
 from wxtasks.config import Settings
 from wxtasks.send import pacing
@@ -302,6 +303,7 @@ def test_bulk_sends_are_spaced_by_the_configured_jitter(redis_url: str, r: redis
     rig = paced_rig(redis_url, r, quiet_hours="", bulk_jitter_s="2-4", group_jitter_s="5-7")
     rig.online("priv", "grp", "camp", "text-at")
     r.hset(rig.keys.campaigns_jitter, "camp1", "0.5-0.8")
+    mirrors.refresh(r, rig.keys, rig.scripts)  # as the campaign's creation does
     pipe = r.pipeline(transaction=False)
     for i in range(8):
         rig.park(f"p{i}", "priv", "bulk", rig.t - 10 + i, pipe)
