@@ -9,8 +9,9 @@ operators read them there) and are copied into every shard by :func:`refresh`.
 Whoever changes one of them (a campaign's pause, resume, cancel or end; a gateway marked
 down or up) refreshes the copies at once, so a pause reaches every shard in the same
 moment; the active beat refreshes them every second too, for a writer that died between
-its change and the copy. A refresh that finds the copies up to date costs two round trips
-(the sets, then each shard's digest).
+its change and the copy. Each copy records the Redis time of the snapshot it holds, so
+of two refreshes at once the later snapshot stays. A refresh that finds the copies up to
+date costs two round trips (the sets, then each shard's digest).
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ from wxtasks.scripts import Scripts
 
 def refresh(client: Any, keys: Keys, scripts: Scripts) -> int:
     """Bring every shard's copies up to the fleet-wide sets; how many shards changed."""
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=True)  # one snapshot of the three, with its time
+    pipe.time()
     pipe.hgetall(keys.campaigns_stopped)
     pipe.smembers(keys.gateways_down)
     pipe.hgetall(keys.campaigns_jitter)
-    stopped, down, jitter = pipe.execute()
+    (seconds, micros), stopped, down, jitter = pipe.execute()
     content = [sorted(stopped.items()), sorted(down), sorted(jitter.items())]
     digest = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]
     pipe = client.pipeline(transaction=False)
     for shard in range(keys.shards):
         pipe.get(keys.mirror_digest(shard))
-    stale = [s for s, held in enumerate(pipe.execute()) if held != digest]
+    stale = [s for s, held in enumerate(pipe.execute()) if str(held).split(" ")[-1] != digest]
     if not stale:
         return 0
-    args: list[Any] = [digest, len(stopped), *(x for pair in content[0] for x in pair)]
+    snapshot = f"{seconds}{micros:06d} {digest}"
+    args: list[Any] = [snapshot, len(stopped), *(x for pair in content[0] for x in pair)]
     args += [len(down), *content[1], len(jitter), *(x for pair in content[2] for x in pair)]
     pipe = client.pipeline(transaction=False)
     for shard in stale:

@@ -3,13 +3,19 @@
 -- KEYS[1] = its copy of the stopped campaigns  (wx:{s}:campaigns:stopped)  hash
 -- KEYS[2] = its copy of the gateways down      (wx:{s}:gateways:down)      set
 -- KEYS[3] = its copy of campaigns' own spacing (wx:{s}:campaigns:jitter)   hash
--- KEYS[4] = the digest of what it holds        (wx:{s}:mirrors)
--- ARGV[1] = the digest of the fleet-wide sets now
+-- KEYS[4] = what it holds: "<snapshot time> <digest>"  (wx:{s}:mirrors)
+-- ARGV[1] = "<snapshot time> <digest>" of the fleet-wide sets, read at that Redis time
 -- ARGV[2] = n, then n pairs (campaign, paused | cancelled); then m, m gateways; then j,
 --           j pairs (campaign, "MIN-MAX")
--- returns 1 when the copies changed, 0 when they were up to date
-if redis.call('GET', KEYS[4]) == ARGV[1] then
-  return 0
+-- returns 1 when the copies changed, 0 when they were up to date (or a later snapshot
+-- is there already: two refreshes at once never leave the older one in place)
+local held = redis.call('GET', KEYS[4])
+if held then
+  local held_at, held_digest = string.match(held, '^(%S+) (%S+)$')
+  local at, digest = string.match(ARGV[1], '^(%S+) (%S+)$')
+  if held_digest == digest or tonumber(held_at) >= tonumber(at) then
+    return 0
+  end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 local i = 2
