@@ -14,7 +14,6 @@ the seconds from the freeze until sends flow again.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -41,6 +40,16 @@ FREEZE_AFTER = 60
 #: how long the primary stays frozen: the sentinels promote the replica in ~3 s and every
 #: client gives up on the frozen primary after its 5 s socket timeout, both well inside it
 FREEZE_S = 25
+
+
+def _freeze(port: int) -> None:
+    client = redis.Redis(port=port, socket_timeout=FREEZE_S + 30)
+    try:
+        client.execute_command("DEBUG", "SLEEP", FREEZE_S)
+    except redis.RedisError:
+        pass  # the primary was stopped meanwhile (the test ended): nothing to wake
+    finally:
+        client.close()
 
 
 def _ping(port: int) -> bool:
@@ -146,18 +155,10 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
     producer.start()
     wait_until(lambda: len(simulator.sends()) >= FREEZE_AFTER, 60, 0.05, "the run under way")
     frozen_at = time.time()
-    freezer = subprocess.Popen(
-        [
-            find_redis_server().replace("redis-server", "redis-cli"),
-            "-p",
-            str(sentinels["primary"]),
-            "DEBUG",
-            "SLEEP",
-            str(FREEZE_S),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    # the primary hangs as a hung host would: DEBUG SLEEP from a client of its own (this
+    # process's, so the freeze is certain to be sent; its reply comes when it wakes)
+    freezer = threading.Thread(target=_freeze, args=(sentinels["primary"],), daemon=True)
+    freezer.start()
     watcher = redis.Redis(port=sentinels["sentinels"][0], decode_responses=True)
     wait_until(
         lambda: int(watcher.sentinel_get_master_addr_by_name(MASTER)[1]) == sentinels["replica"],
@@ -180,8 +181,7 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
-    freezer.kill()
-    freezer.wait(5)
+    freezer.join(FREEZE_S)  # the primary woke long ago (as the old primary's replica)
 
     sends = simulator.sends()
     count = Counter(str(s["content"]) for s in sends)
