@@ -42,12 +42,12 @@ FREEZE_AFTER = 60
 FREEZE_S = 25
 
 
-def _freeze(port: int) -> None:
+def _freeze(port: int, failed: list[BaseException]) -> None:
     client = redis.Redis(port=port, socket_timeout=FREEZE_S + 30)
     try:
         client.execute_command("DEBUG", "SLEEP", FREEZE_S)
-    except redis.RedisError:
-        pass  # the primary was stopped meanwhile (the test ended): nothing to wake
+    except redis.RedisError as exc:
+        failed.append(exc)  # the freeze never reached it (or it was stopped meanwhile)
     finally:
         client.close()
 
@@ -157,15 +157,22 @@ def test_a_failover_under_send_load_loses_nothing_and_sends_nothing_twice(
     frozen_at = time.time()
     # the primary hangs as a hung host would: DEBUG SLEEP from a client of its own (this
     # process's, so the freeze is certain to be sent; its reply comes when it wakes)
-    freezer = threading.Thread(target=_freeze, args=(sentinels["primary"],), daemon=True)
+    freeze_failed: list[BaseException] = []
+    freezer = threading.Thread(
+        target=_freeze, args=(sentinels["primary"], freeze_failed), daemon=True
+    )
     freezer.start()
     watcher = redis.Redis(port=sentinels["sentinels"][0], decode_responses=True)
     wait_until(
-        lambda: int(watcher.sentinel_get_master_addr_by_name(MASTER)[1]) == sentinels["replica"],
+        lambda: (
+            freeze_failed
+            or int(watcher.sentinel_get_master_addr_by_name(MASTER)[1]) == sentinels["replica"]
+        ),
         60,
         0.05,
         "the sentinels to promote the replica",
     )
+    assert not freeze_failed, f"the primary could not be frozen: {freeze_failed}"
     promoted_s = time.time() - frozen_at
     producer.join(timeout=120)
     assert not producer.is_alive()
