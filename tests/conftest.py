@@ -229,7 +229,6 @@ def settings_for(redis_url: str, sim: Simulator, **overrides: Any) -> Settings:
         "gateway_token": sim.token,
         "gateway_profile": sim.profile,
         "gateway_timeout_s": 2.0,
-        "beat_lock_ttl_s": 3.0,  # a standby beat takes over within 3 s
     }
     values.update(overrides)
     return Settings.from_env({}, **values)

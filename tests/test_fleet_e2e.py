@@ -76,7 +76,6 @@ def fleet(supervisor: Supervisor, redis_url: str) -> Iterator[dict[str, Any]]:
         gateway_base_url="http://127.0.0.1:1",  # the default gateway serves nobody here
         gateway_profile="v1",
         gateway_timeout_s=2.0,
-        beat_lock_ttl_s=3.0,
         heartbeat_interval_s=HEARTBEAT_S,
         rate_per_second=FLEET_RATE,
         burst=FLEET_BURST,

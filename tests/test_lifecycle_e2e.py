@@ -11,6 +11,7 @@ import redis
 from tests.conftest import Simulator, Stack, _simulator, build
 from wxtasks.accounts.machine import State
 from wxtasks.client import WxTasksClient
+from wxtasks.config import Settings
 from wxtasks.dev.stack import Supervisor, wait_until
 from wxtasks.events import read_events
 from wxtasks.runtime import redis_client
@@ -95,11 +96,13 @@ def test_accounts_come_online_fail_over_to_error_and_recover(
     holder = r.get(store.keys.beat_lock)
     supervisor.kill(first)
     assert second.alive
-    # the standby takes the lock within one lock period (3 s in tests) plus its 1 s standby
-    # check; the bound leaves room for a busy machine
+    # the standby takes the lock within one lock period (the default a user gets) plus its
+    # 1 s standby check; the bound leaves room for a busy machine
+    lock_s = Settings().beat_lock_ttl_s
+    assert stack.settings.beat_lock_ttl_s == lock_s
     wait_until(
         lambda: r.get(store.keys.beat_lock) not in (None, holder),
-        15,
+        lock_s + 1 + 5,
         what="the standby beat to take the lock",
     )
     after = heartbeat_rate(sim, RATE_WINDOW_S)
